@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import GRDB
 import ProxyModel
 import Synchronization
@@ -115,7 +112,7 @@ final class GroupCommitter: Sendable {
                         do {
                             var produced: CommittedRevision?
                             try db.inSavepoint {
-                                let result = try job.run(db, head.next, Self.nowUnixNanos())
+                                let result = try job.run(db, head.next, WallClock.nowUnixNanos())
                                 produced = result.keep ? result.committed : nil
                                 return result.keep ? .commit : .rollback
                             }
@@ -157,12 +154,6 @@ final class GroupCommitter: Sendable {
         guard floor > compacted else { return }
         try db.execute(sql: "DELETE FROM revisions WHERE revision <= ?", arguments: [floor])
         try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'compacted_revision'", arguments: [floor])
-    }
-
-    static func nowUnixNanos() -> Int64 {
-        var spec = timespec()
-        clock_gettime(CLOCK_REALTIME, &spec)
-        return Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec)
     }
 
     static func storeError(_ error: any Error) -> StoreError {

@@ -26,9 +26,9 @@ extension Store {
         }
     }
 
-    /// Every registered node with its last persisted status (`connected` is always false
-    /// here: only the live server knows which streams are open).
-    public func nodeStatuses() async throws(StoreError) -> [NodeStatus] {
+    /// Every registered node (or the one named) with its last persisted status (`connected`
+    /// is always false here: only the live server knows which streams are open).
+    public func nodeStatuses(named name: String? = nil) async throws(StoreError) -> [NodeStatus] {
         try await read { db in
             let rows = try Row.fetchAll(
                 db,
@@ -36,8 +36,8 @@ extension Store {
                     SELECT o.name, o.body, s.desired_revision, s.applied_revision, s.last_error, s.last_error_revision,
                            s.last_seen_unix_nanos
                     FROM objects o LEFT JOIN node_status s ON s.name = o.name
-                    WHERE o.kind = 'Node' ORDER BY o.name
-                    """)
+                    WHERE o.kind = 'Node' AND (? IS NULL OR o.name = ?) ORDER BY o.name
+                    """, arguments: [name, name])
             return try rows.map { row in
                 guard case .node(let node) = try ObjectCoding.decode(kind: .node, row["body"]) else {
                     throw StoreError.storage("node \(row["name"] as String) has a body of another kind")

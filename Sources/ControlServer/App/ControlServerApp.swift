@@ -1,0 +1,144 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import ProxyModel
+import ServiceLifecycle
+import StateStore
+import Synchronization
+
+/// The control server assembled: store, broadcaster, watch hub, status tracker, the gRPC
+/// server and the status HTTP server, as services of one `ServiceGroup`. Shutdown runs in
+/// reverse start order: HTTP stops, streams end and the gRPC server drains, then the
+/// last node status is flushed.
+public final class ControlServerApp: Sendable {
+    public let configuration: ControlServerConfiguration
+    public let store: Store
+    public let metrics: ServerMetrics
+    let broadcaster: Broadcaster
+    let watchHub: WatchHub
+    let tracker: NodeStatusTracker
+    let grpc: GRPCService
+    public let http: StatusHTTPServer
+    private let logger: Logger
+
+    public init(configuration: ControlServerConfiguration, logger: Logger) async throws {
+        guard let grpcIP = configuration.listen.resolvedIP else {
+            throw StoreError.invalid(ValidationError(field: "--listen", message: "host must be an IP address or localhost"))
+        }
+        self.configuration = configuration
+        self.logger = logger
+        let metrics = ServerMetrics()
+        self.metrics = metrics
+        let store = try Store(configuration: configuration.store, logger: logger)
+        self.store = store
+        let head = try await store.headRevision()
+        metrics.headRevision.set(Double(head.rawValue))
+        broadcaster = Broadcaster(
+            store: store, head: head, historyLimit: configuration.nodeSync.historyLimit, metrics: metrics, logger: logger)
+        watchHub = WatchHub(bufferLimit: configuration.watchBufferLimit)
+        tracker = NodeStatusTracker(store: store, flushInterval: configuration.statusFlushInterval, logger: logger)
+        store.addObserver(broadcaster)
+        store.addObserver(watchHub)
+        store.addObserver(HeadGauge(metrics: metrics))
+
+        let address: GRPCNIOTransportCore.SocketAddress =
+            grpcIP.family == .ipv4
+            ? .ipv4(host: grpcIP.description, port: configuration.listen.port)
+            : .ipv6(host: grpcIP.description, port: configuration.listen.port)
+        let transport = HTTP2ServerTransport.Posix(address: address, transportSecurity: .plaintext)
+        let registry = RegistryService(store: store, tracker: tracker, watchHub: watchHub, metrics: metrics, logger: logger)
+        let nodeSync = NodeSyncService(
+            store: store, broadcaster: broadcaster, tracker: tracker, configuration: configuration.nodeSync, metrics: metrics,
+            logger: logger)
+        let broadcaster = self.broadcaster
+        let watchHub = self.watchHub
+        grpc = GRPCService(
+            server: GRPCServer(transport: transport, services: [registry, nodeSync]),
+            onShutdown: {
+                broadcaster.close()
+                watchHub.close()
+            }, logger: logger)
+
+        let ready = grpc.ready
+        http = StatusHTTPServer(
+            host: configuration.httpListen.host, port: configuration.httpListen.port,
+            routes: [
+                "/healthz": { (.ok, "text/plain; charset=utf-8", Array("ok\n".utf8)) },
+                "/readyz": {
+                    ready.isSet
+                        ? (.ok, "text/plain; charset=utf-8", Array("ready\n".utf8))
+                        : (.serviceUnavailable, "text/plain; charset=utf-8", Array("not ready\n".utf8))
+                },
+                "/metrics": { (.ok, "text/plain; version=0.0.4; charset=utf-8", metrics.render()) },
+            ], logger: logger)
+    }
+
+    /// The services in start order.
+    public var services: [any ServiceLifecycle.Service] { [tracker, grpc, http] }
+
+    /// The bound gRPC address once listening (useful with port 0).
+    public func grpcListeningAddress() async throws -> HostPort {
+        let address = try await grpc.server.listeningAddress
+        if let ipv4 = address?.ipv4 { return HostPort(host: ipv4.host, port: ipv4.port) }
+        if let ipv6 = address?.ipv6 { return HostPort(host: ipv6.host, port: ipv6.port) }
+        throw StoreError.storage("the gRPC server is not listening")
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
+    public func run() async throws {
+        let group = ServiceGroup(
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
+
+/// Runs the gRPC server as a lifecycle service. On graceful shutdown, long-lived streams
+/// (NodeSync, Watch) are ended first so that the server can drain.
+final class GRPCService: ServiceLifecycle.Service, Sendable {
+    let server: GRPCServer<HTTP2ServerTransport.Posix>
+    let ready = ReadyFlag()
+    private let onShutdown: @Sendable () -> Void
+    private let logger: Logger
+
+    init(server: GRPCServer<HTTP2ServerTransport.Posix>, onShutdown: @escaping @Sendable () -> Void, logger: Logger) {
+        self.server = server
+        self.onShutdown = onShutdown
+        self.logger = logger
+    }
+
+    func run() async throws {
+        let server = self.server
+        let ready = self.ready
+        let logger = self.logger
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await server.serve() }
+                if let address = try await server.listeningAddress {
+                    ready.set(true)
+                    logger.info("gRPC server listening", metadata: ["address": "\(address)"])
+                }
+            }
+        } onGracefulShutdown: {
+            ready.set(false)
+            self.onShutdown()
+            server.beginGracefulShutdown()
+        }
+    }
+}
+
+/// Keeps the head-revision gauge current.
+private struct HeadGauge: CommitObserver {
+    let metrics: ServerMetrics
+
+    func committed(_ revisions: [CommittedRevision]) {
+        if let last = revisions.last { metrics.headRevision.set(Double(last.revision.rawValue)) }
+    }
+}
+
+/// Whether the gRPC server is accepting calls (for `/readyz`).
+final class ReadyFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+
+    var isSet: Bool { value.load(ordering: .acquiring) }
+    func set(_ ready: Bool) { value.store(ready, ordering: .releasing) }
+}

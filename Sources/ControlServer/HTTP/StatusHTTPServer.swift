@@ -1,0 +1,90 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+/// A small HTTP/1.1 server for probes and scraping: `/healthz`, `/readyz`, `/metrics`.
+public final class StatusHTTPServer: ServiceLifecycle.Service, Sendable {
+    /// Answers one path; nil means 404.
+    public typealias Route = @Sendable () -> (status: HTTPResponseStatus, contentType: String, body: [UInt8])
+
+    private let host: String
+    private let port: Int
+    private let routes: [String: Route]
+    private let logger: Logger
+    private let bound = Mutex<SocketAddress?>(nil)
+    private let boundSignal: AsyncStream<Void>.Continuation
+    private let boundStream: AsyncStream<Void>
+
+    public init(host: String, port: Int, routes: [String: Route], logger: Logger) {
+        self.host = host
+        self.port = port
+        self.routes = routes
+        self.logger = logger
+        (boundStream, boundSignal) = AsyncStream<Void>.makeStream()
+    }
+
+    /// The bound address, once listening (port 0 binds an ephemeral port).
+    public func listeningAddress() async -> SocketAddress? {
+        for await _ in boundStream { break }
+        return bound.withLock { $0 }
+    }
+
+    public func run() async throws {
+        let routes = self.routes
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.pipeline.configureHTTPServerPipeline().flatMap {
+                    channel.pipeline.addHandler(RouteHandler(routes: routes))
+                }
+            }
+            .bind(host: host, port: port).get()
+        bound.withLock { $0 = channel.localAddress }
+        boundSignal.yield()
+        boundSignal.finish()
+        logger.info("status HTTP server listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+        try? await gracefulShutdown()
+        try await channel.close()
+    }
+}
+
+private final class RouteHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let routes: [String: StatusHTTPServer.Route]
+    private var path = ""
+    private var keepAlive = false
+
+    init(routes: [String: StatusHTTPServer.Route]) {
+        self.routes = routes
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
+            keepAlive = head.isKeepAlive
+        case .body:
+            break
+        case .end:
+            let (status, contentType, body) =
+                routes[path]?() ?? (.notFound, "text/plain; charset=utf-8", Array("not found\n".utf8))
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: contentType)
+            headers.add(name: "Content-Length", value: String(body.count))
+            if !keepAlive { headers.add(name: "Connection", value: "close") }
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+            if keepAlive {
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            } else {
+                let channel = context.channel
+                context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+import Logging
+import ProxyModel
+import StateStore
+import Synchronization
+
+/// Pushes committed revisions to every NodeSync stream: the I/O shell around `BroadcastState`.
+///
+/// Each commit batch is encoded once into a delta whose bytes all caught-up streams share.
+/// Streams that fell behind are served merged deltas built from a bounded in-memory history
+/// of recent revisions (cached per starting revision, so streams behind by the same amount
+/// share those bytes too), or from the store when they are further behind.
+public final class Broadcaster: CommitObserver {
+    private struct Shared: Sendable {
+        var state: BroadcastState
+        var signals: [ConnectionID: AsyncStream<Void>.Continuation] = [:]
+        var nextID: ConnectionID = 1
+        /// Recent committed revisions (node kinds only), oldest first, contiguous.
+        var history: [CommittedRevision] = []
+        /// Merged deltas to the current head, by starting revision.
+        var catchUps: [Revision: EncodedMessage] = [:]
+        /// The snapshot at the current head, once someone needed it.
+        var snapshot: (revision: Revision, message: EncodedMessage)?
+        var closed = false
+    }
+
+    private let shared: Mutex<Shared>
+    private let store: Store
+    private let historyLimit: Int
+    private let metrics: ServerMetrics
+    private let logger: Logger
+
+    public init(store: Store, head: Revision, historyLimit: Int, metrics: ServerMetrics, logger: Logger) {
+        self.store = store
+        self.historyLimit = max(1, historyLimit)
+        self.metrics = metrics
+        self.logger = logger
+        self.shared = Mutex(Shared(state: BroadcastState(head: head)))
+    }
+
+    // MARK: commits
+
+    public func committed(_ revisions: [CommittedRevision]) {
+        guard let first = revisions.first, let last = revisions.last else { return }
+        let from = Revision(first.revision.rawValue - 1)
+        let message: EncodedMessage
+        do {
+            message = try SyncMessages.delta(
+                from: from, to: last.revision, commitTimeUnixNanos: last.commitTimeUnixNanos,
+                changes: SyncMessages.merge(revisions))
+        } catch {
+            logger.error("cannot encode delta \(from)->\(last.revision): \(error)")
+            return
+        }
+        metrics.deltaBytes.increment(by: Int64(message.bytes.count))
+        let wake = shared.withLock { shared -> [AsyncStream<Void>.Continuation] in
+            shared.history.append(contentsOf: revisions.map { revision in
+                var filtered = revision
+                filtered.changes = revision.changes.filter { SyncMessages.nodeKinds.contains($0.key.kind) }
+                return filtered
+            })
+            if shared.history.count > historyLimit { shared.history.removeFirst(shared.history.count - historyLimit) }
+            shared.catchUps = [:]
+            shared.snapshot = nil
+            return shared.state.published(from: from, to: last.revision, message: message).compactMap { shared.signals[$0] }
+        }
+        for signal in wake { signal.yield() }
+    }
+
+    // MARK: streams
+
+    /// Registers a stream after its Hello; the returned signals wake its writer.
+    public func join(appliedRevision: Revision) -> (ConnectionID, AsyncStream<Void>) {
+        let (signals, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let id = shared.withLock { shared in
+            let id = shared.nextID
+            shared.nextID += 1
+            shared.state.joined(id, appliedRevision: appliedRevision)
+            if shared.closed {
+                continuation.finish()
+            } else {
+                shared.signals[id] = continuation
+            }
+            return id
+        }
+        continuation.yield()
+        metrics.connectedStreams.increment()
+        return (id, signals)
+    }
+
+    public func leave(_ id: ConnectionID) {
+        let signal = shared.withLock { shared in
+            shared.state.left(id)
+            return shared.signals.removeValue(forKey: id)
+        }
+        signal?.finish()
+        metrics.connectedStreams.decrement()
+    }
+
+    public func resync(_ id: ConnectionID, appliedRevision: Revision) {
+        let signal = shared.withLock { shared in
+            shared.state.resync(id, appliedRevision: appliedRevision)
+            return shared.signals[id]
+        }
+        signal?.yield()
+    }
+
+    public func wake(_ id: ConnectionID) {
+        shared.withLock { $0.signals[id] }?.yield()
+    }
+
+    /// Ends every stream's signals (server shutdown); writers then return.
+    public func close() {
+        let signals = shared.withLock { shared in
+            shared.closed = true
+            defer { shared.signals = [:] }
+            return Array(shared.signals.values)
+        }
+        for signal in signals { signal.finish() }
+    }
+
+    public func sentRevision(_ id: ConnectionID) -> Revision? {
+        shared.withLock { $0.state.sentRevision(id) }
+    }
+
+    public var head: Revision { shared.withLock { $0.state.head } }
+
+    /// Runs a stream's writer until its signals end: writes every message the state machine
+    /// hands out and prepares initial syncs and catch-ups. `write` and `idle` (called when
+    /// nothing is left to send, e.g. to send a heartbeat) are called serially.
+    public func runWriter(
+        _ id: ConnectionID, signals: AsyncStream<Void>, write: (EncodedMessage) async throws -> Void,
+        idle: () async throws -> Void
+    ) async throws {
+        for await _ in signals {
+            while true {
+                let step = shared.withLock { $0.state.next(id) }
+                switch step {
+                case .idle:
+                    try await idle()
+                case .write(let message):
+                    try await write(message)
+                    metrics.sentBytes.increment(by: Int64(message.bytes.count))
+                    continue
+                case .initialSync(let from):
+                    try await prepare(id, from: from, initial: true)
+                    continue
+                case .catchUp(let from):
+                    try await prepare(id, from: from, initial: false)
+                    continue
+                }
+                break
+            }
+        }
+    }
+
+    private func prepare(_ id: ConnectionID, from: Revision, initial: Bool) async throws {
+        do {
+            let (to, message) = try await build(from: from, initial: initial)
+            shared.withLock { $0.state.prepared(id, from: from, to: to, message: message) }
+        } catch {
+            shared.withLock { $0.state.preparationFailed(id) }
+            throw error
+        }
+    }
+
+    /// A message that brings a node from `from` to the head (nil message: already there).
+    private func build(from: Revision, initial: Bool) async throws -> (Revision, EncodedMessage?) {
+        enum Cached { case hit(Revision, EncodedMessage?), miss }
+        let cached: Cached = shared.withLock { shared in
+            let head = shared.state.head
+            if from == head && !(initial && from == .zero) { return .hit(head, nil) }
+            if from == .zero, let snapshot = shared.snapshot, snapshot.revision == head {
+                return .hit(head, snapshot.message)
+            }
+            if let message = shared.catchUps[from] { return .hit(head, message) }
+            guard from < head, let first = shared.history.first, first.revision.rawValue <= from.rawValue + 1,
+                shared.history.last?.revision == head
+            else { return .miss }
+            let start = Int(from.rawValue + 1 - first.revision.rawValue)
+            let revisions = shared.history[start...]
+            guard let message = try? SyncMessages.delta(
+                from: from, to: head, commitTimeUnixNanos: revisions.last!.commitTimeUnixNanos,
+                changes: SyncMessages.merge(revisions))
+            else { return .miss }
+            shared.catchUps[from] = message
+            return .hit(head, message)
+        }
+        if case .hit(let to, let message) = cached {
+            metrics.catchUps.increment()
+            return (to, message)
+        }
+        switch try await store.catchUp(from: from, kinds: SyncMessages.nodeKinds) {
+        case .upToDate(let head):
+            return (head, nil)
+        case .delta(let from, let to, let commitTime, let changes):
+            metrics.catchUps.increment()
+            return (to, try SyncMessages.delta(from: from, to: to, commitTimeUnixNanos: commitTime, changes: changes))
+        case .snapshot(let snapshot):
+            metrics.snapshots.increment()
+            let message = try SyncMessages.snapshot(snapshot)
+            shared.withLock { shared in
+                if snapshot.revision == shared.state.head { shared.snapshot = (snapshot.revision, message) }
+            }
+            return (snapshot.revision, message)
+        }
+    }
+}
