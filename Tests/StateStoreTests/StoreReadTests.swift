@@ -1,0 +1,97 @@
+import Foundation
+import ProxyModel
+import Testing
+
+@testable import StateStore
+
+@Suite struct StoreReadTests {
+    @Test func historyDeliversEachRevisionAndCompactionIsReported() async throws {
+        let fixture = try TemporaryStore(retainedRevisions: 3)
+        defer { fixture.remove() }
+        let store = fixture.store
+        for index in 1...6 {
+            _ = try await store.apply([ApplyItem(object: slice("s", service: "web", addresses: ["10.244.0.\(index)"]))])
+        }
+        #expect(try await store.compactedRevision() == 3)
+        let history = try await store.history(after: 3, limit: 10)
+        #expect(history.map(\.revision) == [4, 5, 6])
+        #expect(history.allSatisfy { $0.changes.count == 1 })
+        await #expect(throws: StoreError.compacted(requested: 2, compacted: 3)) {
+            _ = try await store.history(after: 2, limit: 10)
+        }
+    }
+
+    @Test func catchUpIsADeltaInsideTheLogAndASnapshotOutside() async throws {
+        let fixture = try TemporaryStore(retainedRevisions: 3)
+        defer { fixture.remove() }
+        let store = fixture.store
+        _ = try await store.apply([ApplyItem(object: service("web"))])
+        _ = try await store.apply([ApplyItem(object: slice("a", service: "web", addresses: ["10.244.0.1"]))])
+        _ = try await store.apply([ApplyItem(object: slice("a", service: "web", addresses: ["10.244.0.2"]))])
+        _ = try await store.apply([ApplyItem(object: slice("b", service: "web", addresses: ["10.244.0.3"]))])
+        _ = try await store.delete([DeleteItem(key: key(.endpointSlice, "b"))])
+        let kinds: Set<ObjectKind> = [.service, .endpointSlice]
+        guard case .delta(let from, let to, _, let changes) = try await store.catchUp(from: 2, kinds: kinds) else {
+            Issue.record("expected a delta")
+            return
+        }
+        #expect(from == 2 && to == 5)
+        // Merged: slice a at its latest state, slice b deleted.
+        #expect(changes.map(\.key.name) == ["a", "b"])
+        #expect(changes[1].object == nil)
+        if case .endpointSlice(let a) = changes[0].object {
+            #expect(a.endpoints[0].addresses == [ip("10.244.0.2")])
+        } else {
+            Issue.record("expected slice a")
+        }
+        guard case .snapshot(let snapshot) = try await store.catchUp(from: 1, kinds: kinds) else {
+            Issue.record("expected a snapshot past compaction")
+            return
+        }
+        #expect(snapshot.revision == 5)
+        #expect(snapshot.objects.map(\.key.name).sorted() == ["a", "web"])
+        guard case .upToDate(5) = try await store.catchUp(from: 5, kinds: kinds) else {
+            Issue.record("expected up to date")
+            return
+        }
+        guard case .snapshot = try await store.catchUp(from: 0, kinds: kinds) else {
+            Issue.record("a node with nothing gets a snapshot")
+            return
+        }
+    }
+
+    @Test func pagedListingIsConsistentOrExpires() async throws {
+        let fixture = try TemporaryStore()
+        defer { fixture.remove() }
+        let store = fixture.store
+        _ = try await store.apply((0..<5).map { ApplyItem(object: service("svc\($0)")) })
+        _ = try await store.apply([ApplyItem(object: service("other", namespace: "kube-system"))])
+        let first = try await store.list(kind: .service, namespace: "default", limit: 2)
+        #expect(first.objects.map(\.metadata.name) == ["svc0", "svc1"])
+        let continuation = try #require(first.continueToken)
+        // A change to an object already listed does not disturb the listing.
+        _ = try await store.apply([ApplyItem(object: service("svc0", port: 81))])
+        let second = try await store.list(kind: .service, namespace: "default", limit: 2, continuation: continuation)
+        #expect(second.objects.map(\.metadata.name) == ["svc2", "svc3"])
+        #expect(second.revision == first.revision)
+        // A change to an object not yet listed does.
+        _ = try await store.apply([ApplyItem(object: service("svc4", port: 81))])
+        await #expect(throws: StoreError.self) {
+            _ = try await store.list(kind: .service, namespace: "default", limit: 2, continuation: second.continueToken)
+        }
+        let all = try await store.list(kind: .service, namespace: nil, limit: 100)
+        #expect(all.objects.count == 6)
+        #expect(all.continueToken == nil)
+    }
+
+    @Test func migrationsEmbeddedInTheBinaryMatchTheSchemaDirectory() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let directory = root.appendingPathComponent("schema/sqlite")
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".sql") }.sorted()
+        #expect(files == Migrations.embedded.map(\.name))
+        for migration in Migrations.embedded {
+            let text = try String(contentsOf: directory.appendingPathComponent(migration.name), encoding: .utf8)
+            #expect(text == migration.sql + "\n", "run scripts/generate-migrations.sh after editing \(migration.name)")
+        }
+    }
+}
