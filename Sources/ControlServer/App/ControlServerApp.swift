@@ -34,7 +34,10 @@ public final class ControlServerApp: Sendable {
         let head = try await store.headRevision()
         metrics.headRevision.set(Double(head.rawValue))
         broadcaster = Broadcaster(
-            store: store, head: head, historyLimit: configuration.nodeSync.historyLimit, metrics: metrics, logger: logger)
+            store: store, head: head,
+            // Never serve deltas from further back than the store retains: past that, a snapshot.
+            historyLimit: min(configuration.nodeSync.historyLimit, Int(clamping: configuration.store.retainedRevisions)),
+            metrics: metrics, logger: logger)
         watchHub = WatchHub(bufferLimit: configuration.watchBufferLimit)
         tracker = NodeStatusTracker(store: store, flushInterval: configuration.statusFlushInterval, logger: logger)
         store.addObserver(broadcaster)
@@ -46,7 +49,8 @@ public final class ControlServerApp: Sendable {
             ? .ipv4(host: grpcIP.description, port: configuration.listen.port)
             : .ipv6(host: grpcIP.description, port: configuration.listen.port)
         let transport = HTTP2ServerTransport.Posix(address: address, transportSecurity: .plaintext)
-        let registry = RegistryService(store: store, tracker: tracker, watchHub: watchHub, metrics: metrics, logger: logger)
+        let registry = RegistryService(
+            store: store, tracker: tracker, broadcaster: broadcaster, watchHub: watchHub, metrics: metrics, logger: logger)
         let nodeSync = NodeSyncService(
             store: store, broadcaster: broadcaster, tracker: tracker, configuration: configuration.nodeSync, metrics: metrics,
             logger: logger)

@@ -58,6 +58,9 @@ public struct BroadcastState: Sendable {
         }
     }
 
+    /// The last published revision: the newest revision that changed what nodes hold.
+    /// (Revisions that only touch other kinds, such as Node registrations, are not published;
+    /// a stream's `sent` may therefore be ahead of `head`.)
     public private(set) var head: Revision
     var streams: [ConnectionID: Stream] = [:]
 
@@ -123,7 +126,6 @@ public struct BroadcastState: Sendable {
     public mutating func prepared(_ id: ConnectionID, from: Revision, to: Revision, message: EncodedMessage?) {
         guard var stream = streams[id] else { return }
         stream.preparing = false
-        head = max(head, to)
         if let initialFrom = stream.initialFrom {
             // The first message replaces whatever the node holds, even if `to` < `from`
             // (a node that claims a revision this server never reached gets a snapshot).

@@ -40,25 +40,30 @@ public final class Broadcaster: CommitObserver {
     // MARK: commits
 
     public func committed(_ revisions: [CommittedRevision]) {
-        guard let first = revisions.first, let last = revisions.last else { return }
-        let from = Revision(first.revision.rawValue - 1)
+        guard let last = revisions.last else { return }
+        let relevant = revisions.map { revision in
+            var filtered = revision
+            filtered.changes = revision.changes.filter { SyncMessages.nodeKinds.contains($0.key.kind) }
+            return filtered
+        }
+        // Only `committed` moves the published head, and the store calls it serially.
+        let from = shared.withLock { shared in
+            shared.history.append(contentsOf: relevant)
+            if shared.history.count > historyLimit { shared.history.removeFirst(shared.history.count - historyLimit) }
+            return shared.state.head
+        }
+        guard relevant.contains(where: { !$0.changes.isEmpty }) else { return }
         let message: EncodedMessage
         do {
             message = try SyncMessages.delta(
                 from: from, to: last.revision, commitTimeUnixNanos: last.commitTimeUnixNanos,
-                changes: SyncMessages.merge(revisions))
+                changes: SyncMessages.merge(relevant))
         } catch {
             logger.error("cannot encode delta \(from)->\(last.revision): \(error)")
             return
         }
         metrics.deltaBytes.increment(by: Int64(message.bytes.count))
         let wake = shared.withLock { shared -> [AsyncStream<Void>.Continuation] in
-            shared.history.append(contentsOf: revisions.map { revision in
-                var filtered = revision
-                filtered.changes = revision.changes.filter { SyncMessages.nodeKinds.contains($0.key.kind) }
-                return filtered
-            })
-            if shared.history.count > historyLimit { shared.history.removeFirst(shared.history.count - historyLimit) }
             shared.catchUps = [:]
             shared.snapshot = nil
             return shared.state.published(from: from, to: last.revision, message: message).compactMap { shared.signals[$0] }
@@ -168,16 +173,20 @@ public final class Broadcaster: CommitObserver {
         enum Cached { case hit(Revision, EncodedMessage?), miss }
         let cached: Cached = shared.withLock { shared in
             let head = shared.state.head
-            if from == head && !(initial && from == .zero) { return .hit(head, nil) }
-            if from == .zero, let snapshot = shared.snapshot, snapshot.revision == head {
-                return .hit(head, snapshot.message)
+            if from == .zero {
+                // A node with nothing always starts from a snapshot.
+                if initial, let snapshot = shared.snapshot, snapshot.revision == head { return .hit(head, snapshot.message) }
+                return .miss
             }
+            if from == head { return .hit(head, nil) }
             if let message = shared.catchUps[from] { return .hit(head, message) }
+            // History holds every revision (published or not) up to the newest commit.
             guard from < head, let first = shared.history.first, first.revision.rawValue <= from.rawValue + 1,
-                shared.history.last?.revision == head
+                let newest = shared.history.last?.revision, newest >= head
             else { return .miss }
             let start = Int(from.rawValue + 1 - first.revision.rawValue)
-            let revisions = shared.history[start...]
+            let end = Int(head.rawValue - first.revision.rawValue)
+            let revisions = shared.history[start...end]
             guard let message = try? SyncMessages.delta(
                 from: from, to: head, commitTimeUnixNanos: revisions.last!.commitTimeUnixNanos,
                 changes: SyncMessages.merge(revisions))

@@ -10,6 +10,7 @@ import StateStore
 public struct RegistryService: Kubeproxy_V1_Registry.SimpleServiceProtocol {
     let store: Store
     let tracker: NodeStatusTracker
+    let broadcaster: Broadcaster
     let watchHub: WatchHub
     let metrics: ServerMetrics
     let logger: Logger
@@ -19,9 +20,13 @@ public struct RegistryService: Kubeproxy_V1_Registry.SimpleServiceProtocol {
     /// Revisions read from the change log per step while a Watch replays history.
     static let historyBatch = 256
 
-    public init(store: Store, tracker: NodeStatusTracker, watchHub: WatchHub, metrics: ServerMetrics, logger: Logger) {
+    public init(
+        store: Store, tracker: NodeStatusTracker, broadcaster: Broadcaster, watchHub: WatchHub, metrics: ServerMetrics,
+        logger: Logger
+    ) {
         self.store = store
         self.tracker = tracker
+        self.broadcaster = broadcaster
         self.watchHub = watchHub
         self.metrics = metrics
         self.logger = logger
@@ -155,6 +160,7 @@ public struct RegistryService: Kubeproxy_V1_Registry.SimpleServiceProtocol {
         return .with {
             $0.nodes = statuses.map(\.wire)
             $0.headRevision = head.rawValue
+            $0.publishedRevision = broadcaster.head.rawValue
         }
     }
 
@@ -167,6 +173,7 @@ public struct RegistryService: Kubeproxy_V1_Registry.SimpleServiceProtocol {
         return .with {
             $0.node = status.wire
             $0.headRevision = head.rawValue
+            $0.publishedRevision = broadcaster.head.rawValue
         }
     }
 

@@ -915,6 +915,11 @@ public nonisolated struct Kubeproxy_V1_ListNodesResponse: Sendable {
 
   public var headRevision: UInt64 = 0
 
+  /// The newest revision that changed what nodes hold (Services, EndpointSlices). Revisions
+  /// after it (e.g. node registrations) carry nothing for nodes: a node that applied
+  /// `published_revision` is up to date.
+  public var publishedRevision: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -947,6 +952,9 @@ public nonisolated struct Kubeproxy_V1_GetNodeResponse: Sendable {
   public mutating func clearNode() {self._node = nil}
 
   public var headRevision: UInt64 = 0
+
+  /// as in ListNodesResponse
+  public var publishedRevision: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2515,7 +2523,7 @@ nonisolated extension Kubeproxy_V1_ListNodesRequest: SwiftProtobuf.Message, Swif
 
 nonisolated extension Kubeproxy_V1_ListNodesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListNodesResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nodes\0\u{3}head_revision\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nodes\0\u{3}head_revision\0\u{3}published_revision\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2525,6 +2533,7 @@ nonisolated extension Kubeproxy_V1_ListNodesResponse: SwiftProtobuf.Message, Swi
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.nodes) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.headRevision) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.publishedRevision) }()
       default: break
       }
     }
@@ -2537,12 +2546,16 @@ nonisolated extension Kubeproxy_V1_ListNodesResponse: SwiftProtobuf.Message, Swi
     if self.headRevision != 0 {
       try visitor.visitSingularUInt64Field(value: self.headRevision, fieldNumber: 2)
     }
+    if self.publishedRevision != 0 {
+      try visitor.visitSingularUInt64Field(value: self.publishedRevision, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Kubeproxy_V1_ListNodesResponse, rhs: Kubeproxy_V1_ListNodesResponse) -> Bool {
     if lhs.nodes != rhs.nodes {return false}
     if lhs.headRevision != rhs.headRevision {return false}
+    if lhs.publishedRevision != rhs.publishedRevision {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2580,7 +2593,7 @@ nonisolated extension Kubeproxy_V1_GetNodeRequest: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Kubeproxy_V1_GetNodeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetNodeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{3}head_revision\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{3}head_revision\0\u{3}published_revision\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2590,6 +2603,7 @@ nonisolated extension Kubeproxy_V1_GetNodeResponse: SwiftProtobuf.Message, Swift
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._node) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.headRevision) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.publishedRevision) }()
       default: break
       }
     }
@@ -2606,12 +2620,16 @@ nonisolated extension Kubeproxy_V1_GetNodeResponse: SwiftProtobuf.Message, Swift
     if self.headRevision != 0 {
       try visitor.visitSingularUInt64Field(value: self.headRevision, fieldNumber: 2)
     }
+    if self.publishedRevision != 0 {
+      try visitor.visitSingularUInt64Field(value: self.publishedRevision, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Kubeproxy_V1_GetNodeResponse, rhs: Kubeproxy_V1_GetNodeResponse) -> Bool {
     if lhs._node != rhs._node {return false}
     if lhs.headRevision != rhs.headRevision {return false}
+    if lhs.publishedRevision != rhs.publishedRevision {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
