@@ -1,0 +1,303 @@
+import ArgumentParser
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import ProxyAPI
+import ProxyModel
+import Synchronization
+
+@main
+struct ProxyBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "proxy-bench", abstract: "Benchmarks of the control plane against a real control-server process.",
+        subcommands: [Writes.self, Fanout.self])
+}
+
+struct ServerOptions: ParsableArguments {
+    @Option(help: "The control-server binary to start (default: next to this binary).")
+    var serverBinary: String = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        .appendingPathComponent("control-server").path
+}
+
+/// Durable endpoint updates per second through Apply.
+struct Writes: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Durable one-endpoint updates per second through Apply.")
+
+    @OptionGroup var server: ServerOptions
+
+    @Option(help: "Concurrent clients, comma-separated.")
+    var clients: String = "1,8,64"
+
+    @Option(help: "Seconds per concurrency level.")
+    var seconds: Double = 5
+
+    @Option(help: "Endpoints per EndpointSlice.")
+    var endpoints: Int = 10
+
+    func run() async throws {
+        let levels = clients.split(separator: ",").compactMap { Int($0) }
+        print("writes: one-endpoint EndpointSlice updates (\(endpoints) endpoints per slice), synchronous=FULL")
+        print("clients  updates  seconds  updates/s  p50 ms  p99 ms")
+        for level in levels {
+            let process = try await ServerProcess(binary: server.serverBinary)
+            defer { process.stop() }
+            let address = process.grpc
+            let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+            let started = ContinuousClock.now
+            // One HTTP/2 connection per 16 clients.
+            let connections = max(1, (level + 15) / 16)
+            let latencies = try await withThrowingTaskGroup(of: [Duration].self) { group in
+                for connection in 0..<connections {
+                    let workers = (0..<level).filter { $0 % connections == connection }
+                    group.addTask {
+                        try await withClient(address) { client in
+                            let registry = Kubeproxy_V1_Registry.Client(wrapping: client)
+                            return try await withThrowingTaskGroup(of: [Duration].self) { inner in
+                                for worker in workers {
+                                    inner.addTask {
+                                        var samples: [Duration] = []
+                                        var generation = 0
+                                        while ContinuousClock.now < deadline {
+                                            generation += 1
+                                            let object = benchSlice(service: worker, endpoints: endpoints, generation: generation)
+                                            let begin = ContinuousClock.now
+                                            _ = try await registry.apply(.with { $0.items = [.with { $0.object = object }] })
+                                            samples.append(ContinuousClock.now - begin)
+                                        }
+                                        return samples
+                                    }
+                                }
+                                return try await inner.reduce(into: []) { $0 += $1 }
+                            }
+                        }
+                    }
+                }
+                return try await group.reduce(into: [Duration]()) { $0 += $1 }
+            }
+            let elapsed = (ContinuousClock.now - started).milliseconds / 1000
+            let sorted = latencies.sorted()
+            print(
+                String(
+                    format: "%7d  %7d  %7.2f  %9.0f  %6.2f  %6.2f", level, latencies.count, elapsed,
+                    Double(latencies.count) / elapsed, percentile(sorted, 50).milliseconds, percentile(sorted, 99).milliseconds))
+        }
+    }
+}
+
+/// Fan-out latency, server memory per node and bytes per change.
+struct Fanout: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "N simulated nodes hold NodeSync streams; time from Apply returning to every node having the change.")
+
+    @OptionGroup var server: ServerOptions
+
+    @Option(help: "Simulated node counts, comma-separated.")
+    var nodes: String = "100,1000"
+
+    @Option(help: "Changes applied per run (one-endpoint updates, 20 ms apart).")
+    var changes: Int = 50
+
+    @Option(help: "Endpoints per EndpointSlice.")
+    var endpoints: Int = 10
+
+    @Option(help: "Services in the store before the nodes connect.")
+    var services: Int = 100
+
+    func run() async throws {
+        print("fanout: \(changes) one-endpoint changes, \(services) services x \(endpoints) endpoints in the store")
+        print("nodes  all-nodes p50 ms  all-nodes p99 ms  per-node p99 ms  RSS/node KiB  msg bytes/change/node  sent bytes/change/node")
+        for count in nodes.split(separator: ",").compactMap({ Int($0) }) {
+            try await runOnce(nodeCount: count)
+        }
+    }
+
+    private func runOnce(nodeCount: Int) async throws {
+        let process = try await ServerProcess(binary: server.serverBinary)
+        defer { process.stop() }
+        let address = process.grpc
+        try await withClient(address) { client in
+            let registry = Kubeproxy_V1_Registry.Client(wrapping: client)
+            for batch in stride(from: 0, to: services, by: 500) {
+                let items = (batch..<min(services, batch + 500)).flatMap { index in
+                    [benchService(index), benchSlice(service: index, endpoints: endpoints, generation: 0)]
+                }
+                _ = try await registry.apply(.with { $0.items = items.map { object in .with { $0.object = object } } })
+            }
+        }
+        let baseline = try process.residentBytes()
+        let recorder = Recorder(nodes: nodeCount)
+        let perConnection = 50
+        let (ready, readyContinuation) = AsyncStream<Void>.makeStream()
+        let nodesTask = Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for connection in stride(from: 0, to: nodeCount, by: perConnection) {
+                    group.addTask {
+                        try await withClient(address) { client in
+                            try await withThrowingTaskGroup(of: Void.self) { inner in
+                                for node in connection..<min(nodeCount, connection + perConnection) {
+                                    inner.addTask {
+                                        try await simulatedNode(client: client, index: node, recorder: recorder, ready: readyContinuation)
+                                    }
+                                }
+                                try await inner.waitForAll()
+                            }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        var connected = 0
+        for await _ in ready {
+            connected += 1
+            if connected == nodeCount { break }
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let withNodes = try process.residentBytes()
+        let sentBefore = try await process.metric("kubeproxy_nodesync_sent_bytes_total")
+        let allNodes = try await withClient(address) { client in
+            var allNodes: [Duration] = []
+            let registry = Kubeproxy_V1_Registry.Client(wrapping: client)
+            for change in 1...changes {
+                let object = benchSlice(service: change % max(1, services), endpoints: endpoints, generation: change)
+                let response = try await registry.apply(.with { $0.items = [.with { $0.object = object }] })
+                let returned = ContinuousClock.now
+                recorder.expect(revision: response.revision, appliedAt: returned)
+                try await recorder.waitForAll(revision: response.revision)
+                allNodes.append(recorder.lastArrival(revision: response.revision) - returned)
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            return allNodes
+        }
+        let sentAfter = try await process.metric("kubeproxy_nodesync_sent_bytes_total")
+        nodesTask.cancel()
+        _ = await nodesTask.result
+        let sorted = allNodes.sorted()
+        let perNode = recorder.perNodeLatencies().sorted()
+        print(
+            String(
+                format: "%5d  %16.2f  %16.2f  %15.2f  %12.1f  %21.0f  %22.0f", nodeCount, percentile(sorted, 50).milliseconds,
+                percentile(sorted, 99).milliseconds, percentile(perNode, 99).milliseconds,
+                Double(withNodes - baseline) / Double(nodeCount) / 1024, recorder.meanDeltaBytes(),
+                (sentAfter - sentBefore) / Double(changes * nodeCount)))
+    }
+}
+
+/// Arrival times of each revision at each simulated node.
+final class Recorder: Sendable {
+    private struct State {
+        var expected: [UInt64: ContinuousClock.Instant] = [:]
+        var appliedAt: [UInt64: ContinuousClock.Instant] = [:]
+        var arrivals: [UInt64: [ContinuousClock.Instant]] = [:]
+        var latestByNode: [Int: UInt64] = [:]
+        var deltaBytes: [Int] = []
+        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    }
+
+    private let state = Mutex(State())
+    let nodes: Int
+
+    init(nodes: Int) { self.nodes = nodes }
+
+    func expect(revision: UInt64, appliedAt: ContinuousClock.Instant) {
+        state.withLock { state in
+            state.expected[revision] = appliedAt
+            state.appliedAt[revision] = appliedAt
+        }
+    }
+
+    func received(node: Int, to revision: UInt64, bytes: Int, isDelta: Bool) {
+        let now = ContinuousClock.now
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.latestByNode[node] = revision
+            if isDelta { state.deltaBytes.append(bytes) }
+            // A merged delta delivers every revision up to `revision`.
+            for expected in state.expected.keys where expected <= revision {
+                state.arrivals[expected, default: []].append(now)
+            }
+            for (waiting, _) in state.waiters where (state.arrivals[waiting]?.count ?? 0) >= nodes {
+                return state.waiters.removeValue(forKey: waiting)
+            }
+            return nil
+        }
+        waiter?.resume()
+    }
+
+    func waitForAll(revision: UInt64) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withCheckedContinuation { continuation in
+                    let done = self.state.withLock { state in
+                        if (state.arrivals[revision]?.count ?? 0) >= self.nodes { return true }
+                        state.waiters[revision] = continuation
+                        return false
+                    }
+                    if done { continuation.resume() }
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: .seconds(30))
+                throw BenchError("revision \(revision) did not reach every node within 30 s")
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+        state.withLock { $0.expected[revision] = nil }
+    }
+
+    func lastArrival(revision: UInt64) -> ContinuousClock.Instant {
+        state.withLock { $0.arrivals[revision]?.max() ?? .now }
+    }
+
+    func perNodeLatencies() -> [Duration] {
+        state.withLock { state in
+            state.arrivals.flatMap { revision, times in
+                times.compactMap { time in state.appliedAt[revision].map { time - $0 } }
+            }
+        }
+    }
+
+    func meanDeltaBytes() -> Double {
+        state.withLock { state in
+            state.deltaBytes.isEmpty ? 0 : Double(state.deltaBytes.reduce(0, +)) / Double(state.deltaBytes.count)
+        }
+    }
+}
+
+func simulatedNode(
+    client: GRPCClient<HTTP2ClientTransport.Posix>, index: Int, recorder: Recorder, ready: AsyncStream<Void>.Continuation
+) async throws {
+    let (outgoing, continuation) = AsyncStream<Kubeproxy_V1_NodeMessage>.makeStream()
+    continuation.yield(
+        .with {
+            $0.hello = .with {
+                $0.node = .with {
+                    $0.metadata.name = "node-\(index)"
+                    $0.addresses = ["10.250.\(index / 250).\(index % 250 + 1)"]
+                }
+            }
+        })
+    try await Kubeproxy_V1_NodeSync.Client(wrapping: client).sync(
+        requestProducer: { writer in
+            for await message in outgoing { try await writer.write(message) }
+        },
+        onResponse: { response in
+            var first = true
+            for try await message in response.messages {
+                let revision: UInt64
+                switch message.message {
+                case .snapshot(let snapshot): revision = snapshot.revision
+                case .delta(let delta): revision = delta.toRevision
+                default: continue
+                }
+                if first {
+                    first = false
+                    ready.yield()
+                } else {
+                    recorder.received(
+                        node: index, to: revision, bytes: (try message.serializedBytes() as [UInt8]).count, isDelta: true)
+                }
+                continuation.yield(.with { $0.ack = .with { $0.revision = revision } })
+            }
+        })
+}
