@@ -96,6 +96,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "ProxyModelTests", dependencies: ["ProxyModel"], swiftSettings: strict),
+        .testTarget(name: "ProxyAPITests", dependencies: ["ProxyAPI", "ProxyModel"], swiftSettings: strict),
         .testTarget(name: "StateStoreTests", dependencies: ["StateStore", "ProxyModel"], swiftSettings: strict),
         .testTarget(
             name: "ControlServerTests",

@@ -85,7 +85,7 @@ public final class Store: Sendable {
         try await read { db in
             let head = try Self.head(db)
             var revision = head
-            var sql = "SELECT namespace, name, body FROM objects WHERE kind = ?"
+            var sql = "SELECT namespace, name, revision, body FROM objects WHERE kind = ?"
             var arguments: StatementArguments = [kind.rawValue]
             if let namespace {
                 sql += " AND namespace = ?"
@@ -100,7 +100,9 @@ public final class Store: Sendable {
             sql += " ORDER BY namespace, name LIMIT ?"
             arguments += [limit + 1]
             let rows = try Row.fetchAll(db, sql: sql, arguments: arguments)
-            let objects = try rows.prefix(limit).map { row in try ObjectCoding.decode(kind: kind, row["body"]) }
+            let objects = try rows.prefix(limit).map { row in
+                try ObjectCoding.decode(kind: kind, row["body"], revision: row["revision"])
+            }
             var next: ListContinuation?
             if rows.count > limit, let last = objects.last {
                 next = ListContinuation(revision: revision, afterNamespace: last.metadata.namespace, afterName: last.metadata.name)
@@ -205,28 +207,32 @@ public final class Store: Sendable {
     }
 
     static func load(_ db: Database, _ key: ObjectKey) throws -> ProxyObject? {
-        guard
-            let body = try Data.fetchOne(
-                db, sql: "SELECT body FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
-                arguments: [key.kind.rawValue, key.namespace, key.name])
-        else { return nil }
-        return try ObjectCoding.decode(kind: key.kind, body)
+        guard let stored = try loadEncoded(db, key) else { return nil }
+        return try ObjectCoding.decode(kind: key.kind, stored.body, revision: stored.revision)
+    }
+
+    /// The stored revision and JSON body of an object, undecoded.
+    static func loadEncoded(_ db: Database, _ key: ObjectKey) throws -> (revision: Int64, body: Data)? {
+        try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT revision, body FROM objects WHERE kind = ? AND namespace = ? AND name = ?"),
+            arguments: [key.kind.rawValue, key.namespace, key.name]
+        ).map { ($0["revision"], $0["body"]) }
     }
 
     static func change(_ row: Row) throws -> ObjectChange {
         let kind = try ObjectCoding.kind(row["kind"])
         let key = ObjectKey(kind: kind, namespace: row["namespace"], name: row["name"])
         let body: Data? = row["body"]
-        return ObjectChange(key: key, object: try body.map { try ObjectCoding.decode(kind: kind, $0) })
+        return ObjectChange(key: key, object: try body.map { try ObjectCoding.decode(kind: kind, $0, revision: row["revision"]) })
     }
 
     static func snapshot(_ db: Database, head: Revision, kinds: Set<ObjectKind>) throws -> StateSnapshot {
         var objects: [ProxyObject] = []
         for kind in kinds.sorted() {
             let rows = try Row.fetchCursor(
-                db, sql: "SELECT body FROM objects WHERE kind = ? ORDER BY namespace, name", arguments: [kind.rawValue])
+                db, sql: "SELECT revision, body FROM objects WHERE kind = ? ORDER BY namespace, name", arguments: [kind.rawValue])
             while let row = try rows.next() {
-                objects.append(try ObjectCoding.decode(kind: kind, row["body"]))
+                objects.append(try ObjectCoding.decode(kind: kind, row["body"], revision: row["revision"]))
             }
         }
         return StateSnapshot(revision: head, commitTimeUnixNanos: try commitTime(db, head), objects: objects)

@@ -37,7 +37,7 @@ struct Writes: AsyncParsableCommand {
     func run() async throws {
         let levels = clients.split(separator: ",").compactMap { Int($0) }
         print("writes: one-endpoint EndpointSlice updates (\(endpoints) endpoints per slice), synchronous=FULL")
-        print("clients  updates  seconds  updates/s  p50 ms  p99 ms")
+        print("clients  updates  seconds  updates/s  p50 ms  p99 ms  revisions/commit")
         for level in levels {
             let process = try await ServerProcess(binary: server.serverBinary)
             defer { process.stop() }
@@ -76,10 +76,14 @@ struct Writes: AsyncParsableCommand {
             }
             let elapsed = (ContinuousClock.now - started).milliseconds / 1000
             let sorted = latencies.sorted()
+            let groupSize =
+                try await process.metric("kubeproxy_store_committed_revisions_total")
+                / process.metric("kubeproxy_store_commit_batches_total")
             print(
                 String(
-                    format: "%7d  %7d  %7.2f  %9.0f  %6.2f  %6.2f", level, latencies.count, elapsed,
-                    Double(latencies.count) / elapsed, percentile(sorted, 50).milliseconds, percentile(sorted, 99).milliseconds))
+                    format: "%7d  %7d  %7.2f  %9.0f  %6.2f  %6.2f  %16.1f", level, latencies.count, elapsed,
+                    Double(latencies.count) / elapsed, percentile(sorted, 50).milliseconds, percentile(sorted, 99).milliseconds,
+                    groupSize))
         }
     }
 }

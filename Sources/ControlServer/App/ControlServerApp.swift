@@ -42,7 +42,7 @@ public final class ControlServerApp: Sendable {
         tracker = NodeStatusTracker(store: store, flushInterval: configuration.statusFlushInterval, logger: logger)
         store.addObserver(broadcaster)
         store.addObserver(watchHub)
-        store.addObserver(HeadGauge(metrics: metrics))
+        store.addObserver(StoreMetricsObserver(metrics: metrics))
 
         let address: GRPCNIOTransportCore.SocketAddress =
             grpcIP.family == .ipv4
@@ -130,12 +130,15 @@ final class GRPCService: ServiceLifecycle.Service, Sendable {
     }
 }
 
-/// Keeps the head-revision gauge current.
-private struct HeadGauge: CommitObserver {
+/// Keeps the store metrics current.
+private struct StoreMetricsObserver: CommitObserver {
     let metrics: ServerMetrics
 
     func committed(_ revisions: [CommittedRevision]) {
-        if let last = revisions.last { metrics.headRevision.set(Double(last.revision.rawValue)) }
+        guard let last = revisions.last else { return }
+        metrics.headRevision.set(Double(last.revision.rawValue))
+        metrics.commitBatches.increment()
+        metrics.committedRevisions.increment(by: Int64(revisions.count))
     }
 }
 

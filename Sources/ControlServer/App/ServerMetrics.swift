@@ -5,6 +5,8 @@ public struct ServerMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     let connectedStreams: Gauge
     let headRevision: Gauge
+    let commitBatches: Counter
+    let committedRevisions: Counter
     let deltaBytes: Counter
     let sentBytes: Counter
     let catchUps: Counter
@@ -19,6 +21,10 @@ public struct ServerMetrics: Sendable {
         self.registry = registry
         connectedStreams = registry.makeGauge(descriptor: name("nodesync", "streams", "", "Open NodeSync streams."))
         headRevision = registry.makeGauge(descriptor: name("store", "head_revision", "", "Last committed revision."))
+        commitBatches = registry.makeCounter(
+            descriptor: name("store", "commit_batches", "total", "SQLite transactions that committed revisions (group commit)."))
+        committedRevisions = registry.makeCounter(
+            descriptor: name("store", "committed_revisions", "total", "Revisions committed; divided by commit batches: the mean group size."))
         deltaBytes = registry.makeCounter(
             descriptor: name("nodesync", "encoded_delta_bytes", "total", "Bytes of deltas, encoded once per commit batch."))
         sentBytes = registry.makeCounter(

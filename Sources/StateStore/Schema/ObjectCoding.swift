@@ -2,8 +2,14 @@ import Foundation
 import ProxyModel
 
 /// Objects are stored as JSON of their model type; the `kind` column says which type.
+///
+/// Bodies never hold the revision (it lives in the `revision` column of `objects` and
+/// `changes`), so an object's encoding depends only on its content: an unchanged write is
+/// recognised by comparing bytes, without decoding what is stored.
 enum ObjectCoding {
     static func encode(_ object: ProxyObject) throws -> Data {
+        var object = object
+        object.metadata.revision = .zero
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         switch object {
@@ -13,13 +19,16 @@ enum ObjectCoding {
         }
     }
 
-    static func decode(kind: ObjectKind, _ data: Data) throws -> ProxyObject {
+    static func decode(kind: ObjectKind, _ data: Data, revision: Int64) throws -> ProxyObject {
         let decoder = JSONDecoder()
+        var object: ProxyObject
         switch kind {
-        case .service: return .service(try decoder.decode(Service.self, from: data))
-        case .endpointSlice: return .endpointSlice(try decoder.decode(EndpointSlice.self, from: data))
-        case .node: return .node(try decoder.decode(Node.self, from: data))
+        case .service: object = .service(try decoder.decode(Service.self, from: data))
+        case .endpointSlice: object = .endpointSlice(try decoder.decode(EndpointSlice.self, from: data))
+        case .node: object = .node(try decoder.decode(Node.self, from: data))
         }
+        object.metadata.revision = Revision(UInt64(revision))
+        return object
     }
 
     static func kind(_ text: String) throws -> ObjectKind {

@@ -117,9 +117,8 @@ final class GroupCommitter: Sendable {
                                 return result.keep ? .commit : .rollback
                             }
                             if let produced {
-                                try db.execute(
-                                    sql: "INSERT INTO revisions (revision, commit_time_unix_nanos) VALUES (?, ?)",
-                                    arguments: [Int64(produced.revision.rawValue), produced.commitTimeUnixNanos])
+                                try db.cachedStatement(sql: "INSERT INTO revisions (revision, commit_time_unix_nanos) VALUES (?, ?)")
+                                    .execute(arguments: [Int64(produced.revision.rawValue), produced.commitTimeUnixNanos])
                                 head = produced.revision
                                 committed.append(produced)
                             }

@@ -10,44 +10,59 @@ extension Store {
     /// then rolled back.
     public func apply(_ items: [ApplyItem], dryRun: Bool = false) async throws(StoreError) -> ApplyResult {
         let context = configuration.validation
+        // Validation and encoding need no database: do them before queueing for the writer.
+        var prepared: [(key: ObjectKey, object: ProxyObject, body: Data?, expected: Revision?)] = []
+        var seen: [ObjectKey: Int] = [:]
+        for (index, item) in items.enumerated() {
+            let key = item.object.key
+            if let first = seen[key] {
+                throw .invalid(ValidationError(field: "items[\(index)]", message: "\(key) is also items[\(first)]"))
+            }
+            seen[key] = index
+            do throws(ValidationError) {
+                try item.object.validate(in: context)
+            } catch {
+                throw .invalid(error.prefixed("items[\(index)]."))
+            }
+            var object = item.object
+            object.metadata.revision = .zero
+            // A Service's body is known only after allocation, inside the transaction.
+            let body: Data?
+            do {
+                body = item.object.kind == .service ? nil : try ObjectCoding.encode(object)
+            } catch {
+                throw .storage("cannot encode \(key): \(error)")
+            }
+            prepared.append((key, object, body, item.expectedRevision))
+        }
+        let ready = prepared
         return try await write { write in
-            var seen: [ObjectKey: Int] = [:]
             var results: [(object: ProxyObject, outcome: ApplyOutcome)] = []
             var changes: [ObjectChange] = []
-            for (index, item) in items.enumerated() {
-                let prefix = "items[\(index)]."
-                let key = item.object.key
-                if let first = seen[key] {
-                    throw StoreError.invalid(ValidationError(field: "items[\(index)]", message: "\(key) is also items[\(first)]"))
-                }
-                seen[key] = index
-                do throws(ValidationError) {
-                    try item.object.validate(in: context)
-                } catch {
-                    throw StoreError.invalid(error.prefixed(prefix))
-                }
-                let existing = try Self.load(write.db, key)
-                try Self.checkExpected(key: key, expected: item.expectedRevision, existing: existing)
+            for (index, item) in ready.enumerated() {
+                let existing = try Self.loadEncoded(write.db, item.key)
+                try Self.checkExpected(key: item.key, expected: item.expected, existing: existing.map { Revision(UInt64($0.revision)) })
                 var object = item.object
-                object.metadata.revision = .zero
+                var body = item.body
                 if case .service(let service) = object {
                     var previous: Service?
-                    if case .service(let stored) = existing { previous = stored }
-                    object = .service(
-                        try Allocator(db: write.db, context: context, fieldPrefix: prefix).resolve(service, existing: previous))
-                }
-                if let existing {
-                    var comparable = existing
-                    comparable.metadata.revision = .zero
-                    if comparable == object {
-                        results.append((existing, .unchanged))
-                        continue
+                    if let existing, case .service(let stored) = try ObjectCoding.decode(kind: .service, existing.body, revision: existing.revision) {
+                        previous = stored
                     }
+                    object = .service(
+                        try Allocator(db: write.db, context: context, fieldPrefix: "items[\(index)].").resolve(service, existing: previous))
+                    body = try ObjectCoding.encode(object)
+                }
+                guard let body else { throw StoreError.storage("\(item.key) has no encoding") }
+                if let existing, existing.body == body {
+                    object.metadata.revision = Revision(UInt64(existing.revision))
+                    results.append((object, .unchanged))
+                    continue
                 }
                 object.metadata.revision = write.revision
-                try Self.store(write.db, object, revision: write.revision)
+                try Self.store(write.db, object, body: body, revision: write.revision)
                 results.append((object, existing == nil ? .created : .configured))
-                changes.append(ObjectChange(key: key, object: object))
+                changes.append(ObjectChange(key: item.key, object: object))
             }
             let head = try Self.head(write.db)
             let changed = !changes.isEmpty
@@ -66,8 +81,8 @@ extension Store {
         try await write { write in
             var changes: [ObjectChange] = []
             for item in items {
-                guard let existing = try Self.load(write.db, item.key) else { throw StoreError.notFound(item.key) }
-                try Self.checkExpected(key: item.key, expected: item.expectedRevision, existing: existing)
+                guard let existing = try Self.loadEncoded(write.db, item.key) else { throw StoreError.notFound(item.key) }
+                try Self.checkExpected(key: item.key, expected: item.expectedRevision, existing: Revision(UInt64(existing.revision)))
                 try write.db.execute(
                     sql: "DELETE FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
                     arguments: [item.key.kind.rawValue, item.key.namespace, item.key.name])
@@ -92,23 +107,21 @@ extension Store {
 
     // MARK: helpers
 
-    static func checkExpected(key: ObjectKey, expected: Revision?, existing: ProxyObject?) throws {
+    static func checkExpected(key: ObjectKey, expected: Revision?, existing actual: Revision?) throws {
         guard let expected else { return }
-        let actual = existing?.metadata.revision
         if expected == .zero ? actual != nil : actual != expected {
             throw StoreError.conflict(key, expected: expected, actual: actual)
         }
     }
 
-    static func store(_ db: Database, _ object: ProxyObject, revision: Revision) throws {
+    static func store(_ db: Database, _ object: ProxyObject, body: Data, revision: Revision) throws {
         let key = object.key
-        let body = try ObjectCoding.encode(object)
-        try db.execute(
+        try db.cachedStatement(
             sql: """
                 INSERT INTO objects (kind, namespace, name, revision, body) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT (kind, namespace, name) DO UPDATE SET revision = excluded.revision, body = excluded.body
-                """,
-            arguments: [key.kind.rawValue, key.namespace, key.name, Int64(revision.rawValue), body])
+                """
+        ).execute(arguments: [key.kind.rawValue, key.namespace, key.name, Int64(revision.rawValue), body])
         try recordChange(db, key: key, body: body, revision: revision)
         if case .service(let service) = object {
             try Allocator.record(db, service)
@@ -116,8 +129,7 @@ extension Store {
     }
 
     static func recordChange(_ db: Database, key: ObjectKey, body: Data?, revision: Revision) throws {
-        try db.execute(
-            sql: "INSERT INTO changes (revision, kind, namespace, name, body) VALUES (?, ?, ?, ?, ?)",
-            arguments: [Int64(revision.rawValue), key.kind.rawValue, key.namespace, key.name, body])
+        try db.cachedStatement(sql: "INSERT INTO changes (revision, kind, namespace, name, body) VALUES (?, ?, ?, ?, ?)")
+            .execute(arguments: [Int64(revision.rawValue), key.kind.rawValue, key.namespace, key.name, body])
     }
 }

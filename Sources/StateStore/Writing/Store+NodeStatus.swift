@@ -33,13 +33,13 @@ extension Store {
             let rows = try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT o.name, o.body, s.desired_revision, s.applied_revision, s.last_error, s.last_error_revision,
+                    SELECT o.name, o.revision, o.body, s.desired_revision, s.applied_revision, s.last_error, s.last_error_revision,
                            s.last_seen_unix_nanos
                     FROM objects o LEFT JOIN node_status s ON s.name = o.name
                     WHERE o.kind = 'Node' AND (? IS NULL OR o.name = ?) ORDER BY o.name
                     """, arguments: [name, name])
             return try rows.map { row in
-                guard case .node(let node) = try ObjectCoding.decode(kind: .node, row["body"]) else {
+                guard case .node(let node) = try ObjectCoding.decode(kind: .node, row["body"], revision: row["revision"]) else {
                     throw StoreError.storage("node \(row["name"] as String) has a body of another kind")
                 }
                 let errorRevision: Int64? = row["last_error_revision"]
