@@ -109,7 +109,9 @@ struct Fanout: AsyncParsableCommand {
 
     func run() async throws {
         print("fanout: \(changes) one-endpoint changes, \(services) services x \(endpoints) endpoints in the store")
-        print("nodes  all-nodes p50 ms  all-nodes p99 ms  per-node p99 ms  RSS/node KiB  msg bytes/change/node  sent bytes/change/node")
+        print("Latencies: until every node holds the change, measured from Apply returning (0 when all nodes had it first)")
+        print("and from Apply being called. Bytes: the protobuf ServerMessage per node per change, as received and as counted by the server.")
+        print("nodes  all p50 ms  all p99 ms  node p99 ms  from-call p50 ms  from-call p99 ms  RSS/node KiB  msg bytes  server bytes")
         for count in nodes.split(separator: ",").compactMap({ Int($0) }) {
             try await runOnce(nodeCount: count)
         }
@@ -159,43 +161,52 @@ struct Fanout: AsyncParsableCommand {
         try await Task.sleep(for: .milliseconds(500))
         let withNodes = try process.residentBytes()
         let sentBefore = try await process.metric("kubeproxy_nodesync_sent_bytes_total")
-        let allNodes = try await withClient(address) { client in
+        let (allNodes, perNodeLatencies, fromCall) = try await withClient(address) { client in
             var allNodes: [Duration] = []
+            var perNode: [Duration] = []
+            var fromCall: [Duration] = []
             let registry = Kubeproxy_V1_Registry.Client(wrapping: client)
             for change in 1...changes {
                 let object = benchSlice(service: change % max(1, services), endpoints: endpoints, generation: change)
+                let called = ContinuousClock.now
                 let response = try await registry.apply(.with { $0.items = [.with { $0.object = object }] })
                 let returned = ContinuousClock.now
-                recorder.expect(revision: response.revision, appliedAt: returned)
                 try await recorder.waitForAll(revision: response.revision)
-                allNodes.append(recorder.lastArrival(revision: response.revision) - returned)
+                let latencies = recorder.latencies(revision: response.revision, since: returned)
+                perNode += latencies
+                allNodes.append(latencies.max() ?? .zero)
+                fromCall.append(recorder.latencies(revision: response.revision, since: called).max() ?? .zero)
                 try await Task.sleep(for: .milliseconds(20))
             }
-            return allNodes
+            return (allNodes, perNode, fromCall)
         }
         let sentAfter = try await process.metric("kubeproxy_nodesync_sent_bytes_total")
         nodesTask.cancel()
         _ = await nodesTask.result
         let sorted = allNodes.sorted()
-        let perNode = recorder.perNodeLatencies().sorted()
+        let perNode = perNodeLatencies.sorted()
+        let call = fromCall.sorted()
         print(
             String(
-                format: "%5d  %16.2f  %16.2f  %15.2f  %12.1f  %21.0f  %22.0f", nodeCount, percentile(sorted, 50).milliseconds,
-                percentile(sorted, 99).milliseconds, percentile(perNode, 99).milliseconds,
+                format: "%5d  %10.2f  %10.2f  %11.2f  %16.2f  %16.2f  %12.1f  %9.0f  %12.0f", nodeCount,
+                percentile(sorted, 50).milliseconds, percentile(sorted, 99).milliseconds, percentile(perNode, 99).milliseconds,
+                percentile(call, 50).milliseconds, percentile(call, 99).milliseconds,
                 Double(withNodes - baseline) / Double(nodeCount) / 1024, recorder.meanDeltaBytes(),
                 (sentAfter - sentBefore) / Double(changes * nodeCount)))
     }
 }
 
-/// Arrival times of each revision at each simulated node.
+/// When each simulated node received each revision.
 final class Recorder: Sendable {
     private struct State {
-        var expected: [UInt64: ContinuousClock.Instant] = [:]
-        var appliedAt: [UInt64: ContinuousClock.Instant] = [:]
-        var arrivals: [UInt64: [ContinuousClock.Instant]] = [:]
-        var latestByNode: [Int: UInt64] = [:]
+        /// Per node: (revision reached, when), in arrival order.
+        var arrivals: [Int: [(revision: UInt64, at: ContinuousClock.Instant)]] = [:]
         var deltaBytes: [Int] = []
-        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var waiter: (revision: UInt64, continuation: CheckedContinuation<Void, Never>)?
+
+        func reached(_ revision: UInt64, nodes: Int) -> Bool {
+            arrivals.count == nodes && arrivals.values.allSatisfy { ($0.last?.revision ?? 0) >= revision }
+        }
     }
 
     private let state = Mutex(State())
@@ -203,37 +214,26 @@ final class Recorder: Sendable {
 
     init(nodes: Int) { self.nodes = nodes }
 
-    func expect(revision: UInt64, appliedAt: ContinuousClock.Instant) {
-        state.withLock { state in
-            state.expected[revision] = appliedAt
-            state.appliedAt[revision] = appliedAt
-        }
-    }
-
-    func received(node: Int, to revision: UInt64, bytes: Int, isDelta: Bool) {
+    func received(node: Int, to revision: UInt64, bytes: Int) {
         let now = ContinuousClock.now
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            state.latestByNode[node] = revision
-            if isDelta { state.deltaBytes.append(bytes) }
-            // A merged delta delivers every revision up to `revision`.
-            for expected in state.expected.keys where expected <= revision {
-                state.arrivals[expected, default: []].append(now)
-            }
-            for (waiting, _) in state.waiters where (state.arrivals[waiting]?.count ?? 0) >= nodes {
-                return state.waiters.removeValue(forKey: waiting)
-            }
-            return nil
+            state.arrivals[node, default: []].append((revision, now))
+            state.deltaBytes.append(bytes)
+            guard let waiter = state.waiter, state.reached(waiter.revision, nodes: nodes) else { return nil }
+            state.waiter = nil
+            return waiter.continuation
         }
         waiter?.resume()
     }
 
+    /// Waits until every node holds `revision` (at most 30 s).
     func waitForAll(revision: UInt64) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 await withCheckedContinuation { continuation in
                     let done = self.state.withLock { state in
-                        if (state.arrivals[revision]?.count ?? 0) >= self.nodes { return true }
-                        state.waiters[revision] = continuation
+                        if state.reached(revision, nodes: self.nodes) { return true }
+                        state.waiter = (revision, continuation)
                         return false
                     }
                     if done { continuation.resume() }
@@ -246,17 +246,13 @@ final class Recorder: Sendable {
             try await group.next()
             group.cancelAll()
         }
-        state.withLock { $0.expected[revision] = nil }
     }
 
-    func lastArrival(revision: UInt64) -> ContinuousClock.Instant {
-        state.withLock { $0.arrivals[revision]?.max() ?? .now }
-    }
-
-    func perNodeLatencies() -> [Duration] {
+    /// Per node, how long after `returned` it held `revision`.
+    func latencies(revision: UInt64, since returned: ContinuousClock.Instant) -> [Duration] {
         state.withLock { state in
-            state.arrivals.flatMap { revision, times in
-                times.compactMap { time in state.appliedAt[revision].map { time - $0 } }
+            state.arrivals.values.compactMap { arrivals in
+                arrivals.first { $0.revision >= revision }.map { max(.zero, $0.at - returned) }
             }
         }
     }
@@ -298,8 +294,7 @@ func simulatedNode(
                     first = false
                     ready.yield()
                 } else {
-                    recorder.received(
-                        node: index, to: revision, bytes: (try message.serializedBytes() as [UInt8]).count, isDelta: true)
+                    recorder.received(node: index, to: revision, bytes: (try message.serializedBytes() as [UInt8]).count)
                 }
                 continuation.yield(.with { $0.ack = .with { $0.revision = revision } })
             }
