@@ -10,6 +10,8 @@ import ProxyModel
 /// concurrent callers are grouped into one SQLite transaction (see `GroupCommitter`).
 public final class Store: Sendable {
     public let configuration: StoreConfiguration
+    /// Random identity of this database: revisions are comparable only within one store.
+    public let identity: String
     let pool: DatabasePool
     let committer: GroupCommitter
     let logger: Logger
@@ -29,6 +31,7 @@ public final class Store: Sendable {
         do {
             pool = try DatabasePool(path: configuration.path, configuration: config)
             try Migrations.migrator.migrate(pool)
+            identity = try pool.read { db in try String.fetchOne(db, sql: "SELECT id FROM store_identity") } ?? ""
         } catch {
             throw StoreError.storage("cannot open \(configuration.path): \(error)")
         }

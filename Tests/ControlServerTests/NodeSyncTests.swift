@@ -53,7 +53,7 @@ func apply(_ client: GRPCClient<HTTP2ClientTransport.Posix>, _ objects: ProxyObj
                 try await apply(client, webSlice("a"))  // 2
                 try await apply(client, webSlice("b"))  // 3
                 try await apply(client, webSlice("c"))  // 4
-                let node = TestNode(client: client, name: "node-a", applied: 2)
+                let node = TestNode(client: client, name: "node-a", applied: 2, storeID: server.app.store.identity)
                 try await node.waitFor(revision: 4)
                 let received = node.received
                 #expect(received.count == 1)
@@ -69,11 +69,28 @@ func apply(_ client: GRPCClient<HTTP2ClientTransport.Posix>, _ objects: ProxyObj
         try await withServer(retainedRevisions: 2) { server in
             try await server.withClient { client in
                 for index in 0..<6 { try await apply(client, webSlice("s\(index)")) }
-                let node = TestNode(client: client, name: "node-a", applied: 2)
+                let node = TestNode(client: client, name: "node-a", applied: 2, storeID: server.app.store.identity)
                 try await node.waitFor(revision: 6)
                 #expect(node.received.map(\.from) == [nil])
                 #expect(node.received[0].upserts == 6)
                 await node.close()
+            }
+        }
+    }
+
+    @Test func nodeFromAnotherStoreGetsASnapshotWhateverItsRevision() async throws {
+        try await withServer { server in
+            try await server.withClient { client in
+                for index in 0..<4 { try await apply(client, webSlice("s\(index)")) }
+                let stranger = TestNode(client: client, name: "node-a", applied: 2, storeID: "0123456789abcdef0123456789abcdef")
+                let unknown = TestNode(client: client, name: "node-b", applied: 2)
+                try await stranger.waitForInitialSync()
+                try await unknown.waitForInitialSync()
+                #expect(stranger.received.map(\.from) == [nil])
+                #expect(unknown.received.map(\.from) == [nil])
+                #expect(stranger.received[0].upserts == 4)
+                await stranger.close()
+                await unknown.close()
             }
         }
     }
@@ -195,6 +212,33 @@ func apply(_ client: GRPCClient<HTTP2ClientTransport.Posix>, _ objects: ProxyObj
                 #expect(disconnected.appliedRevision == good)
             }
         }
+    }
+
+    @Test func nodeStatusSurvivesAServerRestart() async throws {
+        let first = try await TestServer()
+        let revision = try await first.withClient { client in
+            let written = try await apply(client, webService())
+            let node = TestNode(client: client, name: "node-a")
+            try await node.waitFor(revision: written)
+            let applied = node.applied
+            _ = try await within(5, "the ACK in GetNode") {
+                while try await Registry(wrapping: client).getNode(.with { $0.name = "node-a" }).node.appliedRevision != applied {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+            }
+            await node.close()
+            return applied
+        }
+        await first.stop(keepingData: true)
+        let second = try await TestServer(directory: first.directory)
+        let status = try await second.withClient { client in
+            try await Registry(wrapping: client).getNode(.with { $0.name = "node-a" }).node
+        }
+        await second.stop()
+        #expect(status.appliedRevision == revision)
+        #expect(status.desiredRevision == revision)
+        #expect(!status.connected)
+        #expect(status.lastSeenUnixNanos > 0)
     }
 
     @Test func silentNodeIsDisconnectedAndHeartbeatingNodeIsKept() async throws {

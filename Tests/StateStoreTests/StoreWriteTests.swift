@@ -236,11 +236,16 @@ import Testing
         ])
     }
 
-    @Test func stateSurvivesReopening() async throws {
+    @Test func stateAndIdentitySurviveReopening() async throws {
         let fixture = try TemporaryStore()
         defer { fixture.remove() }
+        let other = try TemporaryStore()
+        defer { other.remove() }
+        #expect(fixture.store.identity.count == 32)
+        #expect(fixture.store.identity != other.store.identity)
         _ = try await fixture.store.apply([ApplyItem(object: service("web"))])
         let reopened = try Store(configuration: fixture.store.configuration)
+        #expect(reopened.identity == fixture.store.identity)
         #expect(try await reopened.headRevision() == 1)
         #expect(try await reopened.get(key(.service, "web")).object.metadata.revision == 1)
     }

@@ -206,7 +206,7 @@ public final class Broadcaster: CommitObserver {
             return (to, try SyncMessages.delta(from: from, to: to, commitTimeUnixNanos: commitTime, changes: changes))
         case .snapshot(let snapshot):
             metrics.snapshots.increment()
-            let message = try SyncMessages.snapshot(snapshot)
+            let message = try SyncMessages.snapshot(snapshot, storeID: store.identity)
             shared.withLock { shared in
                 if snapshot.revision == shared.state.head { shared.snapshot = (snapshot.revision, message) }
             }

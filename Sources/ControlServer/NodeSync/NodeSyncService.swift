@@ -67,13 +67,16 @@ public struct NodeSyncService: RegistrableRPCService {
         _ = try await store.registerNode(node)
         let stored = try await store.nodeStatuses(named: name).first
         tracker.connected(node, stored: stored)
-        let applied = Revision(hello.lastAppliedRevision)
+        // A revision from another store's history means nothing here: start from a snapshot.
+        let applied = hello.storeID == store.identity ? Revision(hello.lastAppliedRevision) : .zero
         let (id, signals) = broadcaster.join(appliedRevision: applied)
         var streamLogger = self.logger
         streamLogger[metadataKey: "node"] = "\(name)"
         streamLogger[metadataKey: "stream"] = "\(id)"
         let logger = streamLogger
-        logger.info("node connected", metadata: ["applied": "\(applied)", "addresses": "\(node.addresses)"])
+        logger.info(
+            "node connected",
+            metadata: ["applied": "\(hello.lastAppliedRevision)", "resumes": "\(applied != .zero)", "addresses": "\(node.addresses)"])
         defer {
             broadcaster.leave(id)
             tracker.disconnected(name)

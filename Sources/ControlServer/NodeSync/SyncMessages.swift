@@ -24,9 +24,10 @@ enum SyncMessages {
         return EncodedMessage(bytes: try message.serializedBytes())
     }
 
-    static func snapshot(_ snapshot: StateSnapshot) throws -> EncodedMessage {
+    static func snapshot(_ snapshot: StateSnapshot, storeID: String) throws -> EncodedMessage {
         let message = Kubeproxy_V1_ServerMessage.with {
             $0.snapshot = .with { wire in
+                wire.storeID = storeID
                 wire.revision = snapshot.revision.rawValue
                 wire.commitTimeUnixNanos = snapshot.commitTimeUnixNanos
                 for object in snapshot.objects {

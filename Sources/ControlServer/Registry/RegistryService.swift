@@ -183,6 +183,7 @@ public struct RegistryService: Kubeproxy_V1_Registry.SimpleServiceProtocol {
         let compacted = try await store.compactedRevision()
         return .with {
             $0.version = BuildInfo.version
+            $0.storeID = store.identity
             $0.headRevision = head.rawValue
             $0.oldestRetainedRevision = compacted.rawValue
             $0.serviceCidrs = context.serviceCIDRs.map(\.description)

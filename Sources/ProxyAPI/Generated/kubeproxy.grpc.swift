@@ -171,8 +171,10 @@ extension Kubeproxy_V1_Registry {
     /// >
     /// > Status codes: INVALID_ARGUMENT (message names the field path),
     /// > NOT_FOUND, ALREADY_EXISTS (ClusterIP / NodePort taken), FAILED_PRECONDITION
-    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort),
-    /// > OUT_OF_RANGE (Watch from compacted history: relist), UNAVAILABLE (shutting down).
+    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort; a
+    /// > Watch that fell too far behind), OUT_OF_RANGE (Watch from compacted history: relist),
+    /// > ABORTED (a paged List changed under its page token: list again), UNAVAILABLE (shutting
+    /// > down), INTERNAL (storage failure).
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "Apply" method.
         ///
@@ -299,8 +301,10 @@ extension Kubeproxy_V1_Registry {
     /// >
     /// > Status codes: INVALID_ARGUMENT (message names the field path),
     /// > NOT_FOUND, ALREADY_EXISTS (ClusterIP / NodePort taken), FAILED_PRECONDITION
-    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort),
-    /// > OUT_OF_RANGE (Watch from compacted history: relist), UNAVAILABLE (shutting down).
+    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort; a
+    /// > Watch that fell too far behind), OUT_OF_RANGE (Watch from compacted history: relist),
+    /// > ABORTED (a paged List changed under its page token: list again), UNAVAILABLE (shutting
+    /// > down), INTERNAL (storage failure).
     public protocol ServiceProtocol: Kubeproxy_V1_Registry.StreamingServiceProtocol {
         /// Handle the "Apply" method.
         ///
@@ -425,8 +429,10 @@ extension Kubeproxy_V1_Registry {
     /// >
     /// > Status codes: INVALID_ARGUMENT (message names the field path),
     /// > NOT_FOUND, ALREADY_EXISTS (ClusterIP / NodePort taken), FAILED_PRECONDITION
-    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort),
-    /// > OUT_OF_RANGE (Watch from compacted history: relist), UNAVAILABLE (shutting down).
+    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort; a
+    /// > Watch that fell too far behind), OUT_OF_RANGE (Watch from compacted history: relist),
+    /// > ABORTED (a paged List changed under its page token: list again), UNAVAILABLE (shutting
+    /// > down), INTERNAL (storage failure).
     public protocol SimpleServiceProtocol: Kubeproxy_V1_Registry.ServiceProtocol {
         /// Handle the "Apply" method.
         ///
@@ -855,8 +861,10 @@ extension Kubeproxy_V1_Registry {
     /// >
     /// > Status codes: INVALID_ARGUMENT (message names the field path),
     /// > NOT_FOUND, ALREADY_EXISTS (ClusterIP / NodePort taken), FAILED_PRECONDITION
-    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort),
-    /// > OUT_OF_RANGE (Watch from compacted history: relist), UNAVAILABLE (shutting down).
+    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort; a
+    /// > Watch that fell too far behind), OUT_OF_RANGE (Watch from compacted history: relist),
+    /// > ABORTED (a paged List changed under its page token: list again), UNAVAILABLE (shutting
+    /// > down), INTERNAL (storage failure).
     public protocol ClientProtocol: Sendable {
         /// Call the "Apply" method.
         ///
@@ -1021,8 +1029,10 @@ extension Kubeproxy_V1_Registry {
     /// >
     /// > Status codes: INVALID_ARGUMENT (message names the field path),
     /// > NOT_FOUND, ALREADY_EXISTS (ClusterIP / NodePort taken), FAILED_PRECONDITION
-    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort),
-    /// > OUT_OF_RANGE (Watch from compacted history: relist), UNAVAILABLE (shutting down).
+    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort; a
+    /// > Watch that fell too far behind), OUT_OF_RANGE (Watch from compacted history: relist),
+    /// > ABORTED (a paged List changed under its page token: list again), UNAVAILABLE (shutting
+    /// > down), INTERNAL (storage failure).
     public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 

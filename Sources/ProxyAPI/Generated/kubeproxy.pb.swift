@@ -675,7 +675,8 @@ public nonisolated struct Kubeproxy_V1_ListRequest: Sendable {
   /// 0 = server default (500); at most 5000.
   public var pageSize: UInt32 = 0
 
-  /// From a previous response; pins the read to that response's revision.
+  /// From a previous response. Every page reflects the first page's revision; if an object
+  /// not yet listed changed since, the call fails with ABORTED and the client lists again.
   public var pageToken: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -990,6 +991,9 @@ public nonisolated struct Kubeproxy_V1_ServerInfoResponse: Sendable {
 
   public var nodePortMax: UInt32 = 0
 
+  /// Identity of the database (see Hello.store_id).
+  public var storeID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1011,6 +1015,11 @@ public nonisolated struct Kubeproxy_V1_Hello: Sendable {
 
   /// 0 = the node holds nothing (wants a snapshot).
   public var lastAppliedRevision: UInt64 = 0
+
+  /// The store_id of the Snapshot the node's state descends from. Revisions are comparable
+  /// only within one store: when this differs from the server's (or is empty), the node
+  /// gets a Snapshot whatever its revision.
+  public var storeID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1145,6 +1154,9 @@ public nonisolated struct Kubeproxy_V1_Snapshot: Sendable {
   public var endpointSlices: [Kubeproxy_V1_EndpointSlice] = []
 
   public var commitTimeUnixNanos: Int64 = 0
+
+  /// Identity of the store the revisions belong to; echo it in the next Hello.
+  public var storeID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2656,7 +2668,7 @@ nonisolated extension Kubeproxy_V1_ServerInfoRequest: SwiftProtobuf.Message, Swi
 
 nonisolated extension Kubeproxy_V1_ServerInfoResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServerInfoResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}head_revision\0\u{3}oldest_retained_revision\0\u{3}service_cidrs\0\u{3}node_port_min\0\u{3}node_port_max\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}head_revision\0\u{3}oldest_retained_revision\0\u{3}service_cidrs\0\u{3}node_port_min\0\u{3}node_port_max\0\u{3}store_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2670,6 +2682,7 @@ nonisolated extension Kubeproxy_V1_ServerInfoResponse: SwiftProtobuf.Message, Sw
       case 4: try { try decoder.decodeRepeatedStringField(value: &self.serviceCidrs) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.nodePortMin) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.nodePortMax) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.storeID) }()
       default: break
       }
     }
@@ -2694,6 +2707,9 @@ nonisolated extension Kubeproxy_V1_ServerInfoResponse: SwiftProtobuf.Message, Sw
     if self.nodePortMax != 0 {
       try visitor.visitSingularUInt32Field(value: self.nodePortMax, fieldNumber: 6)
     }
+    if !self.storeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.storeID, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2704,6 +2720,7 @@ nonisolated extension Kubeproxy_V1_ServerInfoResponse: SwiftProtobuf.Message, Sw
     if lhs.serviceCidrs != rhs.serviceCidrs {return false}
     if lhs.nodePortMin != rhs.nodePortMin {return false}
     if lhs.nodePortMax != rhs.nodePortMax {return false}
+    if lhs.storeID != rhs.storeID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2711,7 +2728,7 @@ nonisolated extension Kubeproxy_V1_ServerInfoResponse: SwiftProtobuf.Message, Sw
 
 nonisolated extension Kubeproxy_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Hello"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{3}last_applied_revision\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{3}last_applied_revision\0\u{3}store_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2721,6 +2738,7 @@ nonisolated extension Kubeproxy_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._node) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.lastAppliedRevision) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.storeID) }()
       default: break
       }
     }
@@ -2737,12 +2755,16 @@ nonisolated extension Kubeproxy_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._
     if self.lastAppliedRevision != 0 {
       try visitor.visitSingularUInt64Field(value: self.lastAppliedRevision, fieldNumber: 2)
     }
+    if !self.storeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.storeID, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Kubeproxy_V1_Hello, rhs: Kubeproxy_V1_Hello) -> Bool {
     if lhs._node != rhs._node {return false}
     if lhs.lastAppliedRevision != rhs.lastAppliedRevision {return false}
+    if lhs.storeID != rhs.storeID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2993,7 +3015,7 @@ nonisolated extension Kubeproxy_V1_ResyncRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Kubeproxy_V1_Snapshot: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Snapshot"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{1}services\0\u{3}endpoint_slices\0\u{3}commit_time_unix_nanos\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{1}services\0\u{3}endpoint_slices\0\u{3}commit_time_unix_nanos\0\u{3}store_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3005,6 +3027,7 @@ nonisolated extension Kubeproxy_V1_Snapshot: SwiftProtobuf.Message, SwiftProtobu
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.services) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.endpointSlices) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.commitTimeUnixNanos) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.storeID) }()
       default: break
       }
     }
@@ -3023,6 +3046,9 @@ nonisolated extension Kubeproxy_V1_Snapshot: SwiftProtobuf.Message, SwiftProtobu
     if self.commitTimeUnixNanos != 0 {
       try visitor.visitSingularInt64Field(value: self.commitTimeUnixNanos, fieldNumber: 4)
     }
+    if !self.storeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.storeID, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3031,6 +3057,7 @@ nonisolated extension Kubeproxy_V1_Snapshot: SwiftProtobuf.Message, SwiftProtobu
     if lhs.services != rhs.services {return false}
     if lhs.endpointSlices != rhs.endpointSlices {return false}
     if lhs.commitTimeUnixNanos != rhs.commitTimeUnixNanos {return false}
+    if lhs.storeID != rhs.storeID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

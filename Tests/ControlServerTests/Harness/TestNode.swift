@@ -32,8 +32,8 @@ final class TestNode: Sendable {
     let task: Task<Void, any Error>
 
     init(
-        client: GRPCClient<HTTP2ClientTransport.Posix>, name: String, applied: UInt64 = 0, addresses: [String] = ["10.0.0.1"],
-        heartbeats: Duration? = nil
+        client: GRPCClient<HTTP2ClientTransport.Posix>, name: String, applied: UInt64 = 0, storeID: String = "",
+        addresses: [String] = ["10.0.0.1"], heartbeats: Duration? = nil
     ) {
         self.name = name
         let (outgoingStream, outgoing) = AsyncStream<Kubeproxy_V1_NodeMessage>.makeStream()
@@ -49,6 +49,7 @@ final class TestNode: Sendable {
                     $0.zone = "zone-a"
                 }
                 $0.lastAppliedRevision = applied
+                $0.storeID = storeID
             }
         }
         let sync = Kubeproxy_V1_NodeSync.Client(wrapping: client)

@@ -18,14 +18,18 @@ final class TestServer: Sendable {
     let group: ServiceGroup
     let runTask: Task<Void, any Error>
 
-    init(retainedRevisions: UInt64 = 10_000, heartbeat: Duration = .seconds(5), listenHost: String = "127.0.0.1") async throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("server-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    /// Starts on a fresh database, or on the one in `directory` (a restart).
+    init(
+        retainedRevisions: UInt64 = 10_000, heartbeat: Duration = .seconds(5), listenHost: String = "127.0.0.1",
+        directory: URL? = nil
+    ) async throws {
+        self.directory = directory ?? FileManager.default.temporaryDirectory.appendingPathComponent("server-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
         var logger = Logger(label: "test-server")
         logger.logLevel = .warning
         let configuration = ControlServerConfiguration(
             listen: HostPort(host: listenHost, port: 0), httpListen: HostPort(host: "127.0.0.1", port: 0),
-            store: StoreConfiguration(path: directory.appendingPathComponent("state.db").path, retainedRevisions: retainedRevisions),
+            store: StoreConfiguration(path: self.directory.appendingPathComponent("state.db").path, retainedRevisions: retainedRevisions),
             nodeSync: NodeSyncConfiguration(heartbeatInterval: heartbeat),
             statusFlushInterval: .milliseconds(50))
         app = try await ControlServerApp(configuration: configuration, logger: logger)
@@ -45,10 +49,10 @@ final class TestServer: Sendable {
         return try await withGRPCClient(transport: transport) { client in try await body(client) }
     }
 
-    func stop() async {
+    func stop(keepingData: Bool = false) async {
         await group.triggerGracefulShutdown()
         _ = await runTask.result
-        try? FileManager.default.removeItem(at: directory)
+        if !keepingData { try? FileManager.default.removeItem(at: directory) }
     }
 }
 
