@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", exact: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
+        .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
     ],
     targets: [
         .target(name: "ProxyModel", swiftSettings: strict),
@@ -75,16 +76,18 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .executableTarget(
-            name: "proxyctl",
+        .target(
+            name: "ProxyCTL",
             dependencies: [
                 "ProxyModel", "ProxyAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strict
         ),
+        .executableTarget(name: "proxyctl", dependencies: ["ProxyCTL"], swiftSettings: strict),
         .executableTarget(
             name: "proxy-bench",
             dependencies: [
@@ -96,6 +99,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "ProxyModelTests", dependencies: ["ProxyModel"], swiftSettings: strict),
+        .testTarget(name: "ProxyCTLTests", dependencies: ["ProxyCTL", "ProxyModel"], swiftSettings: strict),
         .testTarget(name: "ProxyAPITests", dependencies: ["ProxyAPI", "ProxyModel"], swiftSettings: strict),
         .testTarget(name: "StateStoreTests", dependencies: ["StateStore", "ProxyModel"], swiftSettings: strict),
         .testTarget(

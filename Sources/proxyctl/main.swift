@@ -1,0 +1,4 @@
+import Foundation
+import ProxyCTL
+
+exit(await ProxyctlCommand.runMain(Array(CommandLine.arguments.dropFirst())))

@@ -1,0 +1,199 @@
+"""Whole-command tests of proxyctl against a real control-server: command line in, full
+output and exit code out."""
+import json
+import os
+import subprocess
+import textwrap
+
+import yaml
+
+from conftest import ROOT
+
+PROXYCTL = os.environ.get("PROXYCTL", os.path.join(ROOT, ".build", "debug", "proxyctl"))
+
+# A Service and EndpointSlice as `kubectl get -o yaml` prints them from a real cluster.
+CLUSTER_EXPORT = textwrap.dedent("""\
+    apiVersion: v1
+    kind: Service
+    metadata:
+      annotations:
+        kubectl.kubernetes.io/last-applied-configuration: '{"apiVersion":"v1","kind":"Service"}'
+      creationTimestamp: "2025-06-01T12:00:00Z"
+      labels: {app: db}
+      managedFields:
+      - apiVersion: v1
+        fieldsType: FieldsV1
+        manager: kubectl-client-side-apply
+        operation: Update
+      name: db
+      namespace: default
+      resourceVersion: "48213"
+      uid: 0b7d6c0e-7c1b-4b9f-9a51-2f0c0e7f3c11
+    spec:
+      clusterIP: 10.96.0.50
+      clusterIPs: [10.96.0.50]
+      internalTrafficPolicy: Cluster
+      ipFamilies: [IPv4]
+      ipFamilyPolicy: SingleStack
+      ports:
+      - {name: pg, port: 5432, protocol: TCP, targetPort: pg}
+      selector: {app: db}
+      sessionAffinity: None
+      type: ClusterIP
+    status:
+      loadBalancer: {}
+    ---
+    addressType: IPv4
+    apiVersion: discovery.k8s.io/v1
+    endpoints:
+    - addresses: [10.244.1.5]
+      conditions: {ready: true, serving: true, terminating: false}
+      nodeName: node-a
+      targetRef: {kind: Pod, name: db-0, namespace: default, uid: 1a2b}
+      zone: zone-a
+    kind: EndpointSlice
+    metadata:
+      generateName: db-
+      generation: 1
+      labels:
+        endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io
+        kubernetes.io/service-name: db
+      name: db-x7k2p
+      namespace: default
+      ownerReferences:
+      - {apiVersion: v1, kind: Service, name: db, uid: 0b7d6c0e}
+      resourceVersion: "48214"
+    ports:
+    - {name: pg, port: 5432, protocol: TCP}
+    """)
+
+
+def run(server, *args, stdin=None):
+    result = subprocess.run([PROXYCTL, "--server", server.target, *args] if args and args[0] not in ("completion",)
+                            else [PROXYCTL, *args], input=stdin, capture_output=True, text=True, timeout=30)
+    return result.returncode, result.stdout, result.stderr
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_apply_accepts_real_cluster_exports_and_is_idempotent(server, tmp_path):
+    path = write(tmp_path, "db.yaml", CLUSTER_EXPORT)
+    assert run(server, "apply", "-f", path) == (
+        0, "service/db created\nendpointslice.discovery.k8s.io/db-x7k2p created\n", "")
+    assert run(server, "apply", "-f", path) == (
+        0, "service/db unchanged\nendpointslice.discovery.k8s.io/db-x7k2p unchanged\n", "")
+    code, out, _ = run(server, "get", "svc")
+    assert code == 0
+    assert out == ("NAME   TYPE        CLUSTER-IP   EXTERNAL-IP   PORT(S)    REVISION\n"
+                   "db     ClusterIP   10.96.0.50   <none>        5432/TCP   1\n")
+    code, out, _ = run(server, "get", "eps")
+    assert out == ("NAME       ADDRESSTYPE   PORTS   ENDPOINTS    REVISION\n"
+                   "db-x7k2p   IPv4          5432    10.244.1.5   1\n")
+
+
+def test_every_output_format(server, tmp_path):
+    run(server, "apply", "-f", write(tmp_path, "db.yaml", CLUSTER_EXPORT))
+    assert run(server, "get", "svc", "-o", "name") == (0, "service/db\n", "")
+    assert run(server, "get", "eps", "-o", "name") == (0, "endpointslice.discovery.k8s.io/db-x7k2p\n", "")
+    code, out, _ = run(server, "get", "svc", "db", "-o", "json")
+    service = json.loads(out)
+    assert code == 0 and service["kind"] == "Service" and service["spec"]["clusterIP"] == "10.96.0.50"
+    assert service["metadata"]["resourceVersion"] == "1"
+    code, out, _ = run(server, "get", "eps", "-o", "yaml")
+    document = yaml.safe_load(out)
+    assert document["kind"] == "EndpointSlice"
+    assert document["endpoints"][0]["addresses"] == ["10.244.1.5"]
+    code, out, _ = run(server, "get", "svc", "-o", "wide")
+    assert out.splitlines()[0].split() == [
+        "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "IP-FAMILIES", "AFFINITY", "POLICY", "REVISION"]
+    code, out, _ = run(server, "get", "svc", "-A")
+    assert out.splitlines()[1].split()[:2] == ["default", "db"]
+    # What `get -o yaml` prints applies back unchanged.
+    code, out, _ = run(server, "get", "svc", "db", "-o", "yaml")
+    assert run(server, "apply", "-f", "-", stdin=out) == (0, "service/db unchanged\n", "")
+
+
+def test_multi_document_list_directory_and_legacy_endpoints(server, tmp_path):
+    directory = tmp_path / "manifests"
+    directory.mkdir()
+    (directory / "a.yaml").write_text(textwrap.dedent("""\
+        apiVersion: v1
+        kind: List
+        items:
+        - {apiVersion: v1, kind: Service, metadata: {name: web}, spec: {type: NodePort, ports: [{port: 80}]}}
+        - {apiVersion: v1, kind: Service, metadata: {name: api}, spec: {ports: [{port: 8080}]}}
+        """))
+    (directory / "b.json").write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web"},
+        "subsets": [{"addresses": [{"ip": "10.244.0.7"}], "ports": [{"port": 80}]}]}))
+    (directory / "notes.txt").write_text("ignored")
+    code, out, err = run(server, "apply", "-f", str(directory))
+    assert (code, err) == (0, "")
+    assert out == ("service/web created\nservice/api created\n"
+                   "endpointslice.discovery.k8s.io/web-legacy-0-v4 created\n")
+    code, out, _ = run(server, "get", "svc", "web")
+    assert "NodePort" in out and ":3" in out  # an allocated NodePort is shown as 80:3xxxx/TCP
+
+
+def test_dry_run_stores_nothing(server, tmp_path):
+    path = write(tmp_path, "db.yaml", CLUSTER_EXPORT)
+    assert run(server, "apply", "-f", path, "--dry-run=server") == (
+        0, "service/db created (server dry run)\nendpointslice.discovery.k8s.io/db-x7k2p created (server dry run)\n", "")
+    assert run(server, "get", "svc") == (0, "", "No resources found in default namespace.\n")
+
+
+def test_errors_name_file_document_object_and_field_and_store_nothing(server, tmp_path):
+    bad_port = CLUSTER_EXPORT.replace("port: 5432, protocol: TCP, targetPort: pg", "port: 70000, protocol: TCP, targetPort: pg")
+    path = write(tmp_path, "db.yaml", bad_port)
+    assert run(server, "apply", "-f", path) == (
+        1, "", f"error: {path}: document 1 (Service default/db): spec.ports[0].port: must be between 1 and 65535, got 70000\n")
+    # Valid locally, refused by the server: the message still points into the file.
+    outside = CLUSTER_EXPORT.replace("clusterIP: 10.96.0.50\n  clusterIPs: [10.96.0.50]", "clusterIP: 192.168.0.1")
+    path = write(tmp_path, "outside.yaml", outside)
+    assert run(server, "apply", "-f", path) == (
+        1, "", f"error: invalid: {path}: document 1 (Service default/db): spec.clusterIPs[0]: "
+               "192.168.0.1 is not in the service CIDR 10.96.0.0/12\n")
+    typo = CLUSTER_EXPORT.replace("  selector:", "  selectr:")
+    path = write(tmp_path, "typo.yaml", typo)
+    assert run(server, "apply", "-f", path)[2] == (
+        f"error: {path}: document 1 (Service default/db): spec.selectr: unknown or unsupported field\n")
+    path = write(tmp_path, "pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n")
+    code, _, err = run(server, "apply", "-f", path)
+    assert code == 1 and "document 1: unsupported kind v1 Pod" in err
+    # Nothing of the failed applies was stored.
+    assert run(server, "get", "svc")[1] == ""
+    assert run(server, "get", "svc", "nope") == (1, "", "error: not found: Service default/nope not found\n")
+
+
+def test_delete_by_name_and_by_file(server, tmp_path):
+    path = write(tmp_path, "db.yaml", CLUSTER_EXPORT)
+    run(server, "apply", "-f", path)
+    assert run(server, "delete", "eps", "db-x7k2p") == (0, "endpointslice.discovery.k8s.io/db-x7k2p deleted\n", "")
+    assert run(server, "delete", "-f", path) == (1, "", "error: not found: EndpointSlice default/db-x7k2p not found\n")
+    assert run(server, "delete", "svc", "db") == (0, "service/db deleted\n", "")
+
+
+def test_usage_errors_exit_2_and_unreachable_server_exits_1(server):
+    code, _, err = run(server, "get", "pods")
+    assert code == 2 and 'unknown type "pods"' in err
+    code, _, err = run(server, "apply")
+    assert code == 2 and "-f/--filename: required" in err
+    result = subprocess.run([PROXYCTL, "--server", "127.0.0.1:1", "--timeout", "2", "get", "svc"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and "cannot reach the control server at 127.0.0.1:1" in result.stderr
+
+
+def test_version_and_nodes(server, stubs):
+    code, out, _ = run(server, "version")
+    assert code == 0 and out.startswith("Client Version: 0.1.0\nServer Version: 0.1.0\n")
+    assert run(server, "get", "nodes") == (0, "NAME   CONNECTED   APPLIED   HEAD   LAG   LAST-SEEN   ERROR\n", "")
+
+
+def test_completion_scripts(server):
+    for shell, marker in [("bash", "proxyctl"), ("zsh", "#compdef proxyctl"), ("fish", "proxyctl")]:
+        code, out, _ = run(server, "completion", shell)
+        assert code == 0 and marker in out and "apply" in out
