@@ -76,7 +76,7 @@ def test_dry_run_stores_nothing(registry):
 def test_watch_stream_from_python(registry):
     pb2, stub, _ = registry
     stub.Apply(pb2.ApplyRequest(items=[pb2.ApplyItem(object=web_service(pb2))]))
-    stream = stub.Watch(pb2.WatchRequest(from_revision=0), timeout=10)
+    stream = stub.Watch(pb2.WatchRequest(), timeout=10)  # no from_revision: only new changes
     threading.Timer(0.3, lambda: stub.Apply(pb2.ApplyRequest(items=[
         pb2.ApplyItem(object=web_slice(pb2, ["10.244.1.9"]))]))).start()
     event = next(stream)

@@ -197,3 +197,36 @@ def test_completion_scripts(server):
     for shell, marker in [("bash", "proxyctl"), ("zsh", "#compdef proxyctl"), ("fish", "proxyctl")]:
         code, out, _ = run(server, "completion", shell)
         assert code == 0 and marker in out and "apply" in out
+
+
+def test_create_service_and_set_endpoints(server):
+    assert run(server, "create", "service", "nodeport", "web", "--tcp", "80:8080", "--tcp", "443") == (
+        0, "service/web created\n", "")
+    assert run(server, "create", "service", "nodeport", "web", "--tcp", "80") == (
+        1, "", 'error: service "web" already exists in namespace default\n')
+    code, _, err = run(server, "create", "service", "clusterip", "x", "--tcp", "0")
+    assert code == 2 and 'port "0"' in err
+    assert run(server, "set", "endpoints", "web", "10.244.1.5", "10.244.1.6:9090", "fd00::7") == (0, (
+        "endpointslice.discovery.k8s.io/web-manual-v4-8080 created\n"
+        "endpointslice.discovery.k8s.io/web-manual-v4-9090 created\n"
+        "endpointslice.discovery.k8s.io/web-manual-v6-8080 created\n"), "")
+    assert run(server, "set", "endpoints", "web", "10.244.1.5") == (0, (
+        "endpointslice.discovery.k8s.io/web-manual-v4-8080 unchanged\n"
+        "endpointslice.discovery.k8s.io/web-manual-v4-9090 deleted\n"
+        "endpointslice.discovery.k8s.io/web-manual-v6-8080 deleted\n"), "")
+    code, out, _ = run(server, "describe", "svc", "web")
+    assert code == 0
+    assert "Type:                    NodePort\n" in out
+    assert "TargetPort:              8080/TCP\n" in out
+    assert "10.244.1.5   8080/TCP   ready=true serving=true terminating=false   <none>   <none>   web-manual-v4-8080" in out
+    assert "Nodes in sync:           0/0" in out
+    assert run(server, "describe", "node", "ghost")[0] == 1
+
+
+def test_watch_replays_and_stops_after_count(server, tmp_path):
+    run(server, "create", "service", "clusterip", "a", "--tcp", "80")
+    run(server, "set", "endpoints", "a", "10.244.0.9")
+    assert run(server, "watch", "--from", "0", "--count", "2") == (
+        0, "1\tPUT\tService\tdefault/a\n2\tPUT\tEndpointSlice\tdefault/a-manual-v4-80\n", "")
+    assert run(server, "watch", "--from", "0", "--count", "1", "--kinds", "eps") == (
+        0, "2\tPUT\tEndpointSlice\tdefault/a-manual-v4-80\n", "")

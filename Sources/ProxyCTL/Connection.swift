@@ -83,3 +83,22 @@ struct CommandFailure: Error, CustomStringConvertible {
         }
     }
 }
+
+extension Kubeproxy_V1_Registry.Client {
+    /// Every object of `kind` in `namespace` (empty: all namespaces), following page tokens.
+    func listAll(_ kind: ObjectKind, namespace: String, options: CallOptions) async throws -> [ProxyObject] {
+        var objects: [ProxyObject] = []
+        var token = ""
+        repeat {
+            let page = try await list(
+                .with {
+                    $0.kind = kind.wire
+                    $0.namespace = namespace
+                    $0.pageToken = token
+                }, options: options)
+            objects += try page.objects.map { try ProxyObject(wire: $0) }
+            token = page.nextPageToken
+        } while !token.isEmpty
+        return objects
+    }
+}

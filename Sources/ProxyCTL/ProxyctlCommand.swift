@@ -10,7 +10,7 @@ public struct ProxyctlCommand: AsyncParsableCommand {
         commandName: "proxyctl",
         abstract: "Administer the kube-proxy control server: apply Kubernetes manifests, inspect services and nodes.",
         version: BuildInfo.version,
-        subcommands: [Apply.self, Get.self, Delete.self, Version.self, Completion.self])
+        subcommands: [Apply.self, Create.self, SetCommand.self, Get.self, Describe.self, Delete.self, Watch.self, Version.self, Completion.self])
 
     public init() {}
 
@@ -42,11 +42,15 @@ public struct ProxyctlCommand: AsyncParsableCommand {
         }
     }
 
-    /// `proxyctl --server X get svc` → `proxyctl get --server X svc`: ArgumentParser reads
-    /// options only after the subcommand that declares them.
+    /// `proxyctl --server X create service …` → `proxyctl create service … --server X`:
+    /// ArgumentParser reads options only after the (leaf) subcommand that declares them.
     static func globalOptionsAfterSubcommand(_ arguments: [String]) -> [String] {
         let names = Set(configuration.subcommands.map { $0._commandName })
         guard let index = arguments.firstIndex(where: { names.contains($0) }), index > 0 else { return arguments }
-        return [arguments[index]] + arguments[..<index] + arguments[(index + 1)...]
+        let rest = arguments[index...]
+        if let terminator = rest.firstIndex(of: "--") {
+            return Array(arguments[index..<terminator] + arguments[..<index] + arguments[terminator...])
+        }
+        return Array(rest + arguments[..<index])
     }
 }

@@ -124,7 +124,7 @@ public struct RegistryService: Kubeproxy_V1_Registry.SimpleServiceProtocol {
         }
         let filter = WatchFilter(kinds: kinds.isEmpty ? Set(ObjectKind.allCases) : kinds, namespace: request.namespace)
         let subscription = watchHub.subscribe()
-        let start = request.fromRevision == 0 ? try await store.headRevision() : Revision(request.fromRevision)
+        let start = request.hasFromRevision ? Revision(request.fromRevision) : try await store.headRevision()
         let stream = WatchStream(response: response, filter: filter)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {

@@ -764,8 +764,16 @@ public nonisolated struct Kubeproxy_V1_WatchRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Deliver every change with revision > from_revision. 0 = from the head (only new changes).
-  public var fromRevision: UInt64 = 0
+  /// Deliver every change with revision > from_revision (0: all retained history; OUT_OF_RANGE
+  /// when that history is compacted). Unset: only changes committed from now on.
+  public var fromRevision: UInt64 {
+    get {_fromRevision ?? 0}
+    set {_fromRevision = newValue}
+  }
+  /// Returns true if `fromRevision` has been explicitly set.
+  public var hasFromRevision: Bool {self._fromRevision != nil}
+  /// Clears the value of `fromRevision`. Subsequent reads from it will return its default value.
+  public mutating func clearFromRevision() {self._fromRevision = nil}
 
   /// Empty = all kinds.
   public var kinds: [Kubeproxy_V1_Kind] = []
@@ -776,6 +784,8 @@ public nonisolated struct Kubeproxy_V1_WatchRequest: Sendable {
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _fromRevision: UInt64? = nil
 }
 
 public nonisolated struct Kubeproxy_V1_Change: Sendable {
@@ -2326,7 +2336,7 @@ nonisolated extension Kubeproxy_V1_WatchRequest: SwiftProtobuf.Message, SwiftPro
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.fromRevision) }()
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self._fromRevision) }()
       case 2: try { try decoder.decodeRepeatedEnumField(value: &self.kinds) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.namespace) }()
       default: break
@@ -2335,9 +2345,13 @@ nonisolated extension Kubeproxy_V1_WatchRequest: SwiftProtobuf.Message, SwiftPro
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.fromRevision != 0 {
-      try visitor.visitSingularUInt64Field(value: self.fromRevision, fieldNumber: 1)
-    }
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._fromRevision {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 1)
+    } }()
     if !self.kinds.isEmpty {
       try visitor.visitPackedEnumField(value: self.kinds, fieldNumber: 2)
     }
@@ -2348,7 +2362,7 @@ nonisolated extension Kubeproxy_V1_WatchRequest: SwiftProtobuf.Message, SwiftPro
   }
 
   public static func ==(lhs: Kubeproxy_V1_WatchRequest, rhs: Kubeproxy_V1_WatchRequest) -> Bool {
-    if lhs.fromRevision != rhs.fromRevision {return false}
+    if lhs._fromRevision != rhs._fromRevision {return false}
     if lhs.kinds != rhs.kinds {return false}
     if lhs.namespace != rhs.namespace {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

@@ -67,19 +67,7 @@ struct Get: AsyncParsableCommand {
                 let ref = ObjectKey(kind: resource.kind, namespace: namespace, name: name).wire
                 return [try ProxyObject(wire: try await registry.get(.with { $0.ref = ref }, options: options).object)]
             }
-            var objects: [ProxyObject] = []
-            var token = ""
-            repeat {
-                let page = try await registry.list(
-                    .with {
-                        $0.kind = resource.kind.wire
-                        $0.namespace = all ? "" : namespace
-                        $0.pageToken = token
-                    }, options: options)
-                objects += try page.objects.map { try ProxyObject(wire: $0) }
-                token = page.nextPageToken
-            } while !token.isEmpty
-            return objects
+            return try await registry.listAll(resource.kind, namespace: all ? "" : namespace, options: options)
         }
         if objects.isEmpty && global.output == .table || objects.isEmpty && global.output == .wide {
             FileHandle.standardError.write(Data("No resources found\(all ? "" : " in \(namespace) namespace").\n".utf8))
