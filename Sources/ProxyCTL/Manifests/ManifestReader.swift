@@ -6,31 +6,27 @@ import ProxyModel
 struct ManifestReader {
     var violations = Violations()
 
-    mutating func map(_ value: Any?, _ path: String) -> [String: Any]? {
+    /// The value as a `T`; nil (and a violation saying `expectation`) when it is something else,
+    /// nil alone when it is absent or null.
+    private mutating func typed<T>(_ value: Any?, _ path: String, _ expectation: String) -> T? {
         guard let value, !(value is NSNull) else { return nil }
-        guard let map = value as? [String: Any] else {
-            violations.add(path, "must be a mapping")
+        guard let typed = value as? T else {
+            violations.add(path, expectation)
             return nil
         }
-        return map
+        return typed
+    }
+
+    mutating func map(_ value: Any?, _ path: String) -> [String: Any]? {
+        typed(value, path, "must be a mapping")
     }
 
     mutating func list(_ value: Any?, _ path: String) -> [Any] {
-        guard let value, !(value is NSNull) else { return [] }
-        guard let list = value as? [Any] else {
-            violations.add(path, "must be a list")
-            return []
-        }
-        return list
+        typed(value, path, "must be a list") ?? []
     }
 
     mutating func string(_ value: Any?, _ path: String) -> String? {
-        guard let value, !(value is NSNull) else { return nil }
-        guard let text = value as? String else {
-            violations.add(path, "must be a string")
-            return nil
-        }
-        return text
+        typed(value, path, "must be a string")
     }
 
     mutating func strings(_ value: Any?, _ path: String) -> [String] {
@@ -38,12 +34,7 @@ struct ManifestReader {
     }
 
     mutating func int(_ value: Any?, _ path: String) -> Int? {
-        guard let value, !(value is NSNull) else { return nil }
-        guard let number = value as? Int else {
-            violations.add(path, "must be an integer")
-            return nil
-        }
-        return number
+        typed(value, path, "must be an integer")
     }
 
     /// An integer that must fit a port field (so that the wire's unsigned type can hold it).
@@ -57,12 +48,7 @@ struct ManifestReader {
     }
 
     mutating func bool(_ value: Any?, _ path: String) -> Bool? {
-        guard let value, !(value is NSNull) else { return nil }
-        guard let flag = value as? Bool else {
-            violations.add(path, "must be true or false")
-            return nil
-        }
-        return flag
+        typed(value, path, "must be true or false")
     }
 
     mutating func labels(_ value: Any?, _ path: String) -> [String: String] {
