@@ -230,3 +230,64 @@ def test_watch_replays_and_stops_after_count(server, tmp_path):
         0, "1\tPUT\tService\tdefault/a\n2\tPUT\tEndpointSlice\tdefault/a-manual-v4-80\n", "")
     assert run(server, "watch", "--from", "0", "--count", "1", "--kinds", "eps") == (
         0, "2\tPUT\tEndpointSlice\tdefault/a-manual-v4-80\n", "")
+
+
+def test_nodes_view_shows_sync_state_and_nacks(server, stubs):
+    import queue
+    import time
+
+    import grpc
+
+    pb2, pb2_grpc = stubs
+    run(server, "create", "service", "clusterip", "web", "--tcp", "80")
+    channel = grpc.insecure_channel(server.target)
+    outgoing = queue.Queue()
+    outgoing.put(pb2.NodeMessage(hello=pb2.Hello(
+        node=pb2.Node(metadata=pb2.ObjectMeta(name="node-a"), addresses=["10.0.0.1", "fd00::1"], zone="z1"))))
+
+    def requests():
+        while (message := outgoing.get()) is not None:
+            yield message
+
+    responses = pb2_grpc.NodeSyncStub(channel).Sync(requests(), timeout=30)
+    snapshot = next(responses).snapshot
+    outgoing.put(pb2.NodeMessage(ack=pb2.Ack(revision=snapshot.revision)))
+
+    def nodes_table():
+        for _ in range(100):
+            code, out, _ = run(server, "get", "nodes")
+            row = out.splitlines()[1].split() if len(out.splitlines()) > 1 else []
+            if row and row[2] != "0":
+                return code, row
+            time.sleep(0.05)
+        raise AssertionError("the ACK never showed")
+
+    code, row = nodes_table()
+    assert code == 0
+    # HEAD is the newest revision that changed what nodes hold (the Service, revision 1); the
+    # snapshot also covers revision 2, the node's own registration.
+    assert row[:5] == ["node-a", "yes", str(snapshot.revision), "1", "0"]
+    assert row[-1] == "<none>"
+    code, out, _ = run(server, "describe", "svc", "web")
+    assert "Nodes in sync:           1/1" in out
+
+    # The node rejects the next revision: the NACK text shows in get nodes and describe node.
+    run(server, "set", "endpoints", "web", "10.244.0.5")
+    delta = next(responses).delta
+    outgoing.put(pb2.NodeMessage(nack=pb2.Nack(revision=delta.to_revision, error="nft: syntax error")))
+    for _ in range(100):
+        code, out, _ = run(server, "get", "nodes", "-o", "wide")
+        if "nft: syntax error" in out:
+            break
+        time.sleep(0.05)
+    assert f"rev {delta.to_revision}: nft: syntax error" in out
+    assert "10.0.0.1,fd00::1" in out and "z1" in out
+    code, out, _ = run(server, "describe", "node", "node-a")
+    assert code == 0
+    assert f"Last Error:         revision {delta.to_revision}: nft: syntax error\n" in out
+    assert "In Sync:            no, 1 behind\n" in out
+    code, out, _ = run(server, "get", "nodes", "-o", "json")
+    assert json.loads(out)["lastError"] == "nft: syntax error"
+    outgoing.put(None)
+    responses.cancel()
+    channel.close()
