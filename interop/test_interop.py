@@ -77,9 +77,11 @@ def test_watch_stream_from_python(registry):
     pb2, stub, _ = registry
     stub.Apply(pb2.ApplyRequest(items=[pb2.ApplyItem(object=web_service(pb2))]))
     stream = stub.Watch(pb2.WatchRequest(), timeout=10)  # no from_revision: only new changes
-    threading.Timer(0.3, lambda: stub.Apply(pb2.ApplyRequest(items=[
-        pb2.ApplyItem(object=web_slice(pb2, ["10.244.1.9"]))]))).start()
+    writer = threading.Timer(0.3, lambda: stub.Apply(pb2.ApplyRequest(items=[
+        pb2.ApplyItem(object=web_slice(pb2, ["10.244.1.9"]))])))
+    writer.start()
     event = next(stream)
+    writer.join()  # the Apply finishes before the channel closes
     assert event.revision == 2
     assert event.changes[0].type == pb2.Change.PUT
     assert event.changes[0].object.endpoint_slice.endpoints[0].addresses == ["10.244.1.9"]
