@@ -189,11 +189,6 @@ public final class Store: Sendable {
         }
     }
 
-    /// The complete state of the given kinds at the head.
-    public func snapshot(kinds: Set<ObjectKind>) async throws(StoreError) -> StateSnapshot {
-        try await read { db in try Self.snapshot(db, head: try Self.head(db), kinds: kinds) }
-    }
-
     // MARK: helpers shared by reads and writes
 
     static func head(_ db: Database) throws -> Revision {

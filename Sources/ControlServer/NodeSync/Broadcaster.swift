@@ -170,33 +170,45 @@ public final class Broadcaster: CommitObserver {
 
     /// A message that brings a node from `from` to the head (nil message: already there).
     private func build(from: Revision, initial: Bool) async throws -> (Revision, EncodedMessage?) {
-        enum Cached { case hit(Revision, EncodedMessage?), miss }
-        let cached: Cached = shared.withLock { shared in
+        enum Plan {
+            case ready(Revision, EncodedMessage?)
+            case merge(head: Revision, revisions: [CommittedRevision])
+            case readStore
+        }
+        // Only lookups under the lock: encoding happens outside it, so that commits and
+        // other streams' writers never wait for one stream's catch-up.
+        let plan: Plan = shared.withLock { shared in
             let head = shared.state.head
             if from == .zero {
                 // A node with nothing always starts from a snapshot.
-                if initial, let snapshot = shared.snapshot, snapshot.revision == head { return .hit(head, snapshot.message) }
-                return .miss
+                if initial, let snapshot = shared.snapshot, snapshot.revision == head { return .ready(head, snapshot.message) }
+                return .readStore
             }
-            if from == head { return .hit(head, nil) }
-            if let message = shared.catchUps[from] { return .hit(head, message) }
+            if from == head { return .ready(head, nil) }
+            if let message = shared.catchUps[from] { return .ready(head, message) }
             // History holds every revision (published or not) up to the newest commit.
             guard from < head, let first = shared.history.first, first.revision.rawValue <= from.rawValue + 1,
                 let newest = shared.history.last?.revision, newest >= head
-            else { return .miss }
+            else { return .readStore }
             let start = Int(from.rawValue + 1 - first.revision.rawValue)
             let end = Int(head.rawValue - first.revision.rawValue)
-            let revisions = shared.history[start...end]
-            guard let message = try? SyncMessages.delta(
+            return .merge(head: head, revisions: Array(shared.history[start...end]))
+        }
+        switch plan {
+        case .ready(let to, let message):
+            if message != nil { metrics.catchUps.increment() }
+            return (to, message)
+        case .merge(let head, let revisions):
+            let message = try SyncMessages.delta(
                 from: from, to: head, commitTimeUnixNanos: revisions.last!.commitTimeUnixNanos,
                 changes: SyncMessages.merge(revisions))
-            else { return .miss }
-            shared.catchUps[from] = message
-            return .hit(head, message)
-        }
-        if case .hit(let to, let message) = cached {
+            shared.withLock { shared in
+                if shared.state.head == head { shared.catchUps[from] = message }
+            }
             metrics.catchUps.increment()
-            return (to, message)
+            return (head, message)
+        case .readStore:
+            break
         }
         switch try await store.catchUp(from: from, kinds: SyncMessages.nodeKinds) {
         case .upToDate(let head):

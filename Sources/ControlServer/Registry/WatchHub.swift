@@ -70,6 +70,4 @@ public final class WatchHub: CommitObserver {
         }
         for continuation in subscribers { continuation.finish() }
     }
-
-    public var isClosed: Bool { shared.withLock { $0.closed } }
 }

@@ -37,11 +37,6 @@ public struct CIDR: Hashable, Sendable, CustomStringConvertible, Codable {
         IPAddress(family: family, integerValue: network.integerValue + offset)
     }
 
-    /// Offset of `address` from the network address (the address must be inside).
-    public func offset(of address: IPAddress) -> UInt128 {
-        address.integerValue - network.integerValue
-    }
-
     private static func mask(_ length: Int, width: Int) -> UInt128 {
         guard length > 0 else { return 0 }
         let ones: UInt128 = width == 128 ? .max : (UInt128(1) << width) - 1
