@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "control-server", targets: ["control-server"]),
         .executable(name: "proxyctl", targets: ["proxyctl"]),
         .executable(name: "proxy-bench", targets: ["proxy-bench"]),
+        .executable(name: "node-applier", targets: ["node-applier"]),
     ],
     dependencies: [
         .package(url: "https://github.com/grpc/grpc-swift-2", exact: "2.4.3"),
@@ -50,9 +51,44 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "StatusHTTP",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .systemLibrary(name: "CNFTables", providers: [.apt(["libnftables-dev"])]),
+        .target(
+            name: "NodeApplier",
+            dependencies: [
+                "ProxyModel", "ProxyAPI", "StatusHTTP", "CNFTables",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "node-applier",
+            dependencies: [
+                "NodeApplier", "ProxyModel",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "ControlServer",
             dependencies: [
-                "ProxyModel", "ProxyAPI", "StateStore",
+                "ProxyModel", "ProxyAPI", "StateStore", "StatusHTTP",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -96,6 +132,11 @@ let package = Package(
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "NodeApplierTests",
+            dependencies: ["NodeApplier", "ProxyModel"],
             swiftSettings: strict
         ),
         .testTarget(name: "ProxyModelTests", dependencies: ["ProxyModel"], swiftSettings: strict),

@@ -4,6 +4,7 @@ import Logging
 import ProxyModel
 import ServiceLifecycle
 import StateStore
+import StatusHTTP
 import Synchronization
 
 /// The control server assembled: store, broadcaster, watch hub, status tracker, the gRPC

@@ -5,7 +5,8 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
-/// A small HTTP/1.1 server for probes and scraping: `/healthz`, `/readyz`, `/metrics`.
+/// A small HTTP/1.1 server for probes and scraping (`/healthz`, `/readyz`, `/metrics`) and for
+/// kube-proxy-style service health checks (one answer for every path).
 public final class StatusHTTPServer: ServiceLifecycle.Service, Sendable {
     /// Answers one path; nil means 404.
     public typealias Route = @Sendable () -> (status: HTTPResponseStatus, contentType: String, body: [UInt8])
@@ -13,15 +14,18 @@ public final class StatusHTTPServer: ServiceLifecycle.Service, Sendable {
     private let host: String
     private let port: Int
     private let routes: [String: Route]
+    private let fallback: Route?
     private let logger: Logger
     private let bound = Mutex<SocketAddress?>(nil)
     private let boundSignal: AsyncStream<Void>.Continuation
     private let boundStream: AsyncStream<Void>
 
-    public init(host: String, port: Int, routes: [String: Route], logger: Logger) {
+    /// `fallback` answers paths without a route (nil: 404).
+    public init(host: String, port: Int, routes: [String: Route], fallback: Route? = nil, logger: Logger) {
         self.host = host
         self.port = port
         self.routes = routes
+        self.fallback = fallback
         self.logger = logger
         (boundStream, boundSignal) = AsyncStream<Void>.makeStream()
     }
@@ -34,11 +38,12 @@ public final class StatusHTTPServer: ServiceLifecycle.Service, Sendable {
 
     public func run() async throws {
         let routes = self.routes
+        let fallback = self.fallback
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline().flatMap {
-                    channel.pipeline.addHandler(RouteHandler(routes: routes))
+                    channel.pipeline.addHandler(RouteHandler(routes: routes, fallback: fallback))
                 }
             }
             .bind(host: host, port: port).get()
@@ -56,11 +61,13 @@ private final class RouteHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let routes: [String: StatusHTTPServer.Route]
+    private let fallback: StatusHTTPServer.Route?
     private var path = ""
     private var keepAlive = false
 
-    init(routes: [String: StatusHTTPServer.Route]) {
+    init(routes: [String: StatusHTTPServer.Route], fallback: StatusHTTPServer.Route?) {
         self.routes = routes
+        self.fallback = fallback
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -72,7 +79,7 @@ private final class RouteHandler: ChannelInboundHandler, @unchecked Sendable {
             break
         case .end:
             let (status, contentType, body) =
-                routes[path]?() ?? (.notFound, "text/plain; charset=utf-8", Array("not found\n".utf8))
+                (routes[path] ?? fallback)?() ?? (.notFound, "text/plain; charset=utf-8", Array("not found\n".utf8))
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: contentType)
             headers.add(name: "Content-Length", value: String(body.count))

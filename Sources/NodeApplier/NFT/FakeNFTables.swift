@@ -1,0 +1,147 @@
+import Synchronization
+
+/// An in-memory `NFTablesClient` with the kernel's transaction rules that matter to the planner:
+/// all-or-nothing, no duplicate or missing elements, no missing sets or chains, no deleting a set or
+/// chain that something still references. Unit tests and the packet tracer read its tables.
+public final class FakeNFTables: NFTablesClient {
+    private struct State {
+        var tables: [NFTFamily: NFTTable] = [:]
+        var failure: String?
+        var transactions = 0
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// The next transaction fails with `message` (and changes nothing).
+    public func failNextTransaction(_ message: String) { state.withLock { $0.failure = message } }
+
+    /// Deletes a table behind the applier's back (drift).
+    public func removeTable(_ family: NFTFamily) { _ = state.withLock { $0.tables.removeValue(forKey: family) } }
+
+    public func table(_ family: NFTFamily) -> NFTTable? { state.withLock { $0.tables[family] } }
+
+    /// Transactions committed so far.
+    public var transactions: Int { state.withLock { $0.transactions } }
+
+    public func shape(family: NFTFamily, table: String) throws -> NFTTableShape? {
+        state.withLock { $0.tables[family] }.map(NFTTableShape.init)
+    }
+
+    public func apply(_ transaction: NFTTransaction) throws {
+        try state.withLock { state in
+            if let failure = state.failure {
+                state.failure = nil
+                throw NFTError(failure)
+            }
+            var tables = state.tables
+            for operation in transaction.operations { try Self.apply(operation, name: transaction.table, to: &tables) }
+            for table in tables.values { try Self.checkReferences(table) }
+            state.tables = tables
+            state.transactions += 1
+        }
+    }
+
+    private static func apply(_ operation: NFTOperation, name: String, to tables: inout [NFTFamily: NFTTable]) throws {
+        func existing(_ family: NFTFamily) throws -> NFTTable {
+            guard let table = tables[family] else { throw NFTError("No such file or directory: table \(family.rawValue) \(name)") }
+            return table
+        }
+        switch operation {
+        case .replaceTable(let table):
+            tables[table.family] = table
+        case .deleteTable(let family):
+            _ = try existing(family)
+            tables[family] = nil
+        case .addSet(let family, let set):
+            var table = try existing(family)
+            if let old = table.sets[set.name], old != set { throw NFTError("File exists: set \(set.name) with another type") }
+            table.sets[set.name] = set
+            table.elements[set.name, default: [:]] = table.elements[set.name, default: [:]]
+            tables[family] = table
+        case .deleteSet(let family, let set):
+            var table = try existing(family)
+            guard table.sets[set] != nil else { throw NFTError("No such file or directory: set \(set)") }
+            if references(in: table).sets.contains(set) { throw NFTError("Device or resource busy: set \(set) in use") }
+            table.sets[set] = nil
+            table.elements[set] = nil
+            tables[family] = table
+        case .defineChain(let family, let chain):
+            var table = try existing(family)
+            if let old = table.chains[chain.name], old.hook != chain.hook { throw NFTError("File exists: chain \(chain.name)") }
+            table.chains[chain.name] = chain
+            tables[family] = table
+        case .deleteChain(let family, let chain):
+            var table = try existing(family)
+            guard table.chains[chain] != nil else { throw NFTError("No such file or directory: chain \(chain)") }
+            table.chains[chain] = nil
+            if references(in: table).chains.contains(chain) { throw NFTError("Device or resource busy: chain \(chain) in use") }
+            tables[family] = table
+        case .addElements(let family, let set, let elements):
+            var table = try existing(family)
+            guard table.sets[set] != nil else { throw NFTError("No such file or directory: set \(set)") }
+            for element in elements {
+                if table.elements[set]?[element.key] != nil {
+                    throw NFTError("File exists: element \(NFTRenderer.text(of: element.key)) in \(set)")
+                }
+                table.elements[set, default: [:]][element.key] = element.value
+            }
+            tables[family] = table
+        case .deleteElements(let family, let set, let elements):
+            var table = try existing(family)
+            for element in elements {
+                guard table.elements[set]?.removeValue(forKey: element.key) != nil else {
+                    throw NFTError("No such file or directory: element \(NFTRenderer.text(of: element.key)) in \(set)")
+                }
+            }
+            tables[family] = table
+        }
+    }
+
+    private static func checkReferences(_ table: NFTTable) throws {
+        let used = references(in: table)
+        if let missing = used.sets.subtracting(table.sets.keys).sorted().first {
+            throw NFTError("No such file or directory: set \(missing) (table \(table.family.rawValue))")
+        }
+        if let missing = used.chains.subtracting(table.chains.keys).sorted().first {
+            throw NFTError("No such file or directory: chain \(missing) (table \(table.family.rawValue))")
+        }
+    }
+
+    private static func references(in table: NFTTable) -> (sets: Set<String>, chains: Set<String>) {
+        var sets: Set<String> = []
+        var chains: Set<String> = []
+        func add(_ verdict: NFTVerdict) {
+            switch verdict {
+            case .jump(let chain), .goto(let chain): chains.insert(chain)
+            case .accept, .drop: break
+            }
+        }
+        for chain in table.chains.values {
+            for rule in chain.rules {
+                for match in rule.matches {
+                    switch match {
+                    case .daddrIn(let set), .saddrIn(let set, _), .frontendIn(let set), .addressPairIn(let set): sets.insert(set)
+                    case .ctStateNew, .ctStatusDNAT, .saddrInRanges, .l4proto, .markClear: break
+                    }
+                }
+                for statement in rule.statements {
+                    switch statement {
+                    case .verdict(let verdict): add(verdict)
+                    case .frontendVerdictMap(let set), .dnatSlot(let set, _), .dnatFrontend(let set), .updateSaddr(let set):
+                        sets.insert(set)
+                    case .randomGoto(let targets): chains.formUnion(targets)
+                    case .reject, .dnat, .markOr, .markXor, .masquerade, .return: break
+                    }
+                }
+            }
+        }
+        for elements in table.elements.values {
+            for value in elements.values {
+                for case .verdict(let verdict) in value { add(verdict) }
+            }
+        }
+        return (sets, chains)
+    }
+}

@@ -1,0 +1,191 @@
+import ProxyModel
+
+/// The address families the applier programs: one table each.
+public enum NFTFamily: String, Hashable, Sendable, CaseIterable, Comparable {
+    case ip
+    case ip6
+
+    public init(_ family: IPFamily) { self = family == .ipv4 ? .ip : .ip6 }
+
+    public var ipFamily: IPFamily { self == .ip ? .ipv4 : .ipv6 }
+    /// The payload keyword for addresses (`ip saddr` / `ip6 saddr`).
+    var addressKeyword: String { rawValue }
+    var addressType: String { self == .ip ? "ipv4_addr" : "ipv6_addr" }
+
+    public static func < (lhs: NFTFamily, rhs: NFTFamily) -> Bool { lhs.rawValue < rhs.rawValue }
+}
+
+public enum NFTVerdict: Hashable, Sendable {
+    case accept
+    case drop
+    case jump(String)
+    case goto(String)
+}
+
+/// One component of a set element (keys are concatenations of these).
+public enum NFTValue: Hashable, Sendable {
+    case address(IPAddress)
+    case cidr(CIDR)
+    case proto(L4Protocol)
+    case port(Int)
+    case integer(Int)
+    case verdict(NFTVerdict)
+}
+
+/// A set or map element: `key` is a concatenation; `value` is empty for plain sets.
+public struct NFTElement: Hashable, Sendable {
+    public var key: [NFTValue]
+    public var value: [NFTValue]
+
+    public init(key: [NFTValue], value: [NFTValue] = []) {
+        self.key = key
+        self.value = value
+    }
+}
+
+/// The shapes of set keys the layout uses.
+public enum NFTSetType: Hashable, Sendable {
+    /// `daddr . l4proto . dport`: one service frontend.
+    case frontend
+    /// `daddr . l4proto . dport . slot` → `address . port` (the endpoint slot maps).
+    case slotMap
+    /// `daddr . l4proto . dport` → `address . port` (single-endpoint services).
+    case frontendMap
+    /// Addresses; `interval` for CIDRs.
+    case address(interval: Bool)
+    /// `saddr . daddr` pairs.
+    case addressPair
+    /// `frontend` → verdict.
+    case frontendVerdictMap
+}
+
+public struct NFTSetDefinition: Hashable, Sendable {
+    public var name: String
+    public var type: NFTSetType
+    /// For sets filled by the packet path (`update @set`): entries expire after this many seconds.
+    public var dynamicTimeoutSeconds: Int?
+
+    public init(name: String, type: NFTSetType, dynamicTimeoutSeconds: Int? = nil) {
+        self.name = name
+        self.type = type
+        self.dynamicTimeoutSeconds = dynamicTimeoutSeconds
+    }
+
+    public var isMap: Bool { type == .slotMap || type == .frontendMap || type == .frontendVerdictMap }
+}
+
+/// A base chain's attachment to a netfilter hook.
+public struct NFTHook: Hashable, Sendable {
+    public enum ChainType: String, Hashable, Sendable { case filter, nat }
+    public enum Hook: String, Hashable, Sendable { case prerouting, input, forward, output, postrouting }
+
+    public var type: ChainType
+    public var hook: Hook
+    public var priority: Int
+
+    public init(_ type: ChainType, _ hook: Hook, priority: Int) {
+        self.type = type
+        self.hook = hook
+        self.priority = priority
+    }
+}
+
+/// Conditions of a rule; all must match.
+public enum NFTMatch: Hashable, Sendable {
+    case ctStateNew
+    /// `ct status dnat`: the connection was destination-NATed.
+    case ctStatusDNAT
+    case daddrIn(set: String)
+    case saddrIn(set: String, negated: Bool)
+    /// `daddr . l4proto . dport @set`.
+    case frontendIn(set: String)
+    /// `saddr . daddr @set`.
+    case addressPairIn(set: String)
+    case saddrInRanges([CIDR], negated: Bool)
+    case l4proto(L4Protocol)
+    /// `meta mark & mask == 0`.
+    case markClear(UInt32)
+}
+
+public enum NFTStatement: Hashable, Sendable {
+    case verdict(NFTVerdict)
+    case reject
+    /// `daddr . l4proto . dport vmap @map`.
+    case frontendVerdictMap(String)
+    /// `dnat to daddr . l4proto . dport . numgen random mod count map @map`.
+    case dnatSlot(map: String, count: Int)
+    /// `dnat to daddr . l4proto . dport map @map`: the one endpoint of a frontend.
+    case dnatFrontend(map: String)
+    case dnat(IPAddress, port: Int)
+    /// `numgen random mod chains.count vmap { i : goto chains[i] }`.
+    case randomGoto([String])
+    case markOr(UInt32)
+    case markXor(UInt32)
+    case masquerade
+    /// `update @set { saddr }`.
+    case updateSaddr(set: String)
+    case `return`
+}
+
+public struct NFTRule: Hashable, Sendable {
+    public var matches: [NFTMatch]
+    public var statements: [NFTStatement]
+
+    public init(_ matches: [NFTMatch] = [], _ statements: [NFTStatement]) {
+        self.matches = matches
+        self.statements = statements
+    }
+}
+
+public struct NFTChain: Hashable, Sendable {
+    public var name: String
+    public var hook: NFTHook?
+    public var rules: [NFTRule]
+
+    public init(name: String, hook: NFTHook? = nil, rules: [NFTRule]) {
+        self.name = name
+        self.hook = hook
+        self.rules = rules
+    }
+}
+
+/// The complete contents of one family's table.
+public struct NFTTable: Hashable, Sendable {
+    public var family: NFTFamily
+    public var name: String
+    public var sets: [String: NFTSetDefinition] = [:]
+    public var chains: [String: NFTChain] = [:]
+    /// Elements per set or map, keyed by the element key.
+    public var elements: [String: [[NFTValue]: [NFTValue]]] = [:]
+
+    public init(family: NFTFamily, name: String) {
+        self.family = family
+        self.name = name
+    }
+}
+
+/// One step of a transaction. A transaction applies completely or not at all.
+public enum NFTOperation: Hashable, Sendable {
+    /// Replace the table atomically with `table` (creating it when missing).
+    case replaceTable(NFTTable)
+    case addSet(NFTFamily, NFTSetDefinition)
+    case deleteSet(NFTFamily, String)
+    /// Create a chain, or replace the rules of an existing one.
+    case defineChain(NFTFamily, NFTChain)
+    case deleteChain(NFTFamily, String)
+    case addElements(NFTFamily, set: String, [NFTElement])
+    case deleteElements(NFTFamily, set: String, [NFTElement])
+    case deleteTable(NFTFamily)
+}
+
+public struct NFTTransaction: Hashable, Sendable {
+    public var table: String
+    public var operations: [NFTOperation]
+
+    public init(table: String, operations: [NFTOperation] = []) {
+        self.table = table
+        self.operations = operations
+    }
+
+    public var isEmpty: Bool { operations.isEmpty }
+}

@@ -1,0 +1,169 @@
+import ProxyModel
+
+/// Renders typed nft objects as nft script text: the only place rule text is written.
+/// Names are produced by the layout (fixed names and hashes), never taken from user input,
+/// and values are typed (addresses, ports, protocols), so no user string reaches the text.
+public enum NFTRenderer {
+    /// The script for one transaction (libnftables runs it as one atomic batch).
+    public static func render(_ transaction: NFTTransaction) -> String {
+        var out = ""
+        for operation in transaction.operations {
+            render(operation, table: transaction.table, into: &out)
+        }
+        return out
+    }
+
+    /// The complete table as a standalone script, as the golden files hold it.
+    public static func render(table: NFTTable) -> String {
+        var out = ""
+        renderBody(table, into: &out)
+        return out
+    }
+
+    private static func render(_ operation: NFTOperation, table name: String, into out: inout String) {
+        switch operation {
+        case .replaceTable(let table):
+            // `add` first so that `delete` cannot fail on a missing table; all of it is one transaction.
+            out += "add table \(table.family.rawValue) \(name)\n"
+            out += "delete table \(table.family.rawValue) \(name)\n"
+            renderBody(table, into: &out)
+        case .addSet(let family, let set):
+            out += "add \(set.isMap ? "map" : "set") \(family.rawValue) \(name) \(set.name) { "
+            out += declaration(of: set, family: family).joined(separator: "; ")
+            out += "; }\n"
+        case .deleteSet(let family, let set):
+            out += "delete set \(family.rawValue) \(name) \(set)\n"
+        case .defineChain(let family, let chain):
+            out += "add chain \(family.rawValue) \(name) \(chain.name)"
+            if let hook = chain.hook { out += " { \(hookClause(hook)) }" }
+            out += "\nflush chain \(family.rawValue) \(name) \(chain.name)\n"
+            for rule in chain.rules {
+                out += "add rule \(family.rawValue) \(name) \(chain.name) \(text(of: rule, family: family))\n"
+            }
+        case .deleteChain(let family, let chain):
+            out += "delete chain \(family.rawValue) \(name) \(chain)\n"
+        case .addElements(let family, let set, let elements):
+            guard !elements.isEmpty else { return }
+            out += "add element \(family.rawValue) \(name) \(set) { "
+            out += elements.map { text(of: $0.key, $0.value) }.sorted().joined(separator: ", ")
+            out += " }\n"
+        case .deleteElements(let family, let set, let elements):
+            guard !elements.isEmpty else { return }
+            out += "delete element \(family.rawValue) \(name) \(set) { "
+            out += elements.map { text(of: $0.key) }.sorted().joined(separator: ", ")
+            out += " }\n"
+        case .deleteTable(let family):
+            out += "delete table \(family.rawValue) \(name)\n"
+        }
+    }
+
+    private static func renderBody(_ table: NFTTable, into out: inout String) {
+        let family = table.family
+        out += "table \(family.rawValue) \(table.name) {\n"
+        for set in table.sets.values.sorted(by: { $0.name < $1.name }) {
+            out += "\t\(set.isMap ? "map" : "set") \(set.name) {\n"
+            for line in declaration(of: set, family: family) { out += "\t\t\(line)\n" }
+            if let elements = table.elements[set.name], !elements.isEmpty {
+                out += "\t\telements = {\n\t\t\t"
+                out += elements.map { text(of: $0.key, $0.value) }.sorted().joined(separator: ",\n\t\t\t")
+                out += "\n\t\t}\n"
+            }
+            out += "\t}\n"
+        }
+        for chain in table.chains.values.sorted(by: { $0.name < $1.name }) {
+            out += "\tchain \(chain.name) {\n"
+            if let hook = chain.hook { out += "\t\t\(hookClause(hook))\n" }
+            for rule in chain.rules { out += "\t\t\(text(of: rule, family: family))\n" }
+            out += "\t}\n"
+        }
+        out += "}\n"
+    }
+
+    private static func hookClause(_ hook: NFTHook) -> String {
+        "type \(hook.type.rawValue) hook \(hook.hook.rawValue) priority \(hook.priority); policy accept;"
+    }
+
+    private static func declaration(of set: NFTSetDefinition, family: NFTFamily) -> [String] {
+        let address = family.addressType
+        let ip = family.addressKeyword
+        var lines: [String]
+        switch set.type {
+        case .frontend: lines = ["type \(address) . inet_proto . inet_service"]
+        case .frontendVerdictMap: lines = ["type \(address) . inet_proto . inet_service : verdict"]
+        case .slotMap:
+            lines = ["typeof \(ip) daddr . meta l4proto . th dport . numgen random mod 1 : \(ip) daddr . th dport"]
+        case .frontendMap: lines = ["typeof \(ip) daddr . meta l4proto . th dport : \(ip) daddr . th dport"]
+        case .address(let interval):
+            lines = ["type \(address)"]
+            if interval { lines.append("flags interval") }
+        case .addressPair: lines = ["type \(address) . \(address)"]
+        }
+        if let timeout = set.dynamicTimeoutSeconds {
+            lines.append("flags dynamic,timeout")
+            lines.append("timeout \(timeout)s")
+        }
+        return lines
+    }
+
+    static func text(of rule: NFTRule, family: NFTFamily) -> String {
+        let ip = family.addressKeyword
+        let frontend = "\(ip) daddr . meta l4proto . th dport"
+        var parts: [String] = []
+        for match in rule.matches {
+            switch match {
+            case .ctStateNew: parts.append("ct state new")
+            case .ctStatusDNAT: parts.append("ct status dnat")
+            case .daddrIn(let set): parts.append("\(ip) daddr @\(set)")
+            case .saddrIn(let set, let negated): parts.append("\(ip) saddr \(negated ? "!= " : "")@\(set)")
+            case .frontendIn(let set): parts.append("\(frontend) @\(set)")
+            case .addressPairIn(let set): parts.append("\(ip) saddr . \(ip) daddr @\(set)")
+            case .saddrInRanges(let ranges, let negated):
+                parts.append("\(ip) saddr \(negated ? "!= " : ""){ \(ranges.map(\.description).joined(separator: ", ")) }")
+            case .l4proto(let proto): parts.append("meta l4proto \(text(of: .proto(proto)))")
+            case .markClear(let mask): parts.append("meta mark & \(hex(mask)) == 0")
+            }
+        }
+        for statement in rule.statements {
+            switch statement {
+            case .verdict(let verdict): parts.append(text(of: .verdict(verdict)))
+            case .reject: parts.append("reject")
+            case .frontendVerdictMap(let map): parts.append("\(frontend) vmap @\(map)")
+            case .dnatSlot(let map, let count):
+                parts.append("dnat \(ip) to \(frontend) . numgen random mod \(count) map @\(map)")
+            case .dnatFrontend(let map): parts.append("dnat \(ip) to \(frontend) map @\(map)")
+            case .dnat(let address, let port):
+                parts.append(address.family == .ipv4 ? "dnat to \(address):\(port)" : "dnat to [\(address)]:\(port)")
+            case .randomGoto(let chains):
+                let entries = chains.enumerated().map { "\($0.offset) : goto \($0.element)" }
+                parts.append("numgen random mod \(chains.count) vmap { \(entries.joined(separator: ", ")) }")
+            case .markOr(let mask): parts.append("meta mark set meta mark | \(hex(mask))")
+            case .markXor(let mask): parts.append("meta mark set meta mark ^ \(hex(mask))")
+            case .masquerade: parts.append("masquerade fully-random")
+            case .updateSaddr(let set): parts.append("update @\(set) { \(ip) saddr }")
+            case .return: parts.append("return")
+            }
+        }
+        return parts.joined(separator: " ")
+    }
+
+    static func text(of key: [NFTValue], _ value: [NFTValue] = []) -> String {
+        let keyText = key.map(text(of:)).joined(separator: " . ")
+        return value.isEmpty ? keyText : keyText + " : " + value.map(text(of:)).joined(separator: " . ")
+    }
+
+    static func text(of value: NFTValue) -> String {
+        switch value {
+        case .address(let address): address.description
+        case .cidr(let cidr): cidr.description
+        case .proto(let proto): proto.rawValue.lowercased()
+        case .port(let port): String(port)
+        case .integer(let integer): String(integer)
+        case .verdict(.accept): "accept"
+        case .verdict(.drop): "drop"
+        case .verdict(.jump(let chain)): "jump \(chain)"
+        case .verdict(.goto(let chain)): "goto \(chain)"
+        }
+    }
+
+    private static func hex(_ value: UInt32) -> String { "0x" + String(value, radix: 16) }
+}

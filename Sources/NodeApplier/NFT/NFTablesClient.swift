@@ -1,0 +1,34 @@
+/// What a drift check compares: the chains with their rule counts and the sets of a table.
+public struct NFTTableShape: Hashable, Sendable, CustomStringConvertible {
+    public var chains: [String: Int]
+    public var sets: Set<String>
+
+    public init(chains: [String: Int], sets: Set<String>) {
+        self.chains = chains
+        self.sets = sets
+    }
+
+    public init(_ table: NFTTable) {
+        chains = table.chains.mapValues(\.rules.count)
+        sets = Set(table.sets.keys)
+    }
+
+    public var description: String { "\(chains.count) chains, \(chains.values.reduce(0, +)) rules, \(sets.count) sets" }
+}
+
+public struct NFTError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var message: String
+
+    public init(_ message: String) { self.message = message }
+
+    public var description: String { message }
+}
+
+/// The kernel side: applies transactions atomically and reports a table's shape.
+/// `LibNFTables` talks to the kernel; `FakeNFTables` keeps the tables in memory for unit tests.
+public protocol NFTablesClient: Sendable {
+    /// Applies all operations or none; throws `NFTError` with the kernel's or parser's text.
+    func apply(_ transaction: NFTTransaction) throws
+    /// The shape of `table` in `family`, or nil when the table does not exist.
+    func shape(family: NFTFamily, table: String) throws -> NFTTableShape?
+}

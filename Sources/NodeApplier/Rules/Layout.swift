@@ -1,0 +1,240 @@
+import ProxyModel
+
+/// What one service adds to one family's table: its own chains and dynamic sets, and elements of
+/// the shared sets and maps. Shared chains (`pick-N`) appear in the contribution of every service
+/// that uses them.
+public struct Contribution: Hashable, Sendable {
+    public var chains: [String: NFTChain] = [:]
+    public var sets: [String: NFTSetDefinition] = [:]
+    public var elements: [String: [[NFTValue]: [NFTValue]]] = [:]
+
+    public init() {}
+
+    var isEmpty: Bool { chains.isEmpty && sets.isEmpty && elements.isEmpty }
+}
+
+/// The nftables layout (see DESIGN.md): a constant set of chains; service frontends
+/// (`daddr . l4proto . dport`) dispatched through verdict maps to shared `pick-N` chains that pick
+/// an endpoint slot at random from a map. Per-service chains only for ClientIP affinity (per-endpoint
+/// dynamic sets) and loadBalancerSourceRanges firewalls.
+public enum Layout {
+    public static let masqueradeMark: UInt32 = 0x4000
+
+    enum Name {
+        static let clusterCIDRs = "cluster-cidrs"
+        static let serviceCIDRs = "service-cidrs"
+        static let clusterIPs = "cluster-ips"
+        static let serviceIPs = "service-ips"
+        static let localServiceIPs = "local-service-ips"
+        static let noEndpointServices = "no-endpoint-services"
+        static let firewallIPs = "firewall-ips"
+        static let masqServices = "masq-services"
+        static let externalLocal = "external-local"
+        static let externalLocalNone = "external-local-none"
+        static let hairpin = "hairpin"
+        static let rejectChain = "reject-chain"
+        static let services = "services"
+    }
+
+    /// Which endpoint set a frontend dispatches to; each has its own slot maps and pick chains.
+    enum EndpointSet: String {
+        case cluster, local
+
+        var slotMap: String { self == .cluster ? "backends" : "local-backends" }
+        var singleMap: String { self == .cluster ? "single-backends" : "local-single-backends" }
+        func pickChain(_ count: Int) -> String { self == .cluster ? "pick-\(count)" : "local-pick-\(count)" }
+    }
+
+    /// The fixed part of a family's table: sets, maps and the chains every ruleset has.
+    public static func baseTable(family: NFTFamily, name: String, node: NodeConfig) -> NFTTable {
+        var table = NFTTable(family: family, name: name)
+        func set(_ name: String, _ type: NFTSetType) { table.sets[name] = NFTSetDefinition(name: name, type: type) }
+        set(Name.clusterCIDRs, .address(interval: true))
+        set(Name.serviceCIDRs, .address(interval: true))
+        set(Name.clusterIPs, .address(interval: false))
+        for map in [Name.serviceIPs, Name.localServiceIPs, Name.noEndpointServices, Name.firewallIPs] { set(map, .frontendVerdictMap) }
+        for frontends in [Name.masqServices, Name.externalLocal, Name.externalLocalNone] { set(frontends, .frontend) }
+        set(Name.hairpin, .addressPair)
+        for endpointSet in [EndpointSet.cluster, .local] {
+            set(endpointSet.slotMap, .slotMap)
+            set(endpointSet.singleMap, .frontendMap)
+        }
+        let clusterCIDRs = node.clusterCIDRs.filter { $0.family == family.ipFamily }
+        table.elements[Name.clusterCIDRs] = Dictionary(uniqueKeysWithValues: clusterCIDRs.map { ([NFTValue.cidr($0)], []) })
+        table.elements[Name.serviceCIDRs] = Dictionary(
+            uniqueKeysWithValues: node.serviceCIDRs.filter { $0.family == family.ipFamily }.map { ([NFTValue.cidr($0)], []) })
+
+        let new = NFTMatch.ctStateNew
+        let offCluster = NFTMatch.saddrIn(set: Name.clusterCIDRs, negated: true)
+        let mark = NFTStatement.markOr(masqueradeMark)
+        func chain(_ name: String, _ hook: NFTHook?, _ rules: [NFTRule]) {
+            table.chains[name] = NFTChain(name: name, hook: hook, rules: rules)
+        }
+        func chain(_ name: String, _ rules: [NFTRule]) { chain(name, nil, rules) }
+        chain("filter-prerouting", NFTHook(.filter, .prerouting, priority: -110), [NFTRule([new], [.verdict(.jump("firewall-check"))])])
+        chain(
+            "firewall-check",
+            [
+                NFTRule([], [.frontendVerdictMap(Name.firewallIPs)]),
+                NFTRule([offCluster, .frontendIn(set: Name.externalLocalNone)], [.verdict(.drop)]),
+            ])
+        chain("filter-input", NFTHook(.filter, .input, priority: -110), [NFTRule([new], [.verdict(.jump("service-endpoints-check"))])])
+        for hook in [NFTHook.Hook.forward, .output] {
+            chain(
+                "filter-\(hook.rawValue)", NFTHook(.filter, hook, priority: -110),
+                [
+                    NFTRule([new], [.verdict(.jump("service-endpoints-check"))]),
+                    NFTRule([new], [.verdict(.jump("cluster-ips-check"))]),
+                ])
+        }
+        chain("service-endpoints-check", [NFTRule([], [.frontendVerdictMap(Name.noEndpointServices)])])
+        chain(
+            "cluster-ips-check",
+            [
+                NFTRule([.daddrIn(set: Name.clusterIPs)], [.reject]),
+                NFTRule([.daddrIn(set: Name.serviceCIDRs)], [.verdict(.drop)]),
+            ])
+        chain(Name.rejectChain, [NFTRule([], [.reject])])
+        chain(
+            "nat-prerouting", NFTHook(.nat, .prerouting, priority: -100),
+            [
+                NFTRule([offCluster], [.frontendVerdictMap(Name.localServiceIPs)]),
+                NFTRule([], [.verdict(.jump(Name.services))]),
+            ])
+        chain(
+            "nat-output", NFTHook(.nat, .output, priority: -100),
+            [
+                NFTRule([.frontendIn(set: Name.externalLocal)], [mark]),
+                NFTRule([], [.verdict(.jump(Name.services))]),
+            ])
+        var services: [NFTRule] = []
+        if !clusterCIDRs.isEmpty { services.append(NFTRule([.daddrIn(set: Name.clusterIPs), offCluster], [mark])) }
+        services.append(NFTRule([.frontendIn(set: Name.masqServices)], [mark]))
+        services.append(NFTRule([], [.frontendVerdictMap(Name.serviceIPs)]))
+        chain(Name.services, services)
+        chain(
+            "nat-postrouting", NFTHook(.nat, .postrouting, priority: 100),
+            [
+                NFTRule([.ctStatusDNAT, .addressPairIn(set: Name.hairpin)], [.masquerade]),
+                NFTRule([.markClear(masqueradeMark)], [.return]),
+                NFTRule([], [.markXor(masqueradeMark), .masquerade]),
+            ])
+        return table
+    }
+
+    /// The contribution of one service (all its ports), per family.
+    public static func contribution(of views: [ServicePortView]) -> [NFTFamily: Contribution] {
+        var result: [NFTFamily: Contribution] = [:]
+        for view in views {
+            add(view, to: &result[NFTFamily(view.family), default: Contribution()])
+        }
+        return result
+    }
+
+    private static func add(_ view: ServicePortView, to contribution: inout Contribution) {
+        let proto = view.port.protocol
+        let portID = "\(view.service.namespace)/\(view.service.name)/\(proto.rawValue)/\(view.port.port)"
+        func frontend(_ address: IPAddress, _ port: Int) -> [NFTValue] { [.address(address), .proto(proto), .port(port)] }
+        func element(_ set: String, _ key: [NFTValue], _ value: [NFTValue] = []) { contribution.elements[set, default: [:]][key] = value }
+
+        /// Where a frontend's packets go for `endpoints`; nil when there are none.
+        /// Slot maps and pick chains come from `set`; an affinity chain is shared per `affinity` set.
+        func dispatch(_ frontend: [NFTValue], to endpoints: [EndpointTarget], set: EndpointSet, affinity: EndpointSet? = nil)
+            -> NFTVerdict?
+        {
+            guard !endpoints.isEmpty else { return nil }
+            if let timeout = view.affinityTimeoutSeconds {
+                let chain = "aff-\(StableHash.hex("\(portID)/\((affinity ?? set).rawValue)"))"
+                if contribution.chains[chain] == nil { addAffinityChain(chain, endpoints: endpoints, timeout: timeout, proto: proto) }
+                return .goto(chain)
+            }
+            let pick = set.pickChain(endpoints.count)
+            if endpoints.count == 1 {
+                element(set.singleMap, frontend, [.address(endpoints[0].address), .port(endpoints[0].port)])
+                contribution.chains[pick] = NFTChain(name: pick, rules: [NFTRule([], [.dnatFrontend(map: set.singleMap)])])
+            } else {
+                for (slot, endpoint) in endpoints.enumerated() {
+                    element(set.slotMap, frontend + [.integer(slot)], [.address(endpoint.address), .port(endpoint.port)])
+                }
+                contribution.chains[pick] = NFTChain(
+                    name: pick, rules: [NFTRule([], [.dnatSlot(map: set.slotMap, count: endpoints.count)])])
+            }
+            return .goto(pick)
+        }
+
+        func addAffinityChain(_ name: String, endpoints: [EndpointTarget], timeout: Int, proto: L4Protocol) {
+            var rules: [NFTRule] = []
+            var targets: [String] = []
+            for endpoint in endpoints {
+                let endpointChain = "\(name)-\(StableHash.hex(endpoint.description))"
+                contribution.sets[endpointChain] = NFTSetDefinition(
+                    name: endpointChain, type: .address(interval: false), dynamicTimeoutSeconds: timeout)
+                contribution.chains[endpointChain] = NFTChain(
+                    name: endpointChain,
+                    rules: [
+                        NFTRule([], [.updateSaddr(set: endpointChain)]),
+                        NFTRule([.l4proto(proto)], [.dnat(endpoint.address, port: endpoint.port)]),
+                    ])
+                rules.append(NFTRule([.saddrIn(set: endpointChain, negated: false)], [.verdict(.goto(endpointChain))]))
+                targets.append(endpointChain)
+            }
+            rules.append(NFTRule([], [.randomGoto(targets)]))
+            contribution.chains[name] = NFTChain(name: name, rules: rules)
+        }
+
+        // ClusterIP: internalTrafficPolicy decides the endpoint set.
+        let clusterFrontend = frontend(view.clusterIP, view.port.port)
+        element(Name.clusterIPs, [.address(view.clusterIP)])
+        let internalSet: EndpointSet = view.internalPolicyLocal ? .local : .cluster
+        if let verdict = dispatch(clusterFrontend, to: view.internalEndpoints, set: .cluster, affinity: internalSet) {
+            element(Name.serviceIPs, clusterFrontend, [.verdict(verdict)])
+        } else {
+            // No endpoints at all: refuse at once. Endpoints elsewhere but none here (Local policy): drop.
+            let verdict: NFTVerdict = view.clusterEndpoints.isEmpty ? .goto(Name.rejectChain) : .drop
+            element(Name.noEndpointServices, clusterFrontend, [.verdict(verdict)])
+        }
+        for endpoint in view.localEndpoints { element(Name.hairpin, [.address(endpoint.address), .address(endpoint.address)]) }
+
+        // External frontends: externalIPs, LoadBalancer IPs, NodePorts on the node's addresses.
+        var externals = (view.externalIPs + view.loadBalancerIPs).map { frontend($0, view.port.port) }
+        if let nodePort = view.port.nodePort { externals += view.nodePortIPs.map { frontend($0, nodePort) } }
+        for external in externals {
+            if let verdict = dispatch(external, to: view.clusterEndpoints, set: .cluster) {
+                element(Name.serviceIPs, external, [.verdict(verdict)])
+            } else {
+                element(Name.noEndpointServices, external, [.verdict(.goto(Name.rejectChain))])
+            }
+            if view.externalPolicyLocal {
+                element(Name.externalLocal, external)
+                if let verdict = dispatch(external, to: view.localEndpoints, set: .local) {
+                    element(Name.localServiceIPs, external, [.verdict(verdict)])
+                } else if !view.clusterEndpoints.isEmpty {
+                    element(Name.externalLocalNone, external)
+                }
+            } else {
+                element(Name.masqServices, external)
+            }
+        }
+        if let ranges = view.loadBalancerSourceRanges, !view.loadBalancerIPs.isEmpty {
+            let chain = "fw-\(StableHash.hex("\(view.service)/\(view.family.rawValue)"))"
+            let rule = ranges.isEmpty ? NFTRule([], [.verdict(.drop)]) : NFTRule([.saddrInRanges(ranges, negated: true)], [.verdict(.drop)])
+            contribution.chains[chain] = NFTChain(name: chain, rules: [rule])
+            for address in view.loadBalancerIPs {
+                element(Name.firewallIPs, frontend(address, view.port.port), [.verdict(.goto(chain))])
+            }
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: stable across processes (Swift's `Hasher` is seeded per process), for chain names.
+enum StableHash {
+    static func hex(_ text: String) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x0000_0100_0000_01b3
+        }
+        let digits = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+}
