@@ -1,0 +1,200 @@
+import Logging
+import ProxyAPI
+import ProxyModel
+
+/// The result of one sync: the revision the kernel now holds, or why it refused.
+public enum SyncOutcome: Hashable, Sendable {
+    case applied(revision: UInt64)
+    case failed(revision: UInt64, error: String)
+}
+
+/// A Delta that does not start at the revision held: the stream must resume from the right one.
+public struct RevisionGap: Error, CustomStringConvertible {
+    public var held: UInt64
+    public var from: UInt64
+    public var description: String { "delta from revision \(from) while holding \(held)" }
+}
+
+/// Holds the cluster state, derives this node's rules and programs them: a full sync at start,
+/// after any failure and on drift; partial syncs (changed services only) otherwise.
+/// Until the first Snapshot arrives nothing is touched (fail static: a restarted applier leaves the
+/// rules of its predecessor in place until it knows better).
+public actor Applier {
+    public let node: NodeConfig
+    public let tableName: String
+    private let nft: any NFTablesClient
+    private let metrics: ApplierMetrics
+    private let logger: Logger
+    private let healthChecks: HealthCheckRegistry?
+
+    private var state = ClusterState()
+    private var hasState = false
+    private var planner: Planner?
+    private var dirty: Set<ServiceName> = []
+    /// Commit times of received changes not yet applied (network-programming latency).
+    private var pendingCommitTimes: [Int64] = []
+    public private(set) var appliedRevision: UInt64 = 0
+    public private(set) var lastOutcome: SyncOutcome?
+
+    public init(
+        node: NodeConfig, tableName: String, nft: any NFTablesClient, metrics: ApplierMetrics = ApplierMetrics(),
+        healthChecks: HealthCheckRegistry? = nil, logger: Logger
+    ) {
+        self.node = node
+        self.tableName = tableName
+        self.nft = nft
+        self.metrics = metrics
+        self.healthChecks = healthChecks
+        self.logger = logger
+    }
+
+    /// What a Hello reports: the revision and store the held state belongs to.
+    public var held: (revision: UInt64, storeID: String) { (state.revision, state.storeID) }
+
+    /// Whether a sync has work to do.
+    public var needsSync: Bool { hasState && (planner == nil || !dirty.isEmpty || appliedRevision != state.revision) }
+
+    /// Takes a Snapshot or Delta into the held state (not yet into the kernel).
+    public func receive(_ message: Kubeproxy_V1_ServerMessage) throws {
+        switch message.message {
+        case .snapshot(let snapshot):
+            var objects: [ProxyObject] = []
+            objects.reserveCapacity(snapshot.services.count + snapshot.endpointSlices.count)
+            for service in snapshot.services { objects.append(.service(try Service(wire: service))) }
+            for slice in snapshot.endpointSlices { objects.append(.endpointSlice(try EndpointSlice(wire: slice))) }
+            state.replace(revision: snapshot.revision, storeID: snapshot.storeID, objects: objects)
+            hasState = true
+            planner = nil
+            dirty = []
+            pendingCommitTimes.append(snapshot.commitTimeUnixNanos)
+            logger.info(
+                "snapshot received",
+                metadata: [
+                    "revision": "\(snapshot.revision)", "services": "\(snapshot.services.count)",
+                    "endpointSlices": "\(snapshot.endpointSlices.count)",
+                ])
+        case .delta(let delta):
+            guard hasState, delta.fromRevision == state.revision else {
+                throw RevisionGap(held: state.revision, from: delta.fromRevision)
+            }
+            let upserts = try delta.upserts.map { (object) throws -> ProxyObject in try ProxyObject(wire: object) }
+            let deletes = try delta.deletes.map { (ref) throws -> ObjectKey in try ObjectKey(wire: ref) }
+            dirty.formUnion(state.apply(to: delta.toRevision, upserts: upserts, deletes: deletes))
+            pendingCommitTimes.append(delta.commitTimeUnixNanos)
+        case .heartbeat, nil:
+            break
+        }
+    }
+
+    /// Programs the kernel with the held state, when there is anything to do.
+    public func sync() -> SyncOutcome? {
+        guard needsSync else { return nil }
+        let revision = state.revision
+        let start = ContinuousClock.now
+        let full = planner == nil
+        do {
+            if planner == nil {
+                try fullSync()
+            } else {
+                try partialSync()
+            }
+        } catch {
+            planner = nil
+            metrics.syncFailures.increment()
+            let text = (error as? NFTError)?.message ?? "\(error)"
+            logger.error("sync failed; the previous rules stay in place", metadata: ["revision": "\(revision)", "error": "\(text)"])
+            lastOutcome = .failed(revision: revision, error: text)
+            return lastOutcome
+        }
+        let elapsed = ContinuousClock.now - start
+        metrics.syncDuration.record(elapsed)
+        (full ? metrics.fullSyncDuration : metrics.partialSyncDuration).record(elapsed)
+        let now = WallClock.nowUnixNanos()
+        for commit in pendingCommitTimes where commit > 0 && commit <= now {
+            metrics.networkProgramming.record(Duration.nanoseconds(now - commit))
+        }
+        pendingCommitTimes = []
+        metrics.lastSyncTimestamp.set(Double(now) / 1e9)
+        metrics.appliedRevision.set(Double(revision))
+        metrics.services.set(Double(planner?.serviceCount ?? 0))
+        appliedRevision = revision
+        logger.debug(
+            "synced", metadata: ["revision": "\(revision)", "mode": "\(full ? "full" : "partial")", "duration": "\(elapsed)"])
+        lastOutcome = .applied(revision: revision)
+        return lastOutcome
+    }
+
+    /// Compares the kernel's tables with the plan; a difference schedules a full resync.
+    /// Returns whether drift was found.
+    @discardableResult
+    public func checkDrift() -> Bool {
+        guard let planner else { return false }
+        for family in NFTFamily.allCases {
+            let expected = planner.expectedShape(family)
+            let actual: NFTTableShape?
+            do { actual = try nft.shape(family: family, table: tableName) } catch {
+                logger.warning("drift check failed", metadata: ["error": "\(error)"])
+                return false
+            }
+            if actual != expected {
+                logger.warning(
+                    "table changed outside the applier; resyncing",
+                    metadata: [
+                        "table": "\(family.rawValue) \(tableName)", "expected": "\(expected)",
+                        "found": "\(actual.map { "\($0)" } ?? "no table")",
+                    ])
+                metrics.driftRepairs.increment()
+                self.planner = nil
+                return true
+            }
+        }
+        return false
+    }
+
+    private func contribution(_ name: ServiceName) -> [NFTFamily: Contribution]? {
+        guard let service = state.services[name] else { return nil }
+        return Layout.contribution(of: NodeView.ports(of: service, slices: state.slices(of: name), node: node))
+    }
+
+    private func fullSync() throws {
+        var contributions: [ServiceName: [NFTFamily: Contribution]] = [:]
+        for name in state.services.keys {
+            if let contribution = contribution(name) { contributions[name] = contribution }
+        }
+        let plan = Planner(tableName: tableName, node: node, contributions: contributions)
+        try nft.apply(plan.fullTransaction())
+        planner = plan
+        dirty = []
+        healthChecks?.replaceAll(state.services.keys.compactMap(healthCheck))
+        logger.info("full sync", metadata: ["revision": "\(state.revision)", "services": "\(contributions.count)"])
+    }
+
+    private func partialSync() throws {
+        guard var plan = planner else { return }
+        let changed = dirty
+        var changes: [ServiceName: [NFTFamily: Contribution]?] = [:]
+        for name in changed { changes[name] = .some(contribution(name)) }
+        planner = nil  // restored only when the kernel took the transaction
+        guard let transaction = plan.update(changes) else {
+            try fullSync()
+            return
+        }
+        try nft.apply(transaction)
+        let cleanup = plan.cleanup()
+        if !cleanup.isEmpty { try nft.apply(cleanup) }
+        planner = plan
+        dirty = []
+        if let healthChecks {
+            for name in changed { healthChecks.update(name, healthCheck(name)) }
+        }
+    }
+
+    private func healthCheck(_ name: ServiceName) -> HealthCheckRegistry.Entry? {
+        guard let service = state.services[name], NodeView.isProxied(service), service.needsHealthCheckNodePort,
+            let port = service.healthCheckNodePort
+        else { return nil }
+        return HealthCheckRegistry.Entry(
+            service: name, port: port,
+            localEndpoints: NodeView.localReadyEndpoints(of: service, slices: state.slices(of: name), node: node))
+    }
+}

@@ -1,0 +1,56 @@
+import Prometheus
+
+/// The applier's Prometheus metrics; the names and meanings of kube-proxy's where one exists.
+public struct ApplierMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    let syncDuration: DurationHistogram
+    let fullSyncDuration: DurationHistogram
+    let partialSyncDuration: DurationHistogram
+    let networkProgramming: DurationHistogram
+    let lastSyncTimestamp: Gauge
+    let syncFailures: Counter
+    let appliedRevision: Gauge
+    let driftRepairs: Counter
+    let services: Gauge
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        func name(_ subsystem: String, _ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+            MetricNameDescriptor(namespace: "kubeproxy", subsystem: subsystem, metricName: metric, unitName: unit, helpText: help)
+        }
+        let syncBuckets: [Duration] = [
+            .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+            .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+            .seconds(2), .seconds(5), .seconds(10),
+        ]
+        self.registry = registry
+        syncDuration = registry.makeDurationHistogram(
+            descriptor: name("sync", "proxy_rules_duration", "seconds", "Duration of syncing the rules (full and partial)."),
+            buckets: syncBuckets)
+        fullSyncDuration = registry.makeDurationHistogram(
+            descriptor: name("sync", "full_proxy_rules_duration", "seconds", "Duration of full syncs (both tables replaced)."),
+            buckets: syncBuckets)
+        partialSyncDuration = registry.makeDurationHistogram(
+            descriptor: name("sync", "partial_proxy_rules_duration", "seconds", "Duration of partial syncs (changed services only)."),
+            buckets: syncBuckets)
+        networkProgramming = registry.makeDurationHistogram(
+            descriptor: name(
+                "", "network_programming_duration", "seconds",
+                "From the control server's commit of a change to its application on this node."),
+            buckets: syncBuckets + [.seconds(30), .seconds(60)])
+        lastSyncTimestamp = registry.makeGauge(
+            descriptor: name("sync", "proxy_rules_last_timestamp", "seconds", "When the rules were last synced successfully."))
+        syncFailures = registry.makeCounter(
+            descriptor: name("sync", "proxy_rules_nftables_sync_failures", "total", "Transactions the kernel refused."))
+        appliedRevision = registry.makeGauge(
+            descriptor: name("node_applier", "applied_revision", "", "Last revision applied to the kernel."))
+        driftRepairs = registry.makeCounter(
+            descriptor: name("node_applier", "drift_repairs", "total", "Full resyncs because the table differed from the plan."))
+        services = registry.makeGauge(descriptor: name("node_applier", "services", "", "Services with rules on this node."))
+    }
+
+    public func render() -> [UInt8] {
+        var buffer: [UInt8] = []
+        registry.emit(into: &buffer)
+        return buffer
+    }
+}

@@ -1,0 +1,132 @@
+import Logging
+import ProxyModel
+import ServiceLifecycle
+import StatusHTTP
+import Synchronization
+
+public struct NodeApplierConfiguration: Sendable {
+    public var node: NodeConfig
+    public var tableName: String
+    public var sync: SyncClientConfiguration
+    public var httpListen: HostPort
+    /// Changes closer together than this are applied in one sync.
+    public var minSyncInterval: Duration
+    /// How often the kernel's tables are compared with the plan.
+    public var driftCheckInterval: Duration
+
+    public init(
+        node: NodeConfig, tableName: String, sync: SyncClientConfiguration, httpListen: HostPort,
+        minSyncInterval: Duration = .milliseconds(100), driftCheckInterval: Duration = .seconds(10)
+    ) {
+        self.node = node
+        self.tableName = tableName
+        self.sync = sync
+        self.httpListen = httpListen
+        self.minSyncInterval = minSyncInterval
+        self.driftCheckInterval = driftCheckInterval
+    }
+}
+
+/// The node-applier daemon: NodeSync stream, sync loop, status HTTP server, health-check servers.
+/// Stopping it leaves the rules in place, so a restart does not interrupt traffic.
+public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
+    public let applier: Applier
+    public let http: StatusHTTPServer
+    private let client: SyncClient
+    private let healthChecks: HealthCheckRegistry
+    private let configuration: NodeApplierConfiguration
+    private let logger: Logger
+    private let triggers: AsyncStream<Void>
+    private let trigger: AsyncStream<Void>.Continuation
+    /// For `/healthz`: when the last sync succeeded, and whether the last attempt failed.
+    private let health = SyncHealth()
+
+    public init(configuration: NodeApplierConfiguration, nft: any NFTablesClient, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        let metrics = ApplierMetrics()
+        healthChecks = HealthCheckRegistry(addresses: configuration.node.nodeIPs, logger: logger)
+        applier = Applier(
+            node: configuration.node, tableName: configuration.tableName, nft: nft, metrics: metrics, healthChecks: healthChecks,
+            logger: logger)
+        let (triggers, trigger) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        (self.triggers, self.trigger) = (triggers, trigger)
+        client = SyncClient(configuration: configuration.sync, node: configuration.node, applier: applier, logger: logger) {
+            trigger.yield()
+        }
+        let health = self.health
+        let client = self.client
+        http = StatusHTTPServer(
+            host: configuration.httpListen.host, port: configuration.httpListen.port,
+            routes: [
+                "/livez": { (.ok, "text/plain; charset=utf-8", Array("ok\n".utf8)) },
+                "/healthz": {
+                    let (last, failing) = health.state.withLock { $0 }
+                    let body = """
+                        {"lastUpdated":\(last / 1_000_000_000),"connected":\(client.isConnected),"failing":\(failing)}
+
+                        """
+                    return (last > 0 && !failing ? .ok : .serviceUnavailable, "application/json", Array(body.utf8))
+                },
+                "/metrics": { (.ok, "text/plain; version=0.0.4; charset=utf-8", metrics.render()) },
+            ], logger: logger)
+    }
+
+    public func run() async throws {
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await self.http.run() }
+            group.addTask { await cancelWhenGracefulShutdown { await self.healthChecks.run() } }
+            group.addTask { try await cancelWhenGracefulShutdown { try await self.client.run() } }
+            group.addTask { try await cancelWhenGracefulShutdown { try await self.ticker() } }
+            group.addTask { await cancelWhenGracefulShutdown { await self.syncLoop() } }
+            try? await gracefulShutdown()
+            trigger.finish()
+            healthChecks.finish()
+        }
+        logger.info("stopped; rules left in place")
+    }
+
+    /// Wakes the sync loop regularly, for drift checks and retries.
+    private func ticker() async throws {
+        let interval = min(configuration.minSyncInterval * 5, .milliseconds(500))
+        while true {
+            try await Task.sleep(for: interval)
+            trigger.yield()
+        }
+    }
+
+    private func syncLoop() async {
+        let clock = ContinuousClock()
+        var lastSync = clock.now - configuration.minSyncInterval
+        var nextDriftCheck = clock.now + configuration.driftCheckInterval
+        var retryBackoff = Duration.seconds(1)
+        var retryAt: ContinuousClock.Instant?
+        for await _ in triggers {
+            if clock.now >= nextDriftCheck {
+                await applier.checkDrift()
+                nextDriftCheck = clock.now + configuration.driftCheckInterval
+            }
+            guard await applier.needsSync else { continue }
+            if let retryAt, clock.now < retryAt { continue }
+            let due = lastSync + configuration.minSyncInterval
+            if clock.now < due { try? await Task.sleep(until: due, clock: clock) }
+            guard let outcome = await applier.sync() else { continue }
+            lastSync = clock.now
+            client.report(outcome)
+            switch outcome {
+            case .applied:
+                health.state.withLock { $0 = (WallClock.nowUnixNanos(), false) }
+                retryAt = nil
+                retryBackoff = .seconds(1)
+            case .failed:
+                health.state.withLock { $0.failing = true }
+                retryAt = clock.now + retryBackoff
+                retryBackoff = min(retryBackoff * 2, .seconds(30))
+            }
+        }
+    }
+}
+
+private final class SyncHealth: Sendable {
+    let state = Mutex<(lastSuccessUnixNanos: Int64, failing: Bool)>((0, false))
+}

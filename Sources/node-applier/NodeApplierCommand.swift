@@ -1,0 +1,109 @@
+import ArgumentParser
+import Logging
+import NodeApplier
+import ProxyAPI
+import ProxyModel
+import ServiceLifecycle
+
+@main
+struct NodeApplierCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "node-applier",
+        abstract: "Programs this node's nftables from the control server's Services and EndpointSlices.",
+        version: BuildInfo.version)
+
+    @Option(help: "Control server gRPC address, HOST:PORT or [IPv6]:PORT.")
+    var server: String = "127.0.0.1:7700"
+
+    @Option(help: "This node's name (as EndpointSlices' nodeName refers to it).")
+    var node: String
+
+    @Option(name: .customLong("node-ip"), help: "An address NodePorts listen on; repeat for more (e.g. one per family).")
+    var nodeIPs: [String] = []
+
+    @Option(help: "This node's zone, for topology-aware routing.")
+    var zone: String?
+
+    @Option(name: .customLong("cluster-cidr"), help: "Pod network; traffic to ClusterIPs from outside it is masqueraded. Repeatable.")
+    var clusterCIDRs: [String] = []
+
+    @Option(
+        name: .customLong("service-cidr"),
+        help: "Service range; traffic to unallocated addresses in it is dropped. Repeatable. Default: 10.96.0.0/12 and fd00:10:96::/112.")
+    var serviceCIDRs: [String] = []
+
+    @Option(help: "Name of the nftables tables (ip and ip6) this applier owns.")
+    var table: String = "kube-proxy-swift"
+
+    @Option(name: .customLong("http-listen"), help: "Listen address for /healthz, /livez and /metrics.")
+    var httpListen: String = "127.0.0.1:10256"
+
+    @Option(name: .customLong("min-sync-interval"), help: "Seconds; changes closer together are applied in one sync.")
+    var minSyncInterval: Double = 0.1
+
+    @Option(name: .customLong("drift-check-interval"), help: "Seconds between comparisons of the kernel's tables with the plan.")
+    var driftCheckInterval: Double = 10
+
+    @Option(name: .customLong("heartbeat-interval"), help: "Seconds between NodeSync heartbeats; a silent stream is dropped after three.")
+    var heartbeatInterval: Double = 5
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        _ = try nodeConfig()
+        if HostPort(server) == nil { throw ValidationError("--server: expected HOST:PORT or [IPv6]:PORT, got \"\(server)\"") }
+        if HostPort(httpListen) == nil { throw ValidationError("--http-listen: expected HOST:PORT, got \"\(httpListen)\"") }
+        if !Self.isTableName(table) { throw ValidationError("--table: expected 1-64 letters, digits, '-' or '_' starting with a letter, got \"\(table)\"") }
+        for (flag, value) in [("--min-sync-interval", minSyncInterval), ("--drift-check-interval", driftCheckInterval), ("--heartbeat-interval", heartbeatInterval)]
+        where !(value > 0) {
+            throw ValidationError("\(flag): must be a positive number of seconds")
+        }
+        if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level: unknown level \"\(logLevel)\"") }
+    }
+
+    static func isTableName(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, first.properties.isAlphabetic, first.isASCII, name.count <= 64 else { return false }
+        return name.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-" || $0 == "_") }
+    }
+
+    func nodeConfig() throws -> NodeConfig {
+        if let problem = Names.dnsSubdomainProblem(node) { throw ValidationError("--node: \(problem)") }
+        let ips = try nodeIPs.map { text in
+            guard let ip = IPAddress(text) else { throw ValidationError("--node-ip: invalid IP address \"\(text)\"") }
+            return ip
+        }
+        func cidrs(_ texts: [String], _ flag: String) throws -> [CIDR] {
+            try texts.map { text in
+                guard let cidr = CIDR(text) else { throw ValidationError("\(flag): invalid CIDR \"\(text)\" (canonical form, e.g. 10.244.0.0/16)") }
+                return cidr
+            }
+        }
+        return NodeConfig(
+            nodeName: node, zone: zone, nodeIPs: ips, clusterCIDRs: try cidrs(clusterCIDRs, "--cluster-cidr"),
+            serviceCIDRs: serviceCIDRs.isEmpty ? ValidationContext.defaultServiceCIDRs : try cidrs(serviceCIDRs, "--service-cidr"))
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "node-applier")
+        func seconds(_ value: Double) -> Duration { .milliseconds(Int64(value * 1000)) }
+        let configuration = NodeApplierConfiguration(
+            node: try nodeConfig(), tableName: table,
+            sync: SyncClientConfiguration(server: HostPort(server)!, heartbeatInterval: seconds(heartbeatInterval)),
+            httpListen: HostPort(httpListen)!, minSyncInterval: seconds(minSyncInterval),
+            driftCheckInterval: seconds(driftCheckInterval))
+        let nft: LibNFTables
+        do { nft = try LibNFTables() } catch { throw ValidationError("libnftables: \(error)") }
+        logger.info("starting", metadata: ["version": "\(BuildInfo.version)", "node": "\(node)", "server": "\(server)", "table": "\(table)"])
+        let app = NodeApplierApp(configuration: configuration, nft: nft, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
