@@ -7,6 +7,8 @@ public struct Contribution: Hashable, Sendable {
     public var chains: [String: NFTChain] = [:]
     public var sets: [String: NFTSetDefinition] = [:]
     public var elements: [String: [[NFTValue]: [NFTValue]]] = [:]
+    /// The largest endpoint count dispatched through a `pick-N` chain.
+    public var maxPick = 0
 
     public init() {}
 
@@ -17,6 +19,11 @@ public struct Contribution: Hashable, Sendable {
 /// (`daddr . l4proto . dport`) dispatched through verdict maps to shared `pick-N` chains that pick
 /// an endpoint slot at random from a map. Per-service chains only for ClientIP affinity (per-endpoint
 /// dynamic sets) and loadBalancerSourceRanges firewalls.
+///
+/// The `pick-N` chains (N = 1…capacity) are created with the table: nft 1.0.6 cannot add a rule
+/// that looks up a `typeof … th dport` map read back from the kernel ("conflicting protocols"), so
+/// rules using the slot maps are only ever written in the batch that defines the maps. A service
+/// with more endpoints than the capacity triggers a full sync with a larger capacity.
 public enum Layout {
     public static let masqueradeMark: UInt32 = 0x4000
 
@@ -46,7 +53,16 @@ public enum Layout {
     }
 
     /// The fixed part of a family's table: sets, maps and the chains every ruleset has.
-    public static func baseTable(family: NFTFamily, name: String, node: NodeConfig) -> NFTTable {
+    /// The smallest pick capacity; capacities grow in powers of two.
+    public static let minimumPickCapacity = 16
+
+    public static func pickCapacity(for maxPick: Int) -> Int {
+        var capacity = minimumPickCapacity
+        while capacity < maxPick { capacity *= 2 }
+        return capacity
+    }
+
+    public static func baseTable(family: NFTFamily, name: String, node: NodeConfig, pickCapacity: Int) -> NFTTable {
         var table = NFTTable(family: family, name: name)
         func set(_ name: String, _ type: NFTSetType) { table.sets[name] = NFTSetDefinition(name: name, type: type) }
         set(Name.clusterCIDRs, .address(interval: true))
@@ -95,6 +111,12 @@ public enum Layout {
                 NFTRule([.daddrIn(set: Name.serviceCIDRs)], [.verdict(.drop)]),
             ])
         chain(Name.rejectChain, [NFTRule([], [.reject])])
+        for endpointSet in [EndpointSet.cluster, .local] {
+            chain(endpointSet.pickChain(1), [NFTRule([], [.dnatFrontend(map: endpointSet.singleMap)])])
+            for count in 2...pickCapacity {
+                chain(endpointSet.pickChain(count), [NFTRule([], [.dnatSlot(map: endpointSet.slotMap, count: count)])])
+            }
+        }
         chain(
             "nat-prerouting", NFTHook(.nat, .prerouting, priority: -100),
             [
@@ -148,18 +170,15 @@ public enum Layout {
                 if contribution.chains[chain] == nil { addAffinityChain(chain, endpoints: endpoints, timeout: timeout, proto: proto) }
                 return .goto(chain)
             }
-            let pick = set.pickChain(endpoints.count)
             if endpoints.count == 1 {
                 element(set.singleMap, frontend, [.address(endpoints[0].address), .port(endpoints[0].port)])
-                contribution.chains[pick] = NFTChain(name: pick, rules: [NFTRule([], [.dnatFrontend(map: set.singleMap)])])
             } else {
                 for (slot, endpoint) in endpoints.enumerated() {
                     element(set.slotMap, frontend + [.integer(slot)], [.address(endpoint.address), .port(endpoint.port)])
                 }
-                contribution.chains[pick] = NFTChain(
-                    name: pick, rules: [NFTRule([], [.dnatSlot(map: set.slotMap, count: endpoints.count)])])
             }
-            return .goto(pick)
+            contribution.maxPick = max(contribution.maxPick, endpoints.count)
+            return .goto(set.pickChain(endpoints.count))
         }
 
         func addAffinityChain(_ name: String, endpoints: [EndpointTarget], timeout: Int, proto: L4Protocol) {

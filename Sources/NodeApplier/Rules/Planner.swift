@@ -6,6 +6,8 @@
 /// changed services claim, so its cost does not grow with the number of services.
 public struct Planner: Sendable {
     public let tableName: String
+    /// `pick-1` … `pick-<capacity>` exist in the tables (see `Layout`).
+    public let pickCapacity: Int
     private let base: [NFTFamily: NFTTable]
     private var families: [NFTFamily: FamilyState] = [:]
     private var contributions: [ServiceName: [NFTFamily: Contribution]] = [:]
@@ -13,7 +15,12 @@ public struct Planner: Sendable {
     /// Plans a complete ruleset and the transaction that replaces both tables with it.
     public init(tableName: String, node: NodeConfig, contributions: [ServiceName: [NFTFamily: Contribution]]) {
         self.tableName = tableName
-        base = Dictionary(uniqueKeysWithValues: NFTFamily.allCases.map { ($0, Layout.baseTable(family: $0, name: tableName, node: node)) })
+        let capacity = Layout.pickCapacity(for: contributions.values.lazy.flatMap(\.values).map(\.maxPick).max() ?? 0)
+        pickCapacity = capacity
+        base = Dictionary(
+            uniqueKeysWithValues: NFTFamily.allCases.map {
+                ($0, Layout.baseTable(family: $0, name: tableName, node: node, pickCapacity: capacity))
+            })
         for family in NFTFamily.allCases { families[family] = FamilyState() }
         for (service, contribution) in contributions.sorted(by: { $0.key < $1.key }) {
             claim(service, contribution)
@@ -53,9 +60,13 @@ public struct Planner: Sendable {
     public var serviceCount: Int { contributions.count }
 
     /// Replaces the contributions of the given services (nil: the service is gone) and returns the
-    /// transaction that brings the kernel there, or nil when only a full resync can (a dynamic set
-    /// whose definition changed). Chains and sets nobody claims any more are left for `cleanup()`.
+    /// transaction that brings the kernel there, or nil when only a full resync can (more endpoints
+    /// than the pick capacity, or a dynamic set whose definition changed). Chains and sets nobody
+    /// claims any more are left for `cleanup()`. After nil the planner must be discarded.
     public mutating func update(_ changes: [ServiceName: [NFTFamily: Contribution]?]) -> NFTTransaction? {
+        for contribution in changes.values {
+            if let contribution, contribution.values.contains(where: { $0.maxPick > pickCapacity }) { return nil }
+        }
         for (service, contribution) in changes { claim(service, contribution ?? [:]) }
         var operations: [NFTOperation] = []
         for family in NFTFamily.allCases {
