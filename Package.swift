@@ -136,7 +136,7 @@ let package = Package(
         ),
         .testTarget(
             name: "NodeApplierTests",
-            dependencies: ["NodeApplier", "ProxyModel"],
+            dependencies: ["NodeApplier", "ProxyAPI", "ProxyModel"],
             swiftSettings: strict
         ),
         .testTarget(name: "ProxyModelTests", dependencies: ["ProxyModel"], swiftSettings: strict),

@@ -67,10 +67,21 @@ public final class FakeNFTables: NFTablesClient {
             table.sets[set] = nil
             table.elements[set] = nil
             tables[family] = table
+        case .addChain(let family, let chain):
+            var table = try existing(family)
+            if table.chains[chain] == nil { table.chains[chain] = NFTChain(name: chain, rules: []) }
+            tables[family] = table
         case .defineChain(let family, let chain):
             var table = try existing(family)
             if let old = table.chains[chain.name], old.hook != chain.hook { throw NFTError("File exists: chain \(chain.name)") }
             table.chains[chain.name] = chain
+            // The kernel resolves jumps when a rule is added: the targets must exist by then.
+            var alone = NFTTable(family: family, name: name)
+            alone.chains = [chain.name: chain]
+            let targets = references(in: alone).chains
+            if let missing = targets.subtracting(table.chains.keys).sorted().first {
+                throw NFTError("No such file or directory: chain \(missing) (jumped to from \(chain.name))")
+            }
             tables[family] = table
         case .deleteChain(let family, let chain):
             var table = try existing(family)

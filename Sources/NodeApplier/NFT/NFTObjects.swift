@@ -170,6 +170,8 @@ public enum NFTOperation: Hashable, Sendable {
     case replaceTable(NFTTable)
     case addSet(NFTFamily, NFTSetDefinition)
     case deleteSet(NFTFamily, String)
+    /// Create an empty chain (so that rules of the same transaction can jump to it).
+    case addChain(NFTFamily, String)
     /// Create a chain, or replace the rules of an existing one.
     case defineChain(NFTFamily, NFTChain)
     case deleteChain(NFTFamily, String)

@@ -33,6 +33,8 @@ public enum NFTRenderer {
             out += "; }\n"
         case .deleteSet(let family, let set):
             out += "delete set \(family.rawValue) \(name) \(set)\n"
+        case .addChain(let family, let chain):
+            out += "add chain \(family.rawValue) \(name) \(chain)\n"
         case .defineChain(let family, let chain):
             out += "add chain \(family.rawValue) \(name) \(chain.name)"
             if let hook = chain.hook { out += " { \(hookClause(hook)) }" }

@@ -87,22 +87,29 @@ public enum Layout {
             table.chains[name] = NFTChain(name: name, hook: hook, rules: rules)
         }
         func chain(_ name: String, _ rules: [NFTRule]) { chain(name, nil, rules) }
-        chain("filter-prerouting", NFTHook(.filter, .prerouting, priority: -110), [NFTRule([new], [.verdict(.jump("firewall-check"))])])
+        // Arriving traffic (not the node's own) to a Local-policy frontend without local endpoints is dropped.
         chain(
-            "firewall-check",
+            "filter-prerouting", NFTHook(.filter, .prerouting, priority: -110),
             [
-                NFTRule([], [.frontendVerdictMap(Name.firewallIPs)]),
-                NFTRule([offCluster, .frontendIn(set: Name.externalLocalNone)], [.verdict(.drop)]),
+                NFTRule([new], [.verdict(.jump("firewall-check"))]),
+                NFTRule([new, offCluster, .frontendIn(set: Name.externalLocalNone)], [.verdict(.drop)]),
             ])
+        chain("firewall-check", [NFTRule([], [.frontendVerdictMap(Name.firewallIPs)])])
         chain("filter-input", NFTHook(.filter, .input, priority: -110), [NFTRule([new], [.verdict(.jump("service-endpoints-check"))])])
-        for hook in [NFTHook.Hook.forward, .output] {
-            chain(
-                "filter-\(hook.rawValue)", NFTHook(.filter, hook, priority: -110),
-                [
-                    NFTRule([new], [.verdict(.jump("service-endpoints-check"))]),
-                    NFTRule([new], [.verdict(.jump("cluster-ips-check"))]),
-                ])
-        }
+        chain(
+            "filter-forward", NFTHook(.filter, .forward, priority: -110),
+            [
+                NFTRule([new], [.verdict(.jump("service-endpoints-check"))]),
+                NFTRule([new], [.verdict(.jump("cluster-ips-check"))]),
+            ])
+        // Locally generated packets meet the output hook before DNAT (-100): ClusterIP checks wait until after it.
+        chain(
+            "filter-output", NFTHook(.filter, .output, priority: -110),
+            [
+                NFTRule([new], [.verdict(.jump("service-endpoints-check"))]),
+                NFTRule([new], [.verdict(.jump("firewall-check"))]),
+            ])
+        chain("filter-output-post-dnat", NFTHook(.filter, .output, priority: -90), [NFTRule([new], [.verdict(.jump("cluster-ips-check"))])])
         chain("service-endpoints-check", [NFTRule([], [.frontendVerdictMap(Name.noEndpointServices)])])
         chain(
             "cluster-ips-check",

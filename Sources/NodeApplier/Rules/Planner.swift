@@ -184,6 +184,8 @@ struct FamilyState: Sendable {
             sets[name]!.installed = claim.desired
             if claim.owners.isEmpty { sets[name] = nil }
         }
+        let newChains = touchedChains.sorted().filter { chains[$0]!.installed == nil && chains[$0]!.desired != nil }
+        operations += newChains.map { .addChain(family, $0) }
         for name in touchedChains.sorted() {
             let claim = chains[name]!
             if let desired = claim.desired {

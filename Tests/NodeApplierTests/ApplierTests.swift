@@ -1,0 +1,158 @@
+import NodeApplier
+import ProxyAPI
+import ProxyModel
+import Testing
+
+@Suite struct ApplierTests {
+    func tables(_ nft: FakeNFTables) -> [NFTTable?] { NFTFamily.allCases.map { nft.table($0) } }
+
+    /// A partial sync after each delta must leave exactly the tables a full sync of the same state builds.
+    @Test func partialSyncsEqualAFullSyncOfTheSameState() async throws {
+        let (applier, nft) = try await fixtureApplier()
+        var revision: UInt64 = 1
+        var state = Dictionary(uniqueKeysWithValues: Fixture.slices.map { ($0.metadata.name, $0) })
+        var services = Dictionary(uniqueKeysWithValues: Fixture.services.map { ($0.metadata.name, $0) })
+        var generator = SystemRandomNumberGenerator()
+        for step in 0..<60 {
+            var upserts: [ProxyObject] = []
+            var deletes: [ObjectKey] = []
+            let names = state.keys.sorted()
+            switch step % 5 {
+            case 0:  // add an endpoint to a slice
+                var slice = state[names.randomElement(using: &generator)!]!
+                if slice.addressType == .ipv4 {
+                    slice.endpoints.append(endpoint("10.244.\(1 + step % 2).\(100 + step)", node: step % 2 == 0 ? "node-a" : "node-b"))
+                    state[slice.metadata.name] = slice
+                    upserts.append(.endpointSlice(slice))
+                }
+            case 1:  // remove an endpoint
+                var slice = state[names.randomElement(using: &generator)!]!
+                if !slice.endpoints.isEmpty {
+                    slice.endpoints.removeFirst()
+                    state[slice.metadata.name] = slice
+                    upserts.append(.endpointSlice(slice))
+                }
+            case 2:  // flip readiness
+                var slice = state[names.randomElement(using: &generator)!]!
+                if !slice.endpoints.isEmpty {
+                    slice.endpoints[0].conditions.ready.toggle()
+                    state[slice.metadata.name] = slice
+                    upserts.append(.endpointSlice(slice))
+                }
+            case 3:  // delete a slice
+                let name = names.randomElement(using: &generator)!
+                state[name] = nil
+                deletes.append(ObjectKey(kind: .endpointSlice, namespace: "default", name: name))
+            default:  // add a service with endpoints, or delete one
+                if step % 10 == 4 {
+                    let name = "svc-\(step)"
+                    let service = Service(
+                        metadata: meta(name), clusterIPs: [ip("10.96.1.\(step)")], ports: [ServicePort(name: "http", port: 80)],
+                        sessionAffinity: step % 20 == 4 ? .clientIP(timeoutSeconds: 30) : .none)
+                    let newSlice = slice(name, service: name, [endpoint(podA1, node: "node-a"), endpoint(podB1, node: "node-b")])
+                    services[name] = service
+                    state[name] = newSlice
+                    upserts += [.service(service), .endpointSlice(newSlice)]
+                } else if let name = services.keys.sorted().randomElement(using: &generator) {
+                    services[name] = nil
+                    deletes.append(ObjectKey(kind: .service, namespace: "default", name: name))
+                }
+            }
+            try await applier.receive(delta(from: revision, to: revision + 1, upserts: upserts, deletes: deletes))
+            revision += 1
+            #expect(await applier.sync() == .applied(revision: revision))
+        }
+        // The same state from scratch.
+        let fresh = FakeNFTables()
+        let scratch = Applier(node: fixtureNode, tableName: "kube-proxy-swift", nft: fresh, logger: quietLogger())
+        try await scratch.receive(
+            Fixture.snapshot(revision: revision, services: Array(services.values), slices: Array(state.values)))
+        _ = await scratch.sync()
+        for family in NFTFamily.allCases {
+            let incremental = try #require(nft.table(family))
+            let full = try #require(fresh.table(family))
+            #expect(incremental.sets == full.sets)
+            #expect(incremental.chains == full.chains)
+            #expect(incremental.elements.filter { !$0.value.isEmpty } == full.elements.filter { !$0.value.isEmpty })
+        }
+    }
+
+    @Test func oneEndpointChangeIsAHandfulOfElementUpdates() async throws {
+        let (applier, nft) = try await fixtureApplier()
+        let before = nft.transactions
+        var web = Fixture.slices[0]
+        web.endpoints.removeLast()
+        try await applier.receive(delta(from: 1, to: 2, upserts: [.endpointSlice(web)]))
+        #expect(await applier.sync() == .applied(revision: 2))
+        #expect(nft.transactions == before + 1)
+        let table = try #require(nft.table(.ip))
+        #expect(table.elements["service-ips"]?[[.address(ip("10.96.0.10")), .proto(.tcp), .port(80)]] == [.verdict(.goto("pick-2"))])
+    }
+
+    @Test func refusedTransactionIsReportedAndLeavesTheRulesAsTheyWere() async throws {
+        let (applier, nft) = try await fixtureApplier()
+        let before = tables(nft)
+        nft.failNextTransaction("Error: Could not process rule: No buffer space available")
+        var single = Fixture.slices[2]
+        single.endpoints = []
+        try await applier.receive(delta(from: 1, to: 2, upserts: [.endpointSlice(single)]))
+        #expect(
+            await applier.sync() == .failed(revision: 2, error: "Error: Could not process rule: No buffer space available"))
+        #expect(tables(nft) == before)
+        #expect(await applier.appliedRevision == 1)
+        // The retry is a full resync that succeeds.
+        #expect(await applier.sync() == .applied(revision: 2))
+        let table = try #require(nft.table(.ip))
+        #expect(table.elements["no-endpoint-services"]?[[.address(ip("10.96.0.11")), .proto(.tcp), .port(80)]] != nil)
+    }
+
+    @Test func deletedTableIsDetectedAndRepaired() async throws {
+        let (applier, nft) = try await fixtureApplier()
+        let before = tables(nft)
+        #expect(await applier.checkDrift() == false)
+        nft.removeTable(.ip6)
+        #expect(await applier.checkDrift() == true)
+        #expect(await applier.sync() == .applied(revision: 1))
+        #expect(tables(nft) == before)
+    }
+
+    @Test func nothingIsTouchedBeforeTheFirstSnapshot() async throws {
+        let nft = FakeNFTables()
+        let applier = Applier(node: fixtureNode, tableName: "kube-proxy-swift", nft: nft, logger: quietLogger())
+        #expect(await applier.sync() == nil)
+        #expect(nft.transactions == 0)
+        await #expect(throws: RevisionGap.self) { try await applier.receive(delta(from: 0, to: 1)) }
+    }
+
+    @Test func deltaThatDoesNotStartAtTheHeldRevisionIsRefused() async throws {
+        let (applier, _) = try await fixtureApplier()
+        await #expect(throws: RevisionGap.self) { try await applier.receive(delta(from: 5, to: 6)) }
+        #expect(await applier.held.revision == 1)
+    }
+
+    @Test func servicesWithMoreEndpointsThanThePickCapacityGetAFullSync() async throws {
+        let (applier, nft) = try await fixtureApplier()
+        let many = (0..<(Layout.minimumPickCapacity + 3)).map { endpoint("10.244.3.\($0 + 1)", node: "node-b") }
+        try await applier.receive(delta(from: 1, to: 2, upserts: [.endpointSlice(slice("web-v4", service: "web", many))]))
+        #expect(await applier.sync() == .applied(revision: 2))
+        let table = try #require(nft.table(.ip))
+        let pick = "pick-\(many.count)"
+        #expect(table.chains[pick] != nil)
+        let tracer = PacketTracer(table: table, localAddresses: fixtureNode.nodeIPs)
+        let outcomes = tracer.trace(.init(from: ip(podA1), to: ip("10.96.0.10"), .tcp, port: 80))
+        #expect(outcomes.count == many.count)
+    }
+
+    @Test func healthCheckCountsLocalReadyEndpoints() {
+        let service = Fixture.services.first { $0.metadata.name == "lb-local" }!
+        let slices = Fixture.slices.filter { $0.serviceName == "lb-local" }
+        #expect(NodeView.localReadyEndpoints(of: service, slices: slices, node: fixtureNode) == 1)
+        let registry = HealthCheckRegistry(addresses: [], logger: quietLogger())
+        registry.replaceAll([.init(service: ServiceName(namespace: "default", name: "lb-local"), port: 32100, localEndpoints: 1)])
+        let answer = registry.response(port: 32100)
+        #expect(answer.status == .ok)
+        #expect(String(decoding: answer.body, as: UTF8.self).contains(#""localEndpoints":1"#))
+        registry.update(ServiceName(namespace: "default", name: "lb-local"), .init(service: ServiceName(namespace: "default", name: "lb-local"), port: 32100, localEndpoints: 0))
+        #expect(registry.response(port: 32100).status == .serviceUnavailable)
+    }
+}

@@ -1,0 +1,53 @@
+import Foundation
+import NodeApplier
+import Testing
+
+/// The rendered ruleset of the fixture set, compared with checked-in `.nft` files.
+/// `UPDATE_GOLDEN=1 swift test --filter GoldenTests` rewrites them after an intended change.
+@Suite struct GoldenTests {
+    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Golden")
+
+    @Test(arguments: NFTFamily.allCases)
+    func rulesetMatchesGoldenFile(family: NFTFamily) async throws {
+        let (_, nft) = try await fixtureApplier()
+        let table = try #require(nft.table(family))
+        let rendered = NFTRenderer.render(table: table)
+        let file = Self.directory.appendingPathComponent("fixture-\(family.rawValue).nft")
+        if ProcessInfo.processInfo.environment["UPDATE_GOLDEN"] == "1" {
+            try FileManager.default.createDirectory(at: Self.directory, withIntermediateDirectories: true)
+            try rendered.write(to: file, atomically: true, encoding: .utf8)
+        }
+        let golden = try String(contentsOf: file, encoding: .utf8)
+        #expect(rendered == golden, "ruleset differs from \(file.lastPathComponent); rerun with UPDATE_GOLDEN=1 if intended")
+    }
+
+    /// The kernel's own parser and validation (a dry run: nothing is committed), as `nft --check` does.
+    @Test(arguments: NFTFamily.allCases)
+    func goldenRulesetPassesTheKernelCheck(family: NFTFamily) throws {
+        let file = Self.directory.appendingPathComponent("fixture-\(family.rawValue).nft")
+        let golden = try String(contentsOf: file, encoding: .utf8)
+        try LibNFTables.check(golden)
+    }
+
+    @Test func brokenRulesetFailsTheKernelCheck() {
+        #expect(throws: NFTError.self) {
+            try LibNFTables.check("table ip kube-proxy-swift-check {\n\tchain c {\n\t\tip daddr @missing drop\n\t}\n}\n")
+        }
+    }
+
+    /// Every transaction the applier produces (full and partial) passes the kernel check too.
+    @Test func partialTransactionsPassTheKernelCheck() async throws {
+        var planner = Planner(tableName: "kube-proxy-swift-check", node: fixtureNode, contributions: [:])
+        let full = NFTRenderer.render(planner.fullTransaction())
+        var contributions: [ServiceName: [NFTFamily: Contribution]?] = [:]
+        for service in Fixture.services {
+            let name = ServiceName(namespace: service.metadata.namespace, name: service.metadata.name)
+            let slices = Fixture.slices.filter { $0.serviceName == service.metadata.name }
+            contributions[name] = Layout.contribution(of: NodeView.ports(of: service, slices: slices, node: fixtureNode))
+        }
+        let update = planner.update(contributions)
+        let partial = try #require(update)
+        // Both in one dry-run batch: the partial applies to the table the full one creates.
+        try LibNFTables.check(full + NFTRenderer.render(partial))
+    }
+}
