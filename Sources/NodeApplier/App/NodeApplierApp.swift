@@ -73,12 +73,16 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
     }
 
     public func run() async throws {
+        /// Runs a part until graceful shutdown; the cancellation that ends it is not an error.
+        @Sendable func untilShutdown(_ part: @escaping @Sendable () async throws -> Void) async throws {
+            do { try await cancelWhenGracefulShutdown(part) } catch is CancellationError {}
+        }
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await self.http.run() }
-            group.addTask { await cancelWhenGracefulShutdown { await self.healthChecks.run() } }
-            group.addTask { try await cancelWhenGracefulShutdown { try await self.client.run() } }
-            group.addTask { try await cancelWhenGracefulShutdown { try await self.ticker() } }
-            group.addTask { await cancelWhenGracefulShutdown { await self.syncLoop() } }
+            group.addTask { try await untilShutdown { await self.healthChecks.run() } }
+            group.addTask { try await untilShutdown { try await self.client.run() } }
+            group.addTask { try await untilShutdown { try await self.ticker() } }
+            group.addTask { try await untilShutdown { await self.syncLoop() } }
             try? await gracefulShutdown()
             trigger.finish()
             healthChecks.finish()

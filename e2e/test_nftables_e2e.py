@@ -1,0 +1,272 @@
+"""End to end in the real kernel: a control server, two nodes running node-applier, pods on each
+node and outside clients, all in network namespaces joined by veth pairs and a bridge. Real
+TCP and UDP traffic through ClusterIPs, NodePorts and LoadBalancer IPs."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from netlab import BUILD, HERE, Lab, eventually
+
+PODS = {"p1a": (1, 10), "p1b": (1, 20), "p2a": (2, 10), "p2b": (2, 20)}
+
+
+def pod_ip(name, v6=False):
+    node, index = PODS[name]
+    return f"fd00:244:{node}::{index}" if v6 else f"10.244.{node}.{index}"
+
+
+def slice_yaml(name, service, pods, ports, v6=False):
+    endpoints = "\n".join(
+        f"- addresses: [\"{pod_ip(pod, v6)}\"]\n  nodeName: n{PODS[pod][0]}\n  zone: zone-a" for pod in pods)
+    port_lines = "\n".join(f"- {{name: {n}, port: 8080, protocol: {p}}}" for n, p in ports)
+    return f"""apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}, namespace: default, labels: {{kubernetes.io/service-name: {service}}}}}
+addressType: {"IPv6" if v6 else "IPv4"}
+ports:
+{port_lines}
+endpoints:{" []" if not pods else ""}
+{endpoints}
+"""
+
+
+SERVICES = """
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv4, IPv6]
+  clusterIPs: [10.96.0.10, "fd00:10:96::10"]
+  ports: [{name: http, port: 80, targetPort: 8080}, {name: dns, port: 53, protocol: UDP, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: empty, namespace: default}
+spec:
+  clusterIP: 10.96.0.11
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: np, namespace: default}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.12
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: local, namespace: default}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  clusterIP: 10.96.0.13
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30081}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sticky, namespace: default}
+spec:
+  clusterIP: 10.96.0.14
+  sessionAffinity: ClientIP
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: lb, namespace: default}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.15
+  loadBalancerSourceRanges: [192.168.100.50/32]
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30082}]
+status: {loadBalancer: {ingress: [{ip: 172.18.0.10}]}}
+"""
+
+HTTP = [("http", "TCP")]
+
+
+class Cluster:
+    def __init__(self, lab):
+        self.lab = lab
+        self.cp = lab.lan_host("cp", 1)
+        self.nodes = {1: lab.node(1), 2: lab.node(2)}
+        lab.route_pods(self.nodes)
+        self.client = lab.lan_host("client", 50)
+        self.client2 = lab.lan_host("client2", 51)
+        for client in (self.client, self.client2):
+            lab.run(client, "ip", "route", "add", "172.18.0.10/32", "via", "192.168.100.11")
+        for name, (node, index) in PODS.items():
+            lab.pod(name, node, index)
+        self.db = os.path.join(lab.workdir, "state.db")
+        lab.start_control_server(self.cp, self.db)
+        for number in self.nodes:
+            lab.start_applier(number)
+        self.apply(SERVICES)
+        self.set_endpoints("web", ["p1a", "p2a"], ports=[("http", "TCP"), ("dns", "UDP")])
+        self.apply(slice_yaml("web-v6", "web", ["p1a", "p2a"], [("http", "TCP"), ("dns", "UDP")], v6=True))
+        self.set_endpoints("np", ["p2a"])
+        self.set_endpoints("local", ["p1a"])
+        self.set_endpoints("sticky", ["p1a", "p2a", "p2b"])
+        self.set_endpoints("lb", ["p1a", "p2a"])
+
+    def apply(self, manifest):
+        self.lab.proxyctl(self.cp, "apply", "-f", "-", input=manifest)
+
+    def set_endpoints(self, service, pods, ports=HTTP):
+        self.apply(slice_yaml(service, service, pods, ports))
+
+    def probe(self, ns, proto, host, port, count=1, timeout=1.0, interval=0.0):
+        return self.lab.probe(self.lab.prefix + ns if not ns.startswith(self.lab.prefix) else ns, proto, host, port,
+                              count=count, timeout=timeout, interval=interval)
+
+    def answering(self, results):
+        return {result.split()[0] for result in results}
+
+    def metrics(self, number):
+        code = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:10256/metrics').read().decode())"
+        return self.lab.run(self.nodes[number], sys.executable, "-c", code).stdout
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces")
+    workdir = tempfile.mkdtemp(prefix="kubeproxy-e2e-")
+    lab = Lab(workdir)
+    try:
+        yield Cluster(lab)
+    finally:
+        lab.close()
+        for key, path in lab.logs.items():
+            if key.startswith(("applier", "control")):
+                with open(path) as log:
+                    tail = log.readlines()[-15:]
+                sys.stderr.write(f"--- {key} (last lines) ---\n{''.join(tail)}")
+
+
+def test_cluster_ip_reaches_endpoints_over_tcp_udp_and_ipv6(cluster):
+    def check():
+        tcp = cluster.probe("p1b", "tcp", "10.96.0.10", 80, count=20)
+        assert cluster.answering(tcp) == {"p1a", "p2a"}, tcp
+        udp = cluster.probe("p1b", "udp", "10.96.0.10", 53, count=20)
+        assert cluster.answering(udp) == {"p1a", "p2a"}, udp
+        v6 = cluster.probe("p1b", "tcp", "fd00:10:96::10", 80, count=20)
+        assert cluster.answering(v6) == {"p1a", "p2a"}, v6
+    eventually(check, timeout=30)
+    # Pod to pod through a ClusterIP keeps the pod's address (no masquerade inside the cluster).
+    results = cluster.probe("p1b", "tcp", "10.96.0.10", 80, count=10)
+    assert {result.split()[1] for result in results} == {pod_ip("p1b")}
+
+
+def test_spread_across_endpoints(cluster):
+    results = cluster.probe("p2b", "tcp", "10.96.0.10", 80, count=200)
+    counts = {pod: sum(1 for r in results if r.startswith(pod + " ")) for pod in ("p1a", "p2a")}
+    # Random choice over two endpoints: each gets a share (P(<40 of 200) is about 1e-18).
+    assert counts["p1a"] >= 40 and counts["p2a"] >= 40, counts
+
+
+def test_endpoint_removal_and_addition_take_effect(cluster):
+    cluster.set_endpoints("web", ["p2b"], ports=[("http", "TCP"), ("dns", "UDP")])
+    eventually(lambda: _assert_equal(cluster.answering(cluster.probe("p1b", "tcp", "10.96.0.10", 80, count=20)), {"p2b"}))
+    cluster.set_endpoints("web", ["p1a", "p2a", "p2b"], ports=[("http", "TCP"), ("dns", "UDP")])
+    eventually(lambda: _assert_equal(
+        cluster.answering(cluster.probe("p1b", "tcp", "10.96.0.10", 80, count=60)), {"p1a", "p2a", "p2b"}))
+
+
+def test_no_endpoints_is_refused_at_once(cluster):
+    start = time.time()
+    assert cluster.probe("p1b", "tcp", "10.96.0.11", 80, timeout=5) == ["refused"]
+    assert time.time() - start < 3
+    assert cluster.probe("client", "tcp", "192.168.100.11", 30080) != ["refused"]  # sanity: a served NodePort answers
+    # Unknown port on a ClusterIP: refused too; an unallocated service address: dropped.
+    assert cluster.probe("p1b", "tcp", "10.96.0.10", 81, timeout=5) == ["refused"]
+    assert cluster.probe("p1b", "tcp", "10.96.7.7", 80, timeout=1) == ["timeout"]
+
+
+def test_node_port_from_outside_client_is_masqueraded(cluster):
+    # Node 1 forwards to p2a on node 2: the pod sees node 1's address (masqueraded).
+    assert cluster.probe("client", "tcp", "192.168.100.11", 30080, count=5) == [via(1, "p2a")] * 5
+    # Node 2 has p2a behind its pod bridge: masqueraded to the bridge address.
+    assert cluster.probe("client", "tcp", "192.168.100.12", 30080, count=5) == [via(2, "p2a")] * 5
+
+
+def test_session_affinity_sticks(cluster):
+    results = cluster.probe("p1b", "tcp", "10.96.0.14", 80, count=30)
+    assert len(cluster.answering(results)) == 1, results
+    other = cluster.probe("p2b", "tcp", "10.96.0.14", 80, count=30)
+    assert len(cluster.answering(other)) == 1, other
+
+
+def test_external_policy_local_preserves_client_and_drops_without_local_endpoints(cluster):
+    assert cluster.probe("client", "tcp", "192.168.100.11", 30081, count=3) == ["p1a 192.168.100.50"] * 3
+    assert cluster.probe("client", "tcp", "192.168.100.12", 30081, count=2, timeout=1) == ["timeout"] * 2
+
+
+def test_load_balancer_source_ranges_block_other_clients(cluster):
+    allowed = cluster.probe("client", "tcp", "172.18.0.10", 80, count=10)
+    assert cluster.answering(allowed) <= {"p1a", "p2a"} and "timeout" not in allowed, allowed
+    assert cluster.probe("client2", "tcp", "172.18.0.10", 80, count=2, timeout=1) == ["timeout"] * 2
+    # The same service through its NodePort is not behind the LoadBalancer firewall.
+    assert cluster.answering(cluster.probe("client2", "tcp", "192.168.100.11", 30082, count=4)) <= {"p1a", "p2a"}
+
+
+def test_table_deleted_by_hand_is_repaired(cluster):
+    lab = cluster.lab
+    lab.run(cluster.nodes[1], "nft", "delete", "table", "ip", "kube-proxy-swift")
+    def repaired():
+        assert lab.run(cluster.nodes[1], "nft", "list", "table", "ip", "kube-proxy-swift", check=False).returncode == 0
+        assert cluster.probe("client", "tcp", "192.168.100.11", 30080) == ["p2a 192.168.100.11"]
+    eventually(repaired, timeout=20)
+    assert re.search(r"^kubeproxy_node_applier_drift_repairs_total [1-9]", cluster.metrics(1), re.M)
+
+
+def test_applier_restart_does_not_interrupt_traffic(cluster):
+    lab = cluster.lab
+    probe = subprocess.Popen(
+        ["ip", "netns", "exec", lab.prefix + "client", sys.executable, os.path.join(HERE, "probe.py"), "tcp",
+         "192.168.100.11", "30080", "150", "1", "0.02"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    lab.stop("applier-n1")
+    time.sleep(0.5)
+    lab.start_applier(1)
+    output, _ = probe.communicate(timeout=120)
+    results = json.loads(output)
+    assert results == ["p2a 192.168.100.11"] * 150, [r for r in results if not r.startswith("p2a")]
+    # The restarted applier reconciles: a change made now reaches node 1.
+    cluster.set_endpoints("np", ["p1a"])
+    eventually(lambda: _assert_equal(cluster.probe("client", "tcp", "192.168.100.11", 30080), [via(1, "p1a")]),
+               timeout=30)
+    cluster.set_endpoints("np", ["p2a"])
+
+
+def test_control_server_down_traffic_keeps_flowing_and_nodes_catch_up(cluster):
+    lab = cluster.lab
+    lab.stop("control-server", sig=signal.SIGKILL)
+    time.sleep(2)
+    for number in (1, 2):
+        assert cluster.probe("client", "tcp", f"192.168.100.1{number}", 30080, count=5) == [via(number, "p2a")] * 5
+    assert cluster.answering(cluster.probe("p1b", "tcp", "10.96.0.10", 80, count=20)) == {"p1a", "p2a", "p2b"}
+    lab.start_control_server(cluster.cp, cluster.db)
+    cluster.set_endpoints("np", ["p1a"])
+    for number in (1, 2):
+        eventually(lambda: _assert_equal(cluster.probe("client", "tcp", f"192.168.100.1{number}", 30080), [via(number, "p1a")]),
+                   timeout=60)
+
+
+def via(node, pod):
+    """What <pod> answers to a masqueraded NodePort connection through <node>: the node's address
+    on the way to the pod (its pod bridge when the pod is local, else its LAN address)."""
+    source = f"10.244.{node}.1" if PODS[pod][0] == node else f"192.168.100.1{node}"
+    return f"{pod} {source}"
+
+
+def _assert_equal(actual, expected):
+    assert actual == expected, actual
