@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Sets up (system packages, release build) and starts the control server on its embedded
-# default: a SQLite database in ./proxy-state.db, gRPC on 127.0.0.1:7700, probes and metrics
-# on 127.0.0.1:7701. Extra arguments go to control-server (see --help). Ctrl-C stops it.
+# The demo: installs what it needs (system packages), builds, then brings up a control server on
+# SQLite, a node-applier in a network namespace with pods behind it, applies a sample Service and
+# EndpointSlice with proxyctl and sends requests through the ClusterIP. It removes everything it
+# created when it ends. Needs root (network namespaces, nftables).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! dpkg -s libsqlite3-dev >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libsqlite3-dev >/dev/null
+packages=(libsqlite3-dev libnftables-dev nftables iproute2 python3)
+missing=()
+for package in "${packages[@]}"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
+if ((${#missing[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-swift build -c release --product control-server
-exec .build/release/control-server "$@"
+swift build
+exec python3 e2e/demo.py
