@@ -127,7 +127,8 @@ let package = Package(
         .executableTarget(
             name: "proxy-bench",
             dependencies: [
-                "ProxyModel", "ProxyAPI",
+                "ProxyModel", "ProxyAPI", "NodeApplier",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

@@ -4,16 +4,19 @@ import ProxyModel
 /// The objects the benchmarks write: slice `index` of a service, with `endpoints` endpoints,
 /// where `generation` rotates the address of one endpoint (a one-endpoint change).
 func benchSlice(service: Int, endpoints: Int, generation: Int) -> Kubeproxy_V1_Object {
+    ProxyObject.endpointSlice(benchSliceModel(service: service, endpoints: endpoints, generation: generation)).wire
+}
+
+func benchSliceModel(service: Int, endpoints: Int, generation: Int) -> EndpointSlice {
     let base: UInt32 = 0x0A00_0000 + UInt32(service % 60_000) * 256
     var addresses = (0..<endpoints).map { IPAddress.v4(base + UInt32($0) + 1) }
     if endpoints > 0 { addresses[generation % endpoints] = .v4(base + 200 + UInt32(generation % 50)) }
-    let slice = EndpointSlice(
+    return EndpointSlice(
         metadata: ObjectMeta(namespace: "bench", name: "svc-\(service)-1"), serviceName: "svc-\(service)", addressType: .ipv4,
         ports: [EndpointPort(name: "http", port: 8080)],
         endpoints: addresses.enumerated().map { index, address in
             Endpoint(addresses: [address], nodeName: "node-\(index % 100)", zone: "zone-\(index % 3)")
         })
-    return ProxyObject.endpointSlice(slice).wire
 }
 
 func benchService(_ service: Int) -> Kubeproxy_V1_Object {

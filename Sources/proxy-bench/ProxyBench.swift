@@ -9,8 +9,8 @@ import Synchronization
 @main
 struct ProxyBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "proxy-bench", abstract: "Benchmarks of the control plane against a real control-server process.",
-        subcommands: [Writes.self, Fanout.self])
+        commandName: "proxy-bench", abstract: "Benchmarks against real control-server and node-applier processes and the kernel's nftables.",
+        subcommands: [Writes.self, Fanout.self, NFTablesBench.self])
 }
 
 struct ServerOptions: ParsableArguments {

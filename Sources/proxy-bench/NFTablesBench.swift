@@ -1,0 +1,309 @@
+import ArgumentParser
+import Foundation
+import GRPCCore
+import Logging
+import NodeApplier
+import ProxyAPI
+import ProxyModel
+
+/// The node-applier against the real kernel, in network namespaces it creates and removes:
+/// full programs, one-endpoint changes, the applier's RSS, and first-connection latency.
+struct NFTablesBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nftables", abstract: "node-applier benchmarks against the kernel, in network namespaces (needs root).")
+
+    @OptionGroup var server: ServerOptions
+
+    @Option(help: "Full-program sizes, SERVICES:ENDPOINTS_PER_SERVICE, comma-separated.")
+    var sizes: String = "10000:10,50000:5"
+
+    @Option(help: "One-endpoint changes measured at the largest size.")
+    var changes: Int = 200
+
+    @Option(help: "Services programmed for the first-connection latency test.")
+    var latencyServices: Int = 30000
+
+    @Option(help: "Connections per target in the latency test.")
+    var connections: Int = 1000
+
+    @Option(help: "Services (5 endpoints each) for the RSS of a real node-applier process; 0 skips it.")
+    var rssServices: Int = 50000
+
+    @Flag(help: .hidden) var inNamespace = false
+
+    static let node = "kpbench-node"
+    static let pod = "kpbench-pod"
+    static let podAddress = "10.250.0.2"
+
+    func run() async throws {
+        if inNamespace {
+            try await measure()
+            return
+        }
+        guard getuid() == 0 else { throw BenchError("needs root (network namespaces, nftables)") }
+        try Self.teardown()
+        defer { try? Self.teardown() }
+        try Self.setUp()
+        // Measure inside the node namespace: this binary again, in it.
+        var arguments = ["netns", "exec", Self.node, CommandLine.arguments[0], "nftables", "--in-namespace"]
+        arguments += ["--sizes", sizes, "--changes", "\(changes)", "--latency-services", "\(latencyServices)"]
+        arguments += ["--connections", "\(connections)", "--rss-services", "\(rssServices)", "--server-binary", server.serverBinary]
+        let status = try Self.ip(arguments, wait: true)
+        if status != 0 { throw ExitCode(status) }
+    }
+
+    private static func setUp() throws {
+        try ip(["netns", "add", node])
+        try ip(["netns", "add", pod])
+        try ip(["-n", node, "link", "set", "lo", "up"])
+        try ip(["-n", pod, "link", "set", "lo", "up"])
+        try ip(["link", "add", "kpb0", "netns", node, "type", "veth", "peer", "name", "eth0", "netns", pod])
+        try ip(["-n", node, "addr", "add", "10.250.0.1/24", "dev", "kpb0"])
+        try ip(["-n", node, "link", "set", "kpb0", "up"])
+        try ip(["-n", pod, "addr", "add", "\(podAddress)/24", "dev", "eth0"])
+        try ip(["-n", pod, "link", "set", "eth0", "up"])
+        // The pod: a TCP server that accepts and closes.
+        let server = "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',8080));s.listen(4096)\nwhile True:\n c,_=s.accept();c.close()\n"
+        _ = try ip(["netns", "exec", pod, "python3", "-c", server], wait: false)
+    }
+
+    private static func teardown() throws {
+        for namespace in [pod, node] {
+            if FileManager.default.fileExists(atPath: "/run/netns/\(namespace)") {
+                let pids = Process()
+                pids.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+                pids.arguments = ["netns", "pids", namespace]
+                let pipe = Pipe()
+                pids.standardOutput = pipe
+                try pids.run()
+                pids.waitUntilExit()
+                for pid in String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n") {
+                    if let pid = Int32(pid) { kill(pid, SIGKILL) }
+                }
+                _ = try ip(["netns", "del", namespace], wait: true)
+            }
+        }
+    }
+
+    @discardableResult
+    private static func ip(_ arguments: [String], wait: Bool = true) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        process.arguments = arguments
+        try process.run()
+        guard wait else { return 0 }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    // MARK: inside the node namespace
+
+    private func measure() async throws {
+        let parsed = sizes.split(separator: ",").compactMap { pair -> (Int, Int)? in
+            let parts = pair.split(separator: ":").compactMap { Int($0) }
+            return parts.count == 2 ? (parts[0], parts[1]) : nil
+        }
+        let nft = try LibNFTables()
+        let node = NodeConfig(nodeName: "node-0", nodeIPs: [IPAddress("10.250.0.1")!], clusterCIDRs: [CIDR("10.0.0.0/8")!])
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        print("full program: services x endpoints, snapshot -> rules in the kernel (plan + render + libnftables), both tables replaced")
+        print("services  endpoints  elements  run 1 s  run 2 s  run 3 s  snapshot decode s")
+        for (services, endpoints) in parsed {
+            var runs: [Double] = []
+            var decode = 0.0
+            var applier: Applier?
+            for run in 0..<3 {
+                let current = Applier(node: node, tableName: "kpbench", nft: nft, logger: logger)
+                let snapshot = Self.snapshot(services: services, endpoints: endpoints, revision: UInt64(run + 1))
+                let decodeStart = ContinuousClock.now
+                try await current.receive(snapshot)
+                decode = (ContinuousClock.now - decodeStart).inSeconds
+                let start = ContinuousClock.now
+                guard case .applied = await current.sync() else { throw BenchError("full sync failed") }
+                runs.append((ContinuousClock.now - start).inSeconds)
+                applier = current
+            }
+            print(
+                String(
+                    format: "%8ld  %9ld  %8ld  %7.3f  %7.3f  %7.3f  %17.3f", services, services * endpoints, services * (endpoints + 1), runs[0],
+                    runs[1], runs[2], decode))
+            if let applier, (services, endpoints) == parsed.last! {
+                try await measureChanges(applier, services: services, endpoints: endpoints)
+            }
+        }
+        try await measureLatency(nft: nft, node: node, logger: logger)
+        try runNFT(["delete", "table", "ip", "kpbench"])
+        try runNFT(["delete", "table", "ip6", "kpbench"])
+        if rssServices > 0 { try await measureRSS() }
+    }
+
+    private func measureChanges(_ applier: Applier, services: Int, endpoints: Int) async throws {
+        var revision = await applier.held.revision
+        var samples: [Duration] = []
+        for change in 0..<changes {
+            let service = (change * 7919) % services
+            let slice = benchSliceModel(service: service, endpoints: endpoints, generation: change + 1)
+            let message = Kubeproxy_V1_ServerMessage.with {
+                $0.delta = .with {
+                    $0.fromRevision = revision
+                    $0.toRevision = revision + 1
+                    $0.upserts = [ProxyObject.endpointSlice(slice).wire]
+                }
+            }
+            try await applier.receive(message)
+            revision += 1
+            let start = ContinuousClock.now
+            guard case .applied = await applier.sync() else { throw BenchError("partial sync failed") }
+            samples.append(ContinuousClock.now - start)
+        }
+        samples.sort()
+        print(
+            "one-endpoint change at \(services) services (\(changes) changes, one transaction each): p50 "
+                + String(format: "%.2f ms, p99 %.2f ms, max %.2f ms", percentile(samples, 50).milliseconds, percentile(samples, 99).milliseconds,
+                    samples.last!.milliseconds))
+    }
+
+    private func measureLatency(nft: LibNFTables, node: NodeConfig, logger: Logger) async throws {
+        let applier = Applier(node: node, tableName: "kpbench", nft: nft, logger: logger)
+        var snapshot = Self.snapshot(services: latencyServices, endpoints: 5, revision: 1)
+        // One more service, backed by the pod.
+        let target = Service(
+            metadata: ObjectMeta(namespace: "bench", name: "target"), clusterIPs: [IPAddress("10.111.0.1")!],
+            ports: [ServicePort(name: "http", port: 80)])
+        let targetSlice = EndpointSlice(
+            metadata: ObjectMeta(namespace: "bench", name: "target-1"), serviceName: "target", addressType: .ipv4,
+            ports: [EndpointPort(name: "http", port: 8080)], endpoints: [Endpoint(addresses: [IPAddress(Self.podAddress)!], nodeName: "node-1")])
+        snapshot.snapshot.services.append(target.wire)
+        snapshot.snapshot.endpointSlices.append(targetSlice.wire)
+        try await applier.receive(snapshot)
+        guard case .applied = await applier.sync() else { throw BenchError("full sync failed") }
+        var direct: [Duration] = []
+        var viaService: [Duration] = []
+        for _ in 0..<connections {
+            direct.append(try Self.connectTime(Self.podAddress, 8080))
+            viaService.append(try Self.connectTime("10.111.0.1", 80))
+        }
+        let meanDirect = direct.map(\.inSeconds).reduce(0, +) / Double(direct.count)
+        let meanService = viaService.map(\.inSeconds).reduce(0, +) / Double(viaService.count)
+        direct.sort()
+        viaService.sort()
+        print("first-connection latency, \(latencyServices + 1) services programmed, \(connections) connections each, interleaved:")
+        print(
+            String(
+                format: "  direct to pod: mean %.1f us, p50 %.1f us; through ClusterIP: mean %.1f us, p50 %.1f us; ratio of means %.3f, of p50 %.3f",
+                meanDirect * 1e6, percentile(direct, 50).inSeconds * 1e6, meanService * 1e6, percentile(viaService, 50).inSeconds * 1e6,
+                meanService / meanDirect, percentile(viaService, 50).inSeconds / percentile(direct, 50).inSeconds))
+    }
+
+    /// Time until a TCP connection to address:port is established (blocking connect).
+    private static func connectTime(_ address: String, _ port: UInt16) throws -> Duration {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw BenchError("socket: errno \(errno)") }
+        defer { close(fd) }
+        var target = sockaddr_in()
+        target.sin_family = sa_family_t(AF_INET)
+        target.sin_port = port.bigEndian
+        inet_pton(AF_INET, address, &target.sin_addr)
+        let start = ContinuousClock.now
+        let result = withUnsafePointer(to: &target) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        let elapsed = ContinuousClock.now - start
+        guard result == 0 else { throw BenchError("connect \(address):\(port): errno \(errno)") }
+        return elapsed
+    }
+
+    /// A real control-server and node-applier process in this namespace: the applier's resident
+    /// memory once it holds and has programmed `rssServices` services.
+    private func measureRSS() async throws {
+        let process = try await ServerProcess(binary: server.serverBinary)
+        defer { process.stop() }
+        let address = process.grpc
+        let total = rssServices
+        try await withClient(address) { client in
+            let registry = Kubeproxy_V1_Registry.Client(wrapping: client)
+            var next = 0
+            while next < total {
+                let batch = next..<min(total, next + 500)
+                let items = batch.flatMap { [benchService($0), benchSlice(service: $0, endpoints: 5, generation: 0)] }
+                _ = try await registry.apply(.with { $0.items = items.map { object in .with { $0.object = object } } })
+                next = batch.upperBound
+            }
+        }
+        let binary = URL(fileURLWithPath: server.serverBinary).deletingLastPathComponent().appendingPathComponent("node-applier").path
+        let applier = Process()
+        applier.executableURL = URL(fileURLWithPath: binary)
+        applier.arguments = [
+            "--server", "127.0.0.1:\(address.port)", "--node", "node-0", "--node-ip", "10.250.0.1", "--table", "kpbench-rss",
+            "--http-listen", "127.0.0.1:0", "--log-level", "warning",
+        ]
+        applier.standardError = FileHandle.nullDevice
+        try applier.run()
+        defer {
+            applier.terminate()
+            applier.waitUntilExit()
+            _ = try? runNFT(["delete", "table", "ip", "kpbench-rss"])
+            _ = try? runNFT(["delete", "table", "ip6", "kpbench-rss"])
+        }
+        let head = try await process.metric("kubeproxy_store_head_revision")
+        let start = ContinuousClock.now
+        // Programmed once the kernel holds the last service's elements.
+        var programmed = false
+        while !programmed, ContinuousClock.now - start < .seconds(300) {
+            try await Task.sleep(for: .milliseconds(200))
+            let pipe = Pipe()
+            let list = Process()
+            list.executableURL = URL(fileURLWithPath: "/usr/sbin/nft")
+            list.arguments = ["list", "set", "ip", "kpbench-rss", "cluster-ips"]
+            list.standardOutput = pipe
+            list.standardError = FileHandle.nullDevice
+            try list.run()
+            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            list.waitUntilExit()
+            programmed = output.components(separatedBy: ",").count >= total
+        }
+        guard programmed else { throw BenchError("node-applier did not program \(total) services in 300 s") }
+        let status = try String(contentsOfFile: "/proc/\(applier.processIdentifier)/status", encoding: .utf8)
+        let rss = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }.map(String.init) ?? "?"
+        let hwm = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }.map(String.init) ?? "?"
+        print(
+            "node-applier process holding \(total) services / \(total * 5) endpoints (store head \(Int(head))), "
+                + "programmed \(String(format: "%.1f", (ContinuousClock.now - start).inSeconds)) s after start: \(rss.replacingOccurrences(of: "  ", with: " ")), peak \(hwm.replacingOccurrences(of: "  ", with: " "))")
+    }
+
+    @discardableResult
+    private func runNFT(_ arguments: [String]) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/nft")
+        process.arguments = arguments
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    // MARK: objects
+
+    static func service(_ index: Int) -> Service {
+        Service(
+            metadata: ObjectMeta(namespace: "bench", name: "svc-\(index)"), clusterIPs: [.v4(0x0A60_0000 + UInt32(index) + 1)],
+            ports: [ServicePort(name: "http", port: 80, targetPort: .number(8080))])
+    }
+
+    static func snapshot(services: Int, endpoints: Int, revision: UInt64) -> Kubeproxy_V1_ServerMessage {
+        .with {
+            $0.snapshot = .with {
+                $0.revision = revision
+                $0.services = (0..<services).map { service($0).wire }
+                $0.endpointSlices = (0..<services).map { benchSliceModel(service: $0, endpoints: endpoints, generation: 0).wire }
+            }
+        }
+    }
+}
+
+extension Duration {
+    var inSeconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}
