@@ -88,6 +88,15 @@ spec:
   loadBalancerSourceRanges: [192.168.100.50/32]
   ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30082}]
 status: {loadBalancer: {ingress: [{ip: 172.18.0.10}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: lb-local, namespace: default}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  clusterIP: 10.96.0.16
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30083}]
 """
 
 HTTP = [("http", "TCP")]
@@ -116,6 +125,7 @@ class Cluster:
         self.set_endpoints("local", ["p1a"])
         self.set_endpoints("sticky", ["p1a", "p2a", "p2b"])
         self.set_endpoints("lb", ["p1a", "p2a"])
+        self.set_endpoints("lb-local", ["p1a", "p1b"])
 
     def apply(self, manifest):
         self.lab.proxyctl(self.cp, "apply", "-f", "-", input=manifest)
@@ -216,6 +226,21 @@ def test_load_balancer_source_ranges_block_other_clients(cluster):
     assert cluster.probe("client2", "tcp", "172.18.0.10", 80, count=2, timeout=1) == ["timeout"] * 2
     # The same service through its NodePort is not behind the LoadBalancer firewall.
     assert cluster.answering(cluster.probe("client2", "tcp", "192.168.100.11", 30082, count=4)) <= {"p1a", "p2a"}
+
+
+def test_health_check_node_port_reports_local_endpoints(cluster):
+    service = json.loads(cluster.lab.proxyctl(cluster.cp, "get", "svc", "lb-local", "-o", "json").stdout)
+    port = service["spec"]["healthCheckNodePort"]
+    code = ("import sys, urllib.request, urllib.error\n"
+            "try:\n r = urllib.request.urlopen(sys.argv[1], timeout=2); print(r.status, r.read().decode())\n"
+            "except urllib.error.HTTPError as e:\n print(e.code, e.read().decode())")
+
+    def check():
+        with_local = cluster.lab.run(cluster.client, sys.executable, "-c", code, f"http://192.168.100.11:{port}/healthz").stdout
+        assert with_local.startswith("200 ") and '"localEndpoints":2' in with_local, with_local
+        without = cluster.lab.run(cluster.client, sys.executable, "-c", code, f"http://192.168.100.12:{port}/healthz").stdout
+        assert without.startswith("503 ") and '"localEndpoints":0' in without, without
+    eventually(check, timeout=20)
 
 
 def test_table_deleted_by_hand_is_repaired(cluster):

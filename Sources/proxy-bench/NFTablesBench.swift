@@ -62,6 +62,8 @@ struct NFTablesBench: AsyncParsableCommand {
         try ip(["-n", node, "link", "set", "kpb0", "up"])
         try ip(["-n", pod, "addr", "add", "\(podAddress)/24", "dev", "eth0"])
         try ip(["-n", pod, "link", "set", "eth0", "up"])
+        // Locally generated packets are routed before DNAT: the node needs a route for service addresses.
+        try ip(["-n", node, "route", "add", "default", "via", podAddress])
         // The pod: a TCP server that accepts and closes.
         let server = "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',8080));s.listen(4096)\nwhile True:\n c,_=s.accept();c.close()\n"
         _ = try ip(["netns", "exec", pod, "python3", "-c", server], wait: false)

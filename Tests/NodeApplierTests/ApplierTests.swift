@@ -84,9 +84,12 @@ import Testing
         web.endpoints.removeLast()
         try await applier.receive(delta(from: 1, to: 2, upserts: [.endpointSlice(web)]))
         #expect(await applier.sync() == .applied(revision: 2))
-        #expect(nft.transactions == before + 1)
+        // The change, then the deletion of the chain nobody uses any more (pick-tcp-3).
+        #expect(nft.transactions == before + 2)
         let table = try #require(nft.table(.ip))
-        #expect(table.elements["service-ips"]?[[.address(ip("10.96.0.10")), .proto(.tcp), .port(80)]] == [.verdict(.goto("pick-2"))])
+        #expect(table.chains["pick-tcp-3"] == nil)
+        #expect(
+            table.elements["service-ips"]?[[.address(ip("10.96.0.10")), .proto(.tcp), .port(80)]] == [.verdict(.goto("pick-tcp-2"))])
     }
 
     @Test func refusedTransactionIsReportedAndLeavesTheRulesAsTheyWere() async throws {
@@ -130,14 +133,14 @@ import Testing
         #expect(await applier.held.revision == 1)
     }
 
-    @Test func servicesWithMoreEndpointsThanThePickCapacityGetAFullSync() async throws {
+    @Test func pickChainsComeAndGoWithTheEndpointCounts() async throws {
         let (applier, nft) = try await fixtureApplier()
-        let many = (0..<(Layout.minimumPickCapacity + 3)).map { endpoint("10.244.3.\($0 + 1)", node: "node-b") }
+        let many = (0..<40).map { endpoint("10.244.3.\($0 + 1)", node: "node-b") }
         try await applier.receive(delta(from: 1, to: 2, upserts: [.endpointSlice(slice("web-v4", service: "web", many))]))
         #expect(await applier.sync() == .applied(revision: 2))
         let table = try #require(nft.table(.ip))
-        let pick = "pick-\(many.count)"
-        #expect(table.chains[pick] != nil)
+        #expect(table.chains["pick-tcp-40"] != nil)
+        #expect(table.chains["pick-tcp-3"] == nil)  // web had the only 3-endpoint set
         let tracer = PacketTracer(table: table, localAddresses: fixtureNode.nodeIPs)
         let outcomes = tracer.trace(.init(from: ip(podA1), to: ip("10.96.0.10"), .tcp, port: 80))
         #expect(outcomes.count == many.count)

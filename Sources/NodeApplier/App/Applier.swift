@@ -66,7 +66,8 @@ public actor Applier {
             hasState = true
             planner = nil
             dirty = []
-            pendingCommitTimes.append(snapshot.commitTimeUnixNanos)
+            // A snapshot's commit time can be arbitrarily old (a restart): not a programming latency.
+            pendingCommitTimes = []
             logger.info(
                 "snapshot received",
                 metadata: [

@@ -47,10 +47,10 @@ public struct NFTElement: Hashable, Sendable {
 public enum NFTSetType: Hashable, Sendable {
     /// `daddr . l4proto . dport`: one service frontend.
     case frontend
-    /// `daddr . l4proto . dport . slot` → `address . port` (the endpoint slot maps).
-    case slotMap
-    /// `daddr . l4proto . dport` → `address . port` (single-endpoint services).
-    case frontendMap
+    /// `daddr . l4proto . dport . slot` → `address . port` (the endpoint slot maps), one per protocol.
+    case slotMap(L4Protocol)
+    /// `daddr . l4proto . dport` → `address . port` (single-endpoint services), one per protocol.
+    case frontendMap(L4Protocol)
     /// Addresses; `interval` for CIDRs.
     case address(interval: Bool)
     /// `saddr . daddr` pairs.
@@ -71,7 +71,12 @@ public struct NFTSetDefinition: Hashable, Sendable {
         self.dynamicTimeoutSeconds = dynamicTimeoutSeconds
     }
 
-    public var isMap: Bool { type == .slotMap || type == .frontendMap || type == .frontendVerdictMap }
+    public var isMap: Bool {
+        switch type {
+        case .slotMap, .frontendMap, .frontendVerdictMap: true
+        case .frontend, .address, .addressPair: false
+        }
+    }
 }
 
 /// A base chain's attachment to a netfilter hook.

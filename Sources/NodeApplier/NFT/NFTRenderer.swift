@@ -13,10 +13,10 @@ public enum NFTRenderer {
         return out
     }
 
-    /// The complete table as a standalone script, as the golden files hold it.
+    /// The complete table as a standalone script, as the golden files hold it (elements sorted).
     public static func render(table: NFTTable) -> String {
         var out = ""
-        renderBody(table, into: &out)
+        renderBody(table, sorted: true, into: &out)
         return out
     }
 
@@ -26,7 +26,7 @@ public enum NFTRenderer {
             // `add` first so that `delete` cannot fail on a missing table; all of it is one transaction.
             out += "add table \(table.family.rawValue) \(name)\n"
             out += "delete table \(table.family.rawValue) \(name)\n"
-            renderBody(table, into: &out)
+            renderBody(table, sorted: false, into: &out)
         case .addSet(let family, let set):
             out += "add \(set.isMap ? "map" : "set") \(family.rawValue) \(name) \(set.name) { "
             out += declaration(of: set, family: family).joined(separator: "; ")
@@ -47,19 +47,19 @@ public enum NFTRenderer {
         case .addElements(let family, let set, let elements):
             guard !elements.isEmpty else { return }
             out += "add element \(family.rawValue) \(name) \(set) { "
-            out += elements.map { text(of: $0.key, $0.value) }.sorted().joined(separator: ", ")
+            out += elements.map { text(of: $0.key, $0.value) }.joined(separator: ", ")
             out += " }\n"
         case .deleteElements(let family, let set, let elements):
             guard !elements.isEmpty else { return }
             out += "delete element \(family.rawValue) \(name) \(set) { "
-            out += elements.map { text(of: $0.key) }.sorted().joined(separator: ", ")
+            out += elements.map { text(of: $0.key) }.joined(separator: ", ")
             out += " }\n"
         case .deleteTable(let family):
             out += "delete table \(family.rawValue) \(name)\n"
         }
     }
 
-    private static func renderBody(_ table: NFTTable, into out: inout String) {
+    private static func renderBody(_ table: NFTTable, sorted: Bool, into out: inout String) {
         let family = table.family
         out += "table \(family.rawValue) \(table.name) {\n"
         for set in table.sets.values.sorted(by: { $0.name < $1.name }) {
@@ -67,7 +67,8 @@ public enum NFTRenderer {
             for line in declaration(of: set, family: family) { out += "\t\t\(line)\n" }
             if let elements = table.elements[set.name], !elements.isEmpty {
                 out += "\t\telements = {\n\t\t\t"
-                out += elements.map { text(of: $0.key, $0.value) }.sorted().joined(separator: ",\n\t\t\t")
+                let lines = elements.map { text(of: $0.key, $0.value) }
+                out += (sorted ? lines.sorted() : lines).joined(separator: ",\n\t\t\t")
                 out += "\n\t\t}\n"
             }
             out += "\t}\n"
@@ -92,9 +93,13 @@ public enum NFTRenderer {
         switch set.type {
         case .frontend: lines = ["type \(address) . inet_proto . inet_service"]
         case .frontendVerdictMap: lines = ["type \(address) . inet_proto . inet_service : verdict"]
-        case .slotMap:
-            lines = ["typeof \(ip) daddr . meta l4proto . th dport . numgen random mod 1 : \(ip) daddr . th dport"]
-        case .frontendMap: lines = ["typeof \(ip) daddr . meta l4proto . th dport : \(ip) daddr . th dport"]
+        // The data names the protocol's port (not `th dport`): nft 1.0.6 cannot evaluate a new rule
+        // against a `th` map read back from the kernel ("conflicting protocols"), and a protocol
+        // port makes the lookup rule match that protocol only, hence one map per protocol.
+        case .slotMap(let proto):
+            lines = ["typeof \(ip) daddr . meta l4proto . th dport . numgen random mod 1 : \(ip) daddr . \(text(of: .proto(proto))) dport"]
+        case .frontendMap(let proto):
+            lines = ["typeof \(ip) daddr . meta l4proto . th dport : \(ip) daddr . \(text(of: .proto(proto))) dport"]
         case .address(let interval):
             lines = ["type \(address)"]
             if interval { lines.append("flags interval") }

@@ -47,22 +47,14 @@ public enum Layout {
     enum EndpointSet: String {
         case cluster, local
 
-        var slotMap: String { self == .cluster ? "backends" : "local-backends" }
-        var singleMap: String { self == .cluster ? "single-backends" : "local-single-backends" }
-        func pickChain(_ count: Int) -> String { self == .cluster ? "pick-\(count)" : "local-pick-\(count)" }
+        private var prefix: String { self == .cluster ? "" : "local-" }
+        func slotMap(_ proto: L4Protocol) -> String { "\(prefix)backends-\(proto.rawValue.lowercased())" }
+        func singleMap(_ proto: L4Protocol) -> String { "\(prefix)single-backends-\(proto.rawValue.lowercased())" }
+        func pickChain(_ proto: L4Protocol, _ count: Int) -> String { "\(prefix)pick-\(proto.rawValue.lowercased())-\(count)" }
     }
 
     /// The fixed part of a family's table: sets, maps and the chains every ruleset has.
-    /// The smallest pick capacity; capacities grow in powers of two.
-    public static let minimumPickCapacity = 16
-
-    public static func pickCapacity(for maxPick: Int) -> Int {
-        var capacity = minimumPickCapacity
-        while capacity < maxPick { capacity *= 2 }
-        return capacity
-    }
-
-    public static func baseTable(family: NFTFamily, name: String, node: NodeConfig, pickCapacity: Int) -> NFTTable {
+    public static func baseTable(family: NFTFamily, name: String, node: NodeConfig) -> NFTTable {
         var table = NFTTable(family: family, name: name)
         func set(_ name: String, _ type: NFTSetType) { table.sets[name] = NFTSetDefinition(name: name, type: type) }
         set(Name.clusterCIDRs, .address(interval: true))
@@ -72,8 +64,10 @@ public enum Layout {
         for frontends in [Name.masqServices, Name.externalLocal, Name.externalLocalNone] { set(frontends, .frontend) }
         set(Name.hairpin, .addressPair)
         for endpointSet in [EndpointSet.cluster, .local] {
-            set(endpointSet.slotMap, .slotMap)
-            set(endpointSet.singleMap, .frontendMap)
+            for proto in L4Protocol.allCases {
+                set(endpointSet.slotMap(proto), .slotMap(proto))
+                set(endpointSet.singleMap(proto), .frontendMap(proto))
+            }
         }
         let clusterCIDRs = node.clusterCIDRs.filter { $0.family == family.ipFamily }
         table.elements[Name.clusterCIDRs] = Dictionary(uniqueKeysWithValues: clusterCIDRs.map { ([NFTValue.cidr($0)], []) })
@@ -118,12 +112,6 @@ public enum Layout {
                 NFTRule([.daddrIn(set: Name.serviceCIDRs)], [.verdict(.drop)]),
             ])
         chain(Name.rejectChain, [NFTRule([], [.reject])])
-        for endpointSet in [EndpointSet.cluster, .local] {
-            chain(endpointSet.pickChain(1), [NFTRule([], [.dnatFrontend(map: endpointSet.singleMap)])])
-            for count in 2...pickCapacity {
-                chain(endpointSet.pickChain(count), [NFTRule([], [.dnatSlot(map: endpointSet.slotMap, count: count)])])
-            }
-        }
         chain(
             "nat-prerouting", NFTHook(.nat, .prerouting, priority: -100),
             [
@@ -177,15 +165,18 @@ public enum Layout {
                 if contribution.chains[chain] == nil { addAffinityChain(chain, endpoints: endpoints, timeout: timeout, proto: proto) }
                 return .goto(chain)
             }
+            let pick = set.pickChain(proto, endpoints.count)
             if endpoints.count == 1 {
-                element(set.singleMap, frontend, [.address(endpoints[0].address), .port(endpoints[0].port)])
+                element(set.singleMap(proto), frontend, [.address(endpoints[0].address), .port(endpoints[0].port)])
+                contribution.chains[pick] = NFTChain(name: pick, rules: [NFTRule([], [.dnatFrontend(map: set.singleMap(proto))])])
             } else {
                 for (slot, endpoint) in endpoints.enumerated() {
-                    element(set.slotMap, frontend + [.integer(slot)], [.address(endpoint.address), .port(endpoint.port)])
+                    element(set.slotMap(proto), frontend + [.integer(slot)], [.address(endpoint.address), .port(endpoint.port)])
                 }
+                contribution.chains[pick] = NFTChain(
+                    name: pick, rules: [NFTRule([], [.dnatSlot(map: set.slotMap(proto), count: endpoints.count)])])
             }
-            contribution.maxPick = max(contribution.maxPick, endpoints.count)
-            return .goto(set.pickChain(endpoints.count))
+            return .goto(pick)
         }
 
         func addAffinityChain(_ name: String, endpoints: [EndpointTarget], timeout: Int, proto: L4Protocol) {

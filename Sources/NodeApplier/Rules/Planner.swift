@@ -6,8 +6,6 @@
 /// changed services claim, so its cost does not grow with the number of services.
 public struct Planner: Sendable {
     public let tableName: String
-    /// `pick-1` … `pick-<capacity>` exist in the tables (see `Layout`).
-    public let pickCapacity: Int
     private let base: [NFTFamily: NFTTable]
     private var families: [NFTFamily: FamilyState] = [:]
     private var contributions: [ServiceName: [NFTFamily: Contribution]] = [:]
@@ -15,17 +13,12 @@ public struct Planner: Sendable {
     /// Plans a complete ruleset and the transaction that replaces both tables with it.
     public init(tableName: String, node: NodeConfig, contributions: [ServiceName: [NFTFamily: Contribution]]) {
         self.tableName = tableName
-        let capacity = Layout.pickCapacity(for: contributions.values.lazy.flatMap(\.values).map(\.maxPick).max() ?? 0)
-        pickCapacity = capacity
-        base = Dictionary(
-            uniqueKeysWithValues: NFTFamily.allCases.map {
-                ($0, Layout.baseTable(family: $0, name: tableName, node: node, pickCapacity: capacity))
-            })
+        base = Dictionary(uniqueKeysWithValues: NFTFamily.allCases.map { ($0, Layout.baseTable(family: $0, name: tableName, node: node)) })
         for family in NFTFamily.allCases { families[family] = FamilyState() }
         for (service, contribution) in contributions.sorted(by: { $0.key < $1.key }) {
-            claim(service, contribution)
+            for (family, part) in contribution { families[family]!.install(service, part) }
+            self.contributions[service] = contribution.filter { !$0.value.isEmpty }
         }
-        for family in NFTFamily.allCases { families[family]!.markInstalled() }
     }
 
     /// The transaction that installs the planned ruleset from scratch (replacing whatever is there).
@@ -60,13 +53,10 @@ public struct Planner: Sendable {
     public var serviceCount: Int { contributions.count }
 
     /// Replaces the contributions of the given services (nil: the service is gone) and returns the
-    /// transaction that brings the kernel there, or nil when only a full resync can (more endpoints
-    /// than the pick capacity, or a dynamic set whose definition changed). Chains and sets nobody
-    /// claims any more are left for `cleanup()`. After nil the planner must be discarded.
+    /// transaction that brings the kernel there, or nil when only a full resync can (a dynamic set
+    /// whose definition changed). Chains and sets nobody claims any more are left for `cleanup()`.
+    /// After nil the planner must be discarded.
     public mutating func update(_ changes: [ServiceName: [NFTFamily: Contribution]?]) -> NFTTransaction? {
-        for contribution in changes.values {
-            if let contribution, contribution.values.contains(where: { $0.maxPick > pickCapacity }) { return nil }
-        }
         for (service, contribution) in changes { claim(service, contribution ?? [:]) }
         var operations: [NFTOperation] = []
         for family in NFTFamily.allCases {
@@ -156,16 +146,26 @@ struct FamilyState: Sendable {
         }
     }
 
-    /// After a full plan: the kernel will hold every desired value.
-    mutating func markInstalled() {
-        for name in chains.keys { chains[name]!.installed = chains[name]!.desired }
-        for name in sets.keys { sets[name]!.installed = sets[name]!.desired }
-        for set in elements.keys {
-            for key in elements[set]!.keys { elements[set]![key]!.installed = elements[set]![key]!.desired }
+    /// A claim of a full plan, which the kernel will hold as planned: the first claim of each
+    /// object is installed.
+    mutating func install(_ service: ServiceName, _ contribution: Contribution) {
+        for (name, chain) in contribution.chains {
+            chains[name, default: Claim()].set(service, chain)
+            chains[name]!.installed = chains[name]!.desired
         }
-        touchedChains = []
-        touchedSets = []
-        touchedElements = [:]
+        for (name, set) in contribution.sets {
+            sets[name, default: Claim()].set(service, set)
+            sets[name]!.installed = sets[name]!.desired
+        }
+        for (set, entries) in contribution.elements {
+            var claims = elements[set] ?? [:]
+            elements[set] = nil  // keep the dictionary uniquely referenced while it grows
+            for (key, value) in entries {
+                claims[key, default: ElementClaim()].set(service, value)
+                claims[key]!.installed = claims[key]!.desired
+            }
+            elements[set] = claims
+        }
     }
 
     /// The operations for everything touched since the last call, in an order the kernel accepts.

@@ -52,6 +52,8 @@ public final class SyncClient: Sendable {
         self.onChange = onChange
     }
 
+    static let maxMessageBytes = 1 << 30
+
     public var isConnected: Bool { connected.load(ordering: .relaxed) }
 
     /// Reports a sync's outcome on the open stream (dropped when there is none: the next Hello
@@ -123,7 +125,12 @@ public final class SyncClient: Sendable {
         }
         lastHeard.store(WallClock.nowUnixNanos(), ordering: .relaxed)
         let configuration = self.configuration
+        // A snapshot of a large cluster is far above gRPC's default 4 MiB message limit.
+        var options = CallOptions.defaults
+        options.maxRequestMessageBytes = Self.maxMessageBytes
+        options.maxResponseMessageBytes = Self.maxMessageBytes
         try await sync.sync(
+            options: options,
             requestProducer: { [self] writer in
                 try await writer.write(hello)
                 try await withThrowingTaskGroup(of: Void.self) { group in
