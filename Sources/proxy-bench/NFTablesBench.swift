@@ -17,7 +17,7 @@ struct NFTablesBench: AsyncParsableCommand {
     @Option(help: "Full-program sizes, SERVICES:ENDPOINTS_PER_SERVICE, comma-separated.")
     var sizes: String = "10000:10,50000:5"
 
-    @Option(help: "One-endpoint changes measured at the largest size.")
+    @Option(help: "One-endpoint changes measured at each size.")
     var changes: Int = 200
 
     @Option(help: "Services programmed for the first-connection latency test.")
@@ -130,14 +130,47 @@ struct NFTablesBench: AsyncParsableCommand {
                 String(
                     format: "%8ld  %9ld  %8ld  %7.3f  %7.3f  %7.3f  %17.3f", services, services * endpoints, services * (endpoints + 1), runs[0],
                     runs[1], runs[2], decode))
-            if let applier, (services, endpoints) == parsed.last! {
-                try await measureChanges(applier, services: services, endpoints: endpoints)
-            }
+            try breakdown(services: services, endpoints: endpoints, node: node, nft: nft)
+            if let applier, changes > 0 { try await measureChanges(applier, services: services, endpoints: endpoints) }
         }
         try await measureLatency(nft: nft, node: node, logger: logger)
         try runNFT(["delete", "table", "ip", "kpbench"])
         try runNFT(["delete", "table", "ip6", "kpbench"])
         if rssServices > 0 { try await measureRSS() }
+    }
+
+    /// Where a full program's time goes, phase by phase, through the same public APIs the applier uses.
+    private func breakdown(services: Int, endpoints: Int, node: NodeConfig, nft: LibNFTables) throws {
+        var clock = ContinuousClock.now
+        func lap() -> Double {
+            let now = ContinuousClock.now
+            defer { clock = now }
+            return (now - clock).inSeconds
+        }
+        var state = ClusterState()
+        state.replace(
+            revision: 1, storeID: "",
+            objects: (0..<services).flatMap {
+                [ProxyObject.service(Self.service($0)), .endpointSlice(benchSliceModel(service: $0, endpoints: endpoints, generation: 0))]
+            })
+        _ = lap()
+        var contributions: [ServiceName: [NFTFamily: Contribution]] = [:]
+        for (name, service) in state.services {
+            contributions[name] = Layout.contribution(of: NodeView.ports(of: service, slices: state.slices(of: name), node: node))
+        }
+        let derive = lap()
+        let planner = Planner(tableName: "kpbench", node: node, contributions: contributions)
+        let plan = lap()
+        let transaction = planner.fullTransaction()
+        let table = lap()
+        let script = NFTRenderer.render(transaction)
+        let render = lap()
+        try nft.apply(transaction)
+        let total = lap()
+        print(
+            String(
+                format: "  breakdown: node view + layout %.3f s, planner %.3f s, table %.3f s, render %.3f s (%.1f MB), render + libnftables + kernel %.3f s",
+                derive, plan, table, render, Double(script.utf8.count) / 1e6, total))
     }
 
     private func measureChanges(_ applier: Applier, services: Int, endpoints: Int) async throws {
