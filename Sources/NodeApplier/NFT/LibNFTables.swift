@@ -41,7 +41,16 @@ public final class LibNFTables: NFTablesClient {
     public func apply(_ transaction: NFTTransaction) throws {
         guard !transaction.isEmpty else { return }
         let script = NFTRenderer.render(transaction)
-        _ = try commands.withLock { try $0.run(script) }
+        let replacesTables = transaction.operations.contains { if case .replaceTable = $0 { true } else { false } }
+        try commands.withLock { context in
+            defer {
+                // libnftables keeps every object of a batch in its cache: after a whole table that is
+                // hundreds of MB. A fresh context drops it; the next command fetches what it needs.
+                if replacesTables, let fresh = try? Context(json: false) { context = fresh }
+            }
+            _ = try context.run(script)
+        }
+        if replacesTables { malloc_trim(0) }
     }
 
     /// Parses and checks `script` against the kernel without committing anything (`nft --check`).
