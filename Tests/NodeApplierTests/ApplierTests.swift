@@ -6,7 +6,7 @@ import Testing
 @Suite struct ApplierTests {
     func tables(_ nft: FakeNFTables) -> [NFTTable?] { NFTFamily.allCases.map { nft.table($0) } }
 
-    /// A partial sync after each delta must leave exactly the tables a full sync of the same state builds.
+    /// Partial syncs (after one or two deltas) must leave exactly the tables a full sync of the same state builds.
     @Test func partialSyncsEqualAFullSyncOfTheSameState() async throws {
         let (applier, nft) = try await fixtureApplier()
         var revision: UInt64 = 1
@@ -60,8 +60,11 @@ import Testing
             }
             try await applier.receive(delta(from: revision, to: revision + 1, upserts: upserts, deletes: deletes))
             revision += 1
-            #expect(await applier.sync() == .applied(revision: revision))
+            // Every third delta is coalesced with the next one into one sync.
+            if step % 3 != 0 { #expect(await applier.sync() == .applied(revision: revision)) }
         }
+        _ = await applier.sync()
+        #expect(await applier.appliedRevision == revision)
         // The same state from scratch.
         let fresh = FakeNFTables()
         let scratch = Applier(node: fixtureNode, tableName: "kube-proxy-swift", nft: fresh, logger: quietLogger())

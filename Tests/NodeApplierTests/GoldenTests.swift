@@ -39,11 +39,12 @@ import Testing
     @Test func partialTransactionsPassTheKernelCheck() async throws {
         var planner = Planner(tableName: "kube-proxy-swift-check", node: fixtureNode, contributions: [:])
         let full = NFTRenderer.render(planner.fullTransaction())
-        var contributions: [ServiceName: [NFTFamily: Contribution]?] = [:]
+        var contributions: [ServiceName: Planner.Change] = [:]
         for service in Fixture.services {
             let name = ServiceName(namespace: service.metadata.namespace, name: service.metadata.name)
             let slices = Fixture.slices.filter { $0.serviceName == service.metadata.name }
-            contributions[name] = Layout.contribution(of: NodeView.ports(of: service, slices: slices, node: fixtureNode))
+            contributions[name] = Planner.Change(
+                old: [:], new: Layout.contribution(of: NodeView.ports(of: service, slices: slices, node: fixtureNode)))
         }
         let update = planner.update(contributions)
         let partial = try #require(update)

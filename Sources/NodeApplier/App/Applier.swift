@@ -31,6 +31,8 @@ public actor Applier {
     private var hasState = false
     private var planner: Planner?
     private var dirty: Set<ServiceName> = []
+    /// The contributions of dirty services as of the last sync (what the planner has claimed).
+    private var before: [ServiceName: [NFTFamily: Contribution]] = [:]
     /// Commit times of received changes not yet applied (network-programming latency).
     private var pendingCommitTimes: [Int64] = []
     public private(set) var appliedRevision: UInt64 = 0
@@ -66,6 +68,7 @@ public actor Applier {
             hasState = true
             planner = nil
             dirty = []
+            before = [:]
             // A snapshot's commit time can be arbitrarily old (a restart): not a programming latency.
             pendingCommitTimes = []
             logger.info(
@@ -80,6 +83,11 @@ public actor Applier {
             }
             let upserts = try delta.upserts.map { (object) throws -> ProxyObject in try ProxyObject(wire: object) }
             let deletes = try delta.deletes.map { (ref) throws -> ObjectKey in try ObjectKey(wire: ref) }
+            if planner != nil {
+                for name in state.affected(upserts: upserts, deletes: deletes) where before[name] == nil && !dirty.contains(name) {
+                    before[name] = contribution(name) ?? [:]
+                }
+            }
             dirty.formUnion(state.apply(to: delta.toRevision, upserts: upserts, deletes: deletes))
             pendingCommitTimes.append(delta.commitTimeUnixNanos)
         case .heartbeat, nil:
@@ -101,6 +109,7 @@ public actor Applier {
             }
         } catch {
             planner = nil
+            before = [:]
             metrics.syncFailures.increment()
             let text = (error as? NFTError)?.message ?? "\(error)"
             logger.error("sync failed; the previous rules stay in place", metadata: ["revision": "\(revision)", "error": "\(text)"])
@@ -166,6 +175,7 @@ public actor Applier {
         try nft.apply(plan.fullTransaction())
         planner = plan
         dirty = []
+        before = [:]
         healthChecks?.replaceAll(state.services.keys.compactMap(healthCheck))
         logger.info("full sync", metadata: ["revision": "\(state.revision)", "services": "\(contributions.count)"])
     }
@@ -173,8 +183,8 @@ public actor Applier {
     private func partialSync() throws {
         guard var plan = planner else { return }
         let changed = dirty
-        var changes: [ServiceName: [NFTFamily: Contribution]?] = [:]
-        for name in changed { changes[name] = .some(contribution(name)) }
+        var changes: [ServiceName: Planner.Change] = [:]
+        for name in changed { changes[name] = Planner.Change(old: before[name] ?? [:], new: contribution(name) ?? [:]) }
         planner = nil  // restored only when the kernel took the transaction
         guard let transaction = plan.update(changes) else {
             try fullSync()
@@ -185,6 +195,7 @@ public actor Applier {
         if !cleanup.isEmpty { try nft.apply(cleanup) }
         planner = plan
         dirty = []
+        before = [:]
         if let healthChecks {
             for name in changed { healthChecks.update(name, healthCheck(name)) }
         }

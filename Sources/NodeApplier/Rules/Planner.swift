@@ -8,7 +8,20 @@ public struct Planner: Sendable {
     public let tableName: String
     private let base: [NFTFamily: NFTTable]
     private var families: [NFTFamily: FamilyState] = [:]
-    private var contributions: [ServiceName: [NFTFamily: Contribution]] = [:]
+    /// Services that contribute anything.
+    public private(set) var serviceCount = 0
+
+    /// What one service contributed at the last sync and contributes now. The planner keeps no
+    /// copy of the contributions (memory): the caller derives the old one from the old objects.
+    public struct Change: Sendable {
+        public var old: [NFTFamily: Contribution]
+        public var new: [NFTFamily: Contribution]
+
+        public init(old: [NFTFamily: Contribution], new: [NFTFamily: Contribution]) {
+            self.old = old
+            self.new = new
+        }
+    }
 
     /// Plans a complete ruleset and the transaction that replaces both tables with it.
     public init(tableName: String, node: NodeConfig, contributions: [ServiceName: [NFTFamily: Contribution]]) {
@@ -17,7 +30,7 @@ public struct Planner: Sendable {
         for family in NFTFamily.allCases { families[family] = FamilyState() }
         for (service, contribution) in contributions.sorted(by: { $0.key < $1.key }) {
             for (family, part) in contribution { families[family]!.install(service, part) }
-            self.contributions[service] = contribution.filter { !$0.value.isEmpty }
+            if contribution.values.contains(where: { !$0.isEmpty }) { serviceCount += 1 }
         }
     }
 
@@ -50,14 +63,12 @@ public struct Planner: Sendable {
         return shape
     }
 
-    public var serviceCount: Int { contributions.count }
-
-    /// Replaces the contributions of the given services (nil: the service is gone) and returns the
+    /// Replaces the contributions of the given services and returns the
     /// transaction that brings the kernel there, or nil when only a full resync can (a dynamic set
     /// whose definition changed). Chains and sets nobody claims any more are left for `cleanup()`.
     /// After nil the planner must be discarded.
-    public mutating func update(_ changes: [ServiceName: [NFTFamily: Contribution]?]) -> NFTTransaction? {
-        for (service, contribution) in changes { claim(service, contribution ?? [:]) }
+    public mutating func update(_ changes: [ServiceName: Change]) -> NFTTransaction? {
+        for (service, change) in changes { claim(service, old: change.old, new: change.new) }
         var operations: [NFTOperation] = []
         for family in NFTFamily.allCases {
             guard let familyOperations = families[family]!.reconcile(family) else { return nil }
@@ -74,13 +85,13 @@ public struct Planner: Sendable {
         return NFTTransaction(table: tableName, operations: operations)
     }
 
-    private mutating func claim(_ service: ServiceName, _ new: [NFTFamily: Contribution]) {
-        let old = contributions[service] ?? [:]
+    private mutating func claim(_ service: ServiceName, old: [NFTFamily: Contribution], new: [NFTFamily: Contribution]) {
         for family in Set(old.keys).union(new.keys) {
             families[family]!.claim(service, old: old[family] ?? Contribution(), new: new[family] ?? Contribution())
         }
-        let remaining = new.filter { !$0.value.isEmpty }
-        contributions[service] = remaining.isEmpty ? nil : remaining
+        let had = old.values.contains { !$0.isEmpty }
+        let has = new.values.contains { !$0.isEmpty }
+        serviceCount += (has ? 1 : 0) - (had ? 1 : 0)
     }
 }
 

@@ -26,6 +26,29 @@ public struct ClusterState: Sendable {
         for object in objects { upsert(object) }
     }
 
+    /// The services a Delta touches (computed before applying it).
+    public func affected(upserts: [ProxyObject], deletes: [ObjectKey]) -> Set<ServiceName> {
+        var names: Set<ServiceName> = []
+        for key in deletes {
+            switch key.kind {
+            case .service: names.insert(ServiceName(namespace: key.namespace, name: key.name))
+            case .endpointSlice: if let owner = sliceOwners[key] { names.insert(owner) }
+            case .node: continue
+            }
+        }
+        for object in upserts {
+            switch object {
+            case .service(let service): names.insert(ServiceName(namespace: service.metadata.namespace, name: service.metadata.name))
+            case .endpointSlice(let slice):
+                names.insert(ServiceName(namespace: slice.metadata.namespace, name: slice.serviceName))
+                let key = ObjectKey(kind: .endpointSlice, namespace: slice.metadata.namespace, name: slice.metadata.name)
+                if let owner = sliceOwners[key] { names.insert(owner) }
+            case .node: continue
+            }
+        }
+        return names
+    }
+
     /// Applies a Delta; returns the services whose rules may have changed.
     public mutating func apply(to revision: UInt64, upserts: [ProxyObject], deletes: [ObjectKey]) -> Set<ServiceName> {
         var changed: Set<ServiceName> = []
