@@ -36,7 +36,6 @@ public actor Applier {
     /// Commit times of received changes not yet applied (network-programming latency).
     private var pendingCommitTimes: [Int64] = []
     public private(set) var appliedRevision: UInt64 = 0
-    public private(set) var lastOutcome: SyncOutcome?
 
     public init(
         node: NodeConfig, tableName: String, nft: any NFTablesClient, metrics: ApplierMetrics = ApplierMetrics(),
@@ -113,8 +112,7 @@ public actor Applier {
             metrics.syncFailures.increment()
             let text = (error as? NFTError)?.message ?? "\(error)"
             logger.error("sync failed; the previous rules stay in place", metadata: ["revision": "\(revision)", "error": "\(text)"])
-            lastOutcome = .failed(revision: revision, error: text)
-            return lastOutcome
+            return .failed(revision: revision, error: text)
         }
         let elapsed = ContinuousClock.now - start
         metrics.syncDuration.record(elapsed)
@@ -130,8 +128,7 @@ public actor Applier {
         appliedRevision = revision
         logger.debug(
             "synced", metadata: ["revision": "\(revision)", "mode": "\(full ? "full" : "partial")", "duration": "\(elapsed)"])
-        lastOutcome = .applied(revision: revision)
-        return lastOutcome
+        return .applied(revision: revision)
     }
 
     /// Compares the kernel's tables with the plan; a difference schedules a full resync.

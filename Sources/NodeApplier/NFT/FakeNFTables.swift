@@ -51,9 +51,6 @@ public final class FakeNFTables: NFTablesClient {
         switch operation {
         case .replaceTable(let table):
             tables[table.family] = table
-        case .deleteTable(let family):
-            _ = try existing(family)
-            tables[family] = nil
         case .addSet(let family, let set):
             var table = try existing(family)
             if let old = table.sets[set.name], old != set { throw NFTError("File exists: set \(set.name) with another type") }

@@ -182,7 +182,6 @@ public enum NFTOperation: Hashable, Sendable {
     case deleteChain(NFTFamily, String)
     case addElements(NFTFamily, set: String, [NFTElement])
     case deleteElements(NFTFamily, set: String, [NFTElement])
-    case deleteTable(NFTFamily)
 }
 
 public struct NFTTransaction: Hashable, Sendable {

@@ -54,8 +54,6 @@ public enum NFTRenderer {
             out += "delete element \(family.rawValue) \(name) \(set) { "
             out += elements.map { text(of: $0.key) }.joined(separator: ", ")
             out += " }\n"
-        case .deleteTable(let family):
-            out += "delete table \(family.rawValue) \(name)\n"
         }
     }
 
