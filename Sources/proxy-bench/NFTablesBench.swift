@@ -48,7 +48,8 @@ struct NFTablesBench: AsyncParsableCommand {
         var arguments = ["netns", "exec", Self.node, CommandLine.arguments[0], "nftables", "--in-namespace"]
         arguments += ["--sizes", sizes, "--changes", "\(changes)", "--latency-services", "\(latencyServices)"]
         arguments += ["--connections", "\(connections)", "--rss-services", "\(rssServices)", "--server-binary", server.serverBinary]
-        let status = try Self.ip(arguments, wait: true)
+        // The child prints the figures: let its output through.
+        let status = try Self.tool("/usr/sbin/ip", arguments, passOutput: true).status
         if status != 0 { throw ExitCode(status) }
     }
 
@@ -72,30 +73,41 @@ struct NFTablesBench: AsyncParsableCommand {
     private static func teardown() throws {
         for namespace in [pod, node] {
             if FileManager.default.fileExists(atPath: "/run/netns/\(namespace)") {
-                let pids = Process()
-                pids.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-                pids.arguments = ["netns", "pids", namespace]
-                let pipe = Pipe()
-                pids.standardOutput = pipe
-                try pids.run()
-                pids.waitUntilExit()
-                for pid in String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n") {
+                for pid in try ip(["netns", "pids", namespace]).output.split(separator: "\n") {
                     if let pid = Int32(pid) { kill(pid, SIGKILL) }
                 }
-                _ = try ip(["netns", "del", namespace], wait: true)
+                try ip(["netns", "del", namespace])
             }
         }
     }
 
     @discardableResult
-    private static func ip(_ arguments: [String], wait: Bool = true) throws -> Int32 {
+    private static func ip(_ arguments: [String], wait: Bool = true) throws -> (status: Int32, output: String) {
+        try tool("/usr/sbin/ip", arguments, wait: wait)
+    }
+
+    @discardableResult
+    private static func nft(_ arguments: [String]) throws -> (status: Int32, output: String) { try tool("/usr/sbin/nft", arguments) }
+
+    /// Runs a system tool; when waiting, returns its exit status and standard output (or lets the
+    /// output through with `passOutput`). Captured runs discard standard error (polling a table
+    /// that does not exist yet is expected to fail).
+    private static func tool(_ path: String, _ arguments: [String], wait: Bool = true, passOutput: Bool = false) throws -> (
+        status: Int32, output: String
+    ) {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
+        let pipe = Pipe()
+        if wait, !passOutput {
+            process.standardOutput = pipe
+            process.standardError = FileHandle.nullDevice
+        }
         try process.run()
-        guard wait else { return 0 }
+        guard wait else { return (0, "") }
+        let output = passOutput ? "" : String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        return process.terminationStatus
+        return (process.terminationStatus, output)
     }
 
     // MARK: inside the node namespace
@@ -134,8 +146,8 @@ struct NFTablesBench: AsyncParsableCommand {
             if let applier, changes > 0 { try await measureChanges(applier, services: services, endpoints: endpoints) }
         }
         try await measureLatency(nft: nft, node: node, logger: logger)
-        try runNFT(["delete", "table", "ip", "kpbench"])
-        try runNFT(["delete", "table", "ip6", "kpbench"])
+        try Self.nft(["delete", "table", "ip", "kpbench"])
+        try Self.nft(["delete", "table", "ip6", "kpbench"])
         if rssServices > 0 { try await measureRSS() }
     }
 
@@ -278,8 +290,8 @@ struct NFTablesBench: AsyncParsableCommand {
         defer {
             applier.terminate()
             applier.waitUntilExit()
-            _ = try? runNFT(["delete", "table", "ip", "kpbench-rss"])
-            _ = try? runNFT(["delete", "table", "ip6", "kpbench-rss"])
+            _ = try? Self.nft(["delete", "table", "ip", "kpbench-rss"])
+            _ = try? Self.nft(["delete", "table", "ip6", "kpbench-rss"])
         }
         let head = try await process.metric("kubeproxy_store_head_revision")
         let start = ContinuousClock.now
@@ -287,37 +299,20 @@ struct NFTablesBench: AsyncParsableCommand {
         var programmed = false
         while !programmed, ContinuousClock.now - start < .seconds(300) {
             try await Task.sleep(for: .milliseconds(200))
-            let pipe = Pipe()
-            let list = Process()
-            list.executableURL = URL(fileURLWithPath: "/usr/sbin/nft")
-            list.arguments = ["list", "set", "ip", "kpbench-rss", "cluster-ips"]
-            list.standardOutput = pipe
-            list.standardError = FileHandle.nullDevice
-            try list.run()
-            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            list.waitUntilExit()
+            let output = try Self.nft(["list", "set", "ip", "kpbench-rss", "cluster-ips"]).output
             programmed = output.components(separatedBy: ",").count >= total
         }
         guard programmed else { throw BenchError("node-applier did not program \(total) services in 300 s") }
         let programmedAfter = (ContinuousClock.now - start).inSeconds
         // The elements are visible as soon as the kernel commits; let the applier finish its sync (ACK, trim).
         try await Task.sleep(for: .seconds(3))
-        let status = try String(contentsOfFile: "/proc/\(applier.processIdentifier)/status", encoding: .utf8)
-        let rss = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }.map(String.init) ?? "?"
-        let hwm = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }.map(String.init) ?? "?"
+        let rss = try memoryBytes(of: applier.processIdentifier, "VmRSS")
+        let peak = try memoryBytes(of: applier.processIdentifier, "VmHWM")
         print(
             "node-applier process holding \(total) services / \(total * 5) endpoints (store head \(Int(head))), "
-                + "programmed \(String(format: "%.1f", programmedAfter)) s after start, 3 s later: \(rss.replacingOccurrences(of: "  ", with: " ")), peak \(hwm.replacingOccurrences(of: "  ", with: " "))")
-    }
-
-    @discardableResult
-    private func runNFT(_ arguments: [String]) throws -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/nft")
-        process.arguments = arguments
-        try process.run()
-        process.waitUntilExit()
-        return process.terminationStatus
+                + String(
+                    format: "programmed %.1f s after start, 3 s later: RSS %.0f MB, peak %.0f MB", programmedAfter, Double(rss) / 1e6,
+                    Double(peak) / 1e6))
     }
 
     // MARK: objects

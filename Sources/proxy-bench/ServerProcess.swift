@@ -46,13 +46,7 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     /// Resident set size of the server process in bytes.
-    func residentBytes() throws -> Int {
-        let status = try String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)
-        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-            let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "")
-        else { throw BenchError("cannot read VmRSS of the server") }
-        return kilobytes * 1024
-    }
+    func residentBytes() throws -> Int { try memoryBytes(of: process.processIdentifier, "VmRSS") }
 
     /// A Prometheus sample of the server's `/metrics`.
     func metric(_ name: String) async throws -> Double {
@@ -70,6 +64,15 @@ final class ServerProcess: @unchecked Sendable {
         process.waitUntilExit()
         try? FileManager.default.removeItem(at: directory)
     }
+}
+
+/// A memory figure of a process from `/proc/PID/status` (`VmRSS`, `VmHWM`), in bytes.
+func memoryBytes(of pid: Int32, _ field: String) throws -> Int {
+    let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
+        let kilobytes = Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "")
+    else { throw BenchError("cannot read \(field) of process \(pid)") }
+    return kilobytes * 1024
 }
 
 struct BenchError: Error, CustomStringConvertible {

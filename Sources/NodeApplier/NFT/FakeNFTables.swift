@@ -55,7 +55,7 @@ public final class FakeNFTables: NFTablesClient {
             var table = try existing(family)
             if let old = table.sets[set.name], old != set { throw NFTError("File exists: set \(set.name) with another type") }
             table.sets[set.name] = set
-            table.elements[set.name, default: [:]] = table.elements[set.name, default: [:]]
+            if table.elements[set.name] == nil { table.elements[set.name] = [:] }
             tables[family] = table
         case .deleteSet(let family, let set):
             var table = try existing(family)
