@@ -225,6 +225,15 @@ struct NFTablesBench: AsyncParsableCommand {
         snapshot.snapshot.endpointSlices.append(targetSlice.wire)
         try await applier.receive(snapshot)
         guard case .applied = await applier.sync() else { throw BenchError("full sync failed") }
+        // The pod's server was started with the namespaces; it may still be starting.
+        for attempt in 1...50 {
+            do {
+                _ = try Self.connectTime(Self.podAddress, 8080)
+                break
+            } catch where attempt < 50 {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
         var direct: [Duration] = []
         var viaService: [Duration] = []
         for _ in 0..<connections {
