@@ -1,3 +1,4 @@
+import CNFTables
 import Logging
 import ProxyAPI
 import ProxyModel
@@ -103,6 +104,9 @@ public actor Applier {
         do {
             if planner == nil {
                 try fullSync()
+                // A full program's transient objects (contributions, the whole table, libnftables'
+                // cache) are gone now: give their pages back.
+                malloc_trim(0)
             } else {
                 try partialSync()
             }

@@ -50,7 +50,6 @@ public final class LibNFTables: NFTablesClient {
             }
             _ = try context.run(script)
         }
-        if replacesTables { malloc_trim(0) }
     }
 
     /// Parses and checks `script` against the kernel without committing anything (`nft --check`).
