@@ -127,7 +127,7 @@ let package = Package(
         .executableTarget(
             name: "proxy-bench",
             dependencies: [
-                "ProxyModel", "ProxyAPI", "NodeApplier",
+                "ProxyModel", "ProxyAPI", "NodeApplier", "CNFTables",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

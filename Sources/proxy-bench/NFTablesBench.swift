@@ -1,4 +1,5 @@
 import ArgumentParser
+import CNFTables
 import Foundation
 import GRPCCore
 import Logging
@@ -151,8 +152,10 @@ struct NFTablesBench: AsyncParsableCommand {
         if rssServices > 0 { try await measureRSS() }
     }
 
-    /// Where a full program's time goes, phase by phase, through the same public APIs the applier uses.
+    /// Where a full program's time goes, phase by phase, through the same public APIs the applier
+    /// uses, and what the state an applier keeps afterwards (cluster state, planner) holds in memory.
     private func breakdown(services: Int, endpoints: Int, node: NodeConfig, nft: LibNFTables) throws {
+        let heapBefore = liveHeapMB()
         var clock = ContinuousClock.now
         func lap() -> Double {
             let now = ContinuousClock.now
@@ -166,23 +169,37 @@ struct NFTablesBench: AsyncParsableCommand {
                 [ProxyObject.service(Self.service($0)), .endpointSlice(benchSliceModel(service: $0, endpoints: endpoints, generation: 0))]
             })
         _ = lap()
+        let heapState = liveHeapMB()
         var contributions: [ServiceName: [NFTFamily: Contribution]] = [:]
         for (name, service) in state.services {
             contributions[name] = Layout.contribution(of: NodeView.ports(of: service, slices: state.slices(of: name), node: node))
         }
         let derive = lap()
-        let planner = Planner(tableName: "kpbench", node: node, contributions: contributions)
+        var (planner, transaction) = Planner.full(tableName: "kpbench", node: node, contributions: contributions)
         let plan = lap()
-        let transaction = planner.fullTransaction()
-        let table = lap()
-        let script = NFTRenderer.render(transaction)
+        var script = NFTRenderer.render(transaction)
         let render = lap()
         try nft.apply(transaction)
         let total = lap()
         print(
             String(
-                format: "  breakdown: node view + layout %.3f s, planner %.3f s, table %.3f s, render %.3f s (%.1f MB), render + libnftables + kernel %.3f s",
-                derive, plan, table, render, Double(script.utf8.count) / 1e6, total))
+                format: "  breakdown: node view + layout %.3f s, planner + table %.3f s, render %.3f s (%.1f MB), render + libnftables + kernel %.3f s",
+                derive, plan, render, Double(script.utf8.count) / 1e6, total))
+        contributions = [:]
+        transaction = NFTTransaction(table: "")
+        script = ""
+        let heapKept = liveHeapMB()
+        print(
+            String(
+                format: "  live heap kept after the program: cluster state %.0f MB, planner %.0f MB (%ld services)", heapState - heapBefore,
+                heapKept - heapState, planner.serviceCount))
+        withExtendedLifetime((state, planner, transaction, script)) {}
+    }
+
+    /// Bytes the process has allocated and not freed (glibc), in MB.
+    private func liveHeapMB() -> Double {
+        let info = mallinfo2()
+        return Double(info.uordblks + info.hblkhd) / 1e6
     }
 
     private func measureChanges(_ applier: Applier, services: Int, endpoints: Int) async throws {

@@ -37,8 +37,8 @@ import Testing
 
     /// Every transaction the applier produces (full and partial) passes the kernel check too.
     @Test func partialTransactionsPassTheKernelCheck() async throws {
-        var planner = Planner(tableName: "kube-proxy-swift-check", node: fixtureNode, contributions: [:])
-        let full = NFTRenderer.render(planner.fullTransaction())
+        var (planner, transaction) = Planner.full(tableName: "kube-proxy-swift-check", node: fixtureNode, contributions: [:])
+        let full = NFTRenderer.render(transaction)
         var contributions: [ServiceName: Planner.Change] = [:]
         for service in Fixture.services {
             let name = ServiceName(namespace: service.metadata.namespace, name: service.metadata.name)
@@ -46,7 +46,7 @@ import Testing
             contributions[name] = Planner.Change(
                 old: [:], new: Layout.contribution(of: NodeView.ports(of: service, slices: slices, node: fixtureNode)))
         }
-        let update = planner.update(contributions)
+        let update = planner.update(contributions) { _ in [:] }
         let partial = try #require(update)
         // Both in one dry-run batch: the partial applies to the table the full one creates.
         try LibNFTables.check(full + NFTRenderer.render(partial))

@@ -172,8 +172,8 @@ public actor Applier {
         for name in state.services.keys {
             if let contribution = contribution(name) { contributions[name] = contribution }
         }
-        let plan = Planner(tableName: tableName, node: node, contributions: contributions)
-        try nft.apply(plan.fullTransaction())
+        let (plan, transaction) = Planner.full(tableName: tableName, node: node, contributions: contributions)
+        try nft.apply(transaction)
         planner = plan
         dirty = []
         before = [:]
@@ -187,7 +187,7 @@ public actor Applier {
         var changes: [ServiceName: Planner.Change] = [:]
         for name in changed { changes[name] = Planner.Change(old: before[name] ?? [:], new: contribution(name) ?? [:]) }
         planner = nil  // restored only when the kernel took the transaction
-        guard let transaction = plan.update(changes) else {
+        guard let transaction = plan.update(changes, current: { contribution($0) ?? [:] }) else {
             try fullSync()
             return
         }

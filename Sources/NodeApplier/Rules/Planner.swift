@@ -1,13 +1,20 @@
+import ProxyModel
+
 /// Desired versus applied: turns per-service contributions into nft transactions.
 ///
 /// Every chain, set and element is *claimed* by the services that contribute it; one claim (the
 /// holder's) is installed. Shared objects (`pick-N` chains, hairpin pairs) live as long as anyone
 /// claims them; a frontend two services claim is installed once. An update touches only what the
 /// changed services claim, so its cost does not grow with the number of services.
+///
+/// Memory: the planner holds hundreds of thousands of element claims, so an element claim is a
+/// packed key and a service number, and element values are not kept: the installed value of an
+/// element is its holder's contribution, which the caller can always derive again.
 public struct Planner: Sendable {
     public let tableName: String
     private let base: [NFTFamily: NFTTable]
     private var families: [NFTFamily: FamilyState] = [:]
+    private var serviceIDs = ServiceIDs()
     /// Services that contribute anything.
     public private(set) var serviceCount = 0
 
@@ -23,35 +30,26 @@ public struct Planner: Sendable {
         }
     }
 
-    /// Plans a complete ruleset and the transaction that replaces both tables with it.
-    public init(tableName: String, node: NodeConfig, contributions: [ServiceName: [NFTFamily: Contribution]]) {
+    /// Plans a complete ruleset; `transaction` replaces both tables with it.
+    public static func full(
+        tableName: String, node: NodeConfig, contributions: [ServiceName: [NFTFamily: Contribution]]
+    ) -> (planner: Planner, transaction: NFTTransaction) {
+        var planner = Planner(tableName: tableName, node: node)
+        var tables = planner.base
+        for (service, contribution) in contributions.sorted(by: { $0.key < $1.key }) {
+            let hasElements = contribution.values.contains { !$0.elements.isEmpty }
+            let id = hasElements ? planner.serviceIDs.id(service) : 0
+            for (family, part) in contribution { planner.families[family]!.install(service, id, part, into: &tables[family]!) }
+            if contribution.values.contains(where: { !$0.isEmpty }) { planner.serviceCount += 1 }
+        }
+        let operations = NFTFamily.allCases.map { NFTOperation.replaceTable(tables[$0]!) }
+        return (planner, NFTTransaction(table: tableName, operations: operations))
+    }
+
+    private init(tableName: String, node: NodeConfig) {
         self.tableName = tableName
         base = Dictionary(uniqueKeysWithValues: NFTFamily.allCases.map { ($0, Layout.baseTable(family: $0, name: tableName, node: node)) })
         for family in NFTFamily.allCases { families[family] = FamilyState() }
-        for (service, contribution) in contributions.sorted(by: { $0.key < $1.key }) {
-            for (family, part) in contribution { families[family]!.install(service, part) }
-            if contribution.values.contains(where: { !$0.isEmpty }) { serviceCount += 1 }
-        }
-    }
-
-    /// The transaction that installs the planned ruleset from scratch (replacing whatever is there).
-    public func fullTransaction() -> NFTTransaction {
-        NFTTransaction(table: tableName, operations: NFTFamily.allCases.map { .replaceTable(table($0)) })
-    }
-
-    /// The complete table of `family` as planned.
-    public func table(_ family: NFTFamily) -> NFTTable {
-        var table = base[family]!
-        let state = families[family]!
-        for (name, claim) in state.chains { if let chain = claim.installed { table.chains[name] = chain } }
-        for (name, claim) in state.sets { if let set = claim.installed { table.sets[name] = set } }
-        for (set, elements) in state.elements {
-            var installed = table.elements[set] ?? [:]
-            installed.reserveCapacity(installed.count + elements.count)
-            for (key, claim) in elements { if let value = claim.installed { installed[key] = value } }
-            table.elements[set] = installed
-        }
-        return table
     }
 
     /// Chains and rule counts the kernel should hold once pending deletions ran.
@@ -67,12 +65,27 @@ public struct Planner: Sendable {
     /// transaction that brings the kernel there, or nil when only a full resync can (a dynamic set
     /// whose definition changed). Chains and sets nobody claims any more are left for `cleanup()`.
     /// After nil the planner must be discarded.
-    public mutating func update(_ changes: [ServiceName: Change]) -> NFTTransaction? {
+    ///
+    /// `current` derives the contribution of a service that did not change; it is asked only for
+    /// the value of an element another, changed service shares with it.
+    public mutating func update(
+        _ changes: [ServiceName: Change], current: (ServiceName) -> [NFTFamily: Contribution]
+    ) -> NFTTransaction? {
         for (service, change) in changes { claim(service, old: change.old, new: change.new) }
+        var unchanged: [ServiceName: [NFTFamily: Contribution]] = [:]
         var operations: [NFTOperation] = []
         for family in NFTFamily.allCases {
             guard let familyOperations = families[family]!.reconcile(family) else { return nil }
             operations += familyOperations
+            let touched = families[family]!.claimElements(changes, family, &serviceIDs)
+            operations += families[family]!.elementOperations(touched, family, serviceIDs) { service, set, key, old in
+                if let change = changes[service] { return (old ? change.old : change.new)[family]?.elements[set]?[key] }
+                if unchanged[service] == nil { unchanged[service] = current(service) }
+                return unchanged[service]![family]?.elements[set]?[key]
+            }
+        }
+        for (service, change) in changes where !change.new.values.contains(where: { !$0.elements.isEmpty }) {
+            serviceIDs.release(service)
         }
         return NFTTransaction(table: tableName, operations: operations)
     }
@@ -110,34 +123,124 @@ struct Claim<Value: Hashable & Sendable>: Sendable {
     }
 }
 
-/// Element claims are nearly always single-owner: an array keeps them small.
-struct ElementClaim: Sendable {
-    private(set) var owners: [(service: ServiceName, value: [NFTValue])] = []
-    var installed: [NFTValue]?
+/// Small numbers for the services that claim elements (an element claim stores one).
+struct ServiceIDs: Sendable {
+    private var ids: [ServiceName: UInt32] = [:]
+    private(set) var names: [ServiceName] = []
+    private var free: [UInt32] = []
 
-    var desired: [NFTValue]? { owners.first?.value }
+    mutating func id(_ service: ServiceName) -> UInt32 {
+        if let id = ids[service] { return id }
+        let id: UInt32
+        if let reused = free.popLast() {
+            id = reused
+            names[Int(id)] = service
+        } else {
+            id = UInt32(names.count)
+            names.append(service)
+        }
+        ids[service] = id
+        return id
+    }
 
-    mutating func set(_ service: ServiceName, _ value: [NFTValue]?) {
-        let index = owners.firstIndex { $0.service == service }
-        switch (index, value) {
-        case (let index?, let value?): owners[index].value = value
-        case (let index?, nil): owners.remove(at: index)
-        case (nil, let value?): owners.append((service, value))
-        case (nil, nil): break
+    mutating func release(_ service: ServiceName) {
+        guard let id = ids.removeValue(forKey: service) else { return }
+        free.append(id)
+    }
+}
+
+/// An element key packed into inline storage, so that claiming an element allocates nothing.
+/// Components that do not fit (verdicts, out-of-range numbers, keys over 32 bytes) keep the array.
+enum ElementKey: Hashable, Sendable {
+    case packed(PackedValues)
+    case boxed([NFTValue])
+
+    init(_ values: [NFTValue]) {
+        if let packed = PackedValues(values) { self = .packed(packed) } else { self = .boxed(values) }
+    }
+}
+
+/// Up to 8 components in 32 bytes, each with a 4-bit type tag: the encoding is injective.
+struct PackedValues: Hashable, Sendable {
+    private var bytes: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+    private var tags: UInt32 = 0
+
+    init?(_ values: [NFTValue]) {
+        guard values.count <= 8 else { return nil }
+        var used = 0
+        for (index, value) in values.enumerated() {
+            let tag: UInt32
+            let width: Int
+            let payload: UInt128
+            switch value {
+            case .address(.v4(let address)): (tag, width, payload) = (1, 4, UInt128(address))
+            case .address(.v6(let address)): (tag, width, payload) = (2, 16, address)
+            case .cidr(let cidr):
+                guard cidr.prefixLength >= 0, cidr.prefixLength <= 128 else { return nil }
+                let v4 = cidr.family == .ipv4
+                // The prefix length goes in its own byte after the network.
+                guard used + (v4 ? 5 : 17) <= 32 else { return nil }
+                store(cidr.network.integerValue, width: v4 ? 4 : 16, at: used)
+                store(UInt128(cidr.prefixLength), width: 1, at: used + (v4 ? 4 : 16))
+                used += v4 ? 5 : 17
+                tags |= (v4 ? 3 : 4) << (4 * UInt32(index))
+                continue
+            case .proto(let proto): (tag, width, payload) = (5, 1, UInt128(L4Protocol.allCases.firstIndex(of: proto)!))
+            case .port(let port):
+                guard let port = UInt16(exactly: port) else { return nil }
+                (tag, width, payload) = (6, 2, UInt128(port))
+            case .integer(let integer):
+                guard let integer = UInt32(exactly: integer) else { return nil }
+                (tag, width, payload) = (7, 4, UInt128(integer))
+            case .verdict:
+                return nil
+            }
+            guard used + width <= 32 else { return nil }
+            store(payload, width: width, at: used)
+            used += width
+            tags |= tag << (4 * UInt32(index))
         }
     }
+
+    private mutating func store(_ value: UInt128, width: Int, at offset: Int) {
+        withUnsafeMutableBytes(of: &bytes) { raw in
+            for byte in 0..<width { raw[offset + byte] = UInt8(truncatingIfNeeded: value >> (8 * UInt128(byte))) }
+        }
+    }
+
+    static func == (lhs: PackedValues, rhs: PackedValues) -> Bool {
+        lhs.tags == rhs.tags && lhs.bytes.0 == rhs.bytes.0 && lhs.bytes.1 == rhs.bytes.1 && lhs.bytes.2 == rhs.bytes.2
+            && lhs.bytes.3 == rhs.bytes.3
+    }
+
+    func hash(into hasher: inout Hasher) {
+        hasher.combine(tags)
+        hasher.combine(bytes.0)
+        hasher.combine(bytes.1)
+        hasher.combine(bytes.2)
+        hasher.combine(bytes.3)
+    }
+}
+
+/// A changed element: its key as the contributions spell it and the service holding it before.
+struct TouchedElement {
+    var key: [NFTValue]
+    var holderBefore: UInt32?
 }
 
 struct FamilyState: Sendable {
     var chains: [String: Claim<NFTChain>] = [:]
     var sets: [String: Claim<NFTSetDefinition>] = [:]
-    var elements: [String: [[NFTValue]: ElementClaim]] = [:]
+    /// One service claiming each element, by set; `coOwners` lists the others of shared elements.
+    /// The holder (whose value is installed) is the claimant with the smallest name, as in a full plan.
+    private var owners: [String: [ElementKey: UInt32]] = [:]
+    private var coOwners: [String: [ElementKey: [UInt32]]] = [:]
     private var touchedChains: Set<String> = []
     private var touchedSets: Set<String> = []
-    private var touchedElements: [String: Set<[NFTValue]>] = [:]
     private var unclaimedChains: Set<String> = []
     private var unclaimedSets: Set<String> = []
 
+    /// Chain and set claims; element claims are `claimElements`.
     mutating func claim(_ service: ServiceName, old: Contribution, new: Contribution) {
         for name in Set(old.chains.keys).union(new.chains.keys) where old.chains[name] != new.chains[name] {
             chains[name, default: Claim()].set(service, new.chains[name])
@@ -147,39 +250,42 @@ struct FamilyState: Sendable {
             sets[name, default: Claim()].set(service, new.sets[name])
             touchedSets.insert(name)
         }
-        for set in Set(old.elements.keys).union(new.elements.keys) {
-            let before = old.elements[set] ?? [:]
-            let after = new.elements[set] ?? [:]
-            for key in Set(before.keys).union(after.keys) where before[key] != after[key] {
-                elements[set, default: [:]][key, default: ElementClaim()].set(service, after[key])
-                touchedElements[set, default: []].insert(key)
-            }
-        }
     }
 
     /// A claim of a full plan, which the kernel will hold as planned: the first claim of each
-    /// object is installed.
-    mutating func install(_ service: ServiceName, _ contribution: Contribution) {
+    /// object is installed (services come in name order).
+    mutating func install(_ service: ServiceName, _ id: UInt32, _ contribution: Contribution, into table: inout NFTTable) {
         for (name, chain) in contribution.chains {
             chains[name, default: Claim()].set(service, chain)
             chains[name]!.installed = chains[name]!.desired
+            table.chains[name] = chains[name]!.installed
         }
         for (name, set) in contribution.sets {
             sets[name, default: Claim()].set(service, set)
             sets[name]!.installed = sets[name]!.desired
+            table.sets[name] = sets[name]!.installed
         }
         for (set, entries) in contribution.elements {
-            var claims = elements[set] ?? [:]
-            elements[set] = nil  // keep the dictionary uniquely referenced while it grows
+            var claims = owners[set] ?? [:]
+            var installed = table.elements[set] ?? [:]
+            owners[set] = nil  // keep the dictionaries uniquely referenced while they grow
+            table.elements[set] = nil
             for (key, value) in entries {
-                claims[key, default: ElementClaim()].set(service, value)
-                claims[key]!.installed = claims[key]!.desired
+                let packed = ElementKey(key)
+                if claims[packed] == nil {
+                    claims[packed] = id
+                    installed[key] = value
+                } else {
+                    coOwners[set, default: [:]][packed, default: []].append(id)
+                }
             }
-            elements[set] = claims
+            owners[set] = claims
+            table.elements[set] = installed
         }
     }
 
-    /// The operations for everything touched since the last call, in an order the kernel accepts.
+    /// The set and chain operations for everything touched since the last call, in an order the
+    /// kernel accepts; nil when a set's definition changed.
     mutating func reconcile(_ family: NFTFamily) -> [NFTOperation]? {
         var operations: [NFTOperation] = []
         for name in touchedSets.sorted() {
@@ -208,29 +314,9 @@ struct FamilyState: Sendable {
             chains[name]!.installed = claim.desired
             if claim.owners.isEmpty { chains[name] = nil }
         }
-        var deletions: [NFTOperation] = []
-        var additions: [NFTOperation] = []
-        for (set, keys) in touchedElements.sorted(by: { $0.key < $1.key }) {
-            var deleted: [NFTElement] = []
-            var added: [NFTElement] = []
-            for key in keys {
-                let claim = elements[set]![key]!
-                let desired = claim.desired
-                if let installed = claim.installed, installed != desired { deleted.append(NFTElement(key: key, value: installed)) }
-                if let desired, desired != claim.installed { added.append(NFTElement(key: key, value: desired)) }
-                if claim.owners.isEmpty {
-                    elements[set]![key] = nil
-                } else {
-                    elements[set]![key]!.installed = desired
-                }
-            }
-            if !deleted.isEmpty { deletions.append(.deleteElements(family, set: set, deleted)) }
-            if !added.isEmpty { additions.append(.addElements(family, set: set, added)) }
-        }
         touchedChains = []
         touchedSets = []
-        touchedElements = [:]
-        return operations + deletions + additions
+        return operations
     }
 
     mutating func cleanup(_ family: NFTFamily) -> [NFTOperation] {
@@ -239,5 +325,80 @@ struct FamilyState: Sendable {
             unclaimedSets = []
         }
         return unclaimedChains.sorted().map { .deleteChain(family, $0) } + unclaimedSets.sorted().map { .deleteSet(family, $0) }
+    }
+
+    /// Records the element claims the changes add and remove; returns the elements touched, by set.
+    mutating func claimElements(
+        _ changes: [ServiceName: Planner.Change], _ family: NFTFamily, _ ids: inout ServiceIDs
+    ) -> [String: [ElementKey: TouchedElement]] {
+        var touched: [String: [ElementKey: TouchedElement]] = [:]
+        for (service, change) in changes {
+            let old = change.old[family]?.elements ?? [:]
+            let new = change.new[family]?.elements ?? [:]
+            for set in Set(old.keys).union(new.keys) {
+                let before = old[set] ?? [:]
+                let after = new[set] ?? [:]
+                for key in Set(before.keys).union(after.keys) where before[key] != after[key] {
+                    let packed = ElementKey(key)
+                    if touched[set]?[packed] == nil {
+                        touched[set, default: [:]][packed] = TouchedElement(key: key, holderBefore: holder(set, packed, ids))
+                    }
+                    if before[key] == nil {
+                        addOwner(ids.id(service), set, packed)
+                    } else if after[key] == nil {
+                        removeOwner(ids.id(service), set, packed)
+                    }
+                }
+            }
+        }
+        return touched
+    }
+
+    /// The deletions and additions that bring touched elements from their holder's old value to
+    /// their holder's new one. `value(service, set, key, old)` is a claimant's old or new value.
+    func elementOperations(
+        _ touched: [String: [ElementKey: TouchedElement]], _ family: NFTFamily, _ ids: ServiceIDs,
+        value: (ServiceName, String, [NFTValue], Bool) -> [NFTValue]?
+    ) -> [NFTOperation] {
+        var deletions: [NFTOperation] = []
+        var additions: [NFTOperation] = []
+        for (set, elements) in touched.sorted(by: { $0.key < $1.key }) {
+            var deleted: [NFTElement] = []
+            var added: [NFTElement] = []
+            for (packed, element) in elements {
+                let installed = element.holderBefore.flatMap { value(ids.names[Int($0)], set, element.key, true) }
+                let desired = holder(set, packed, ids).flatMap { value(ids.names[Int($0)], set, element.key, false) }
+                if let installed, installed != desired { deleted.append(NFTElement(key: element.key, value: installed)) }
+                if let desired, desired != installed { added.append(NFTElement(key: element.key, value: desired)) }
+            }
+            if !deleted.isEmpty { deletions.append(.deleteElements(family, set: set, deleted)) }
+            if !added.isEmpty { additions.append(.addElements(family, set: set, added)) }
+        }
+        return deletions + additions
+    }
+
+    private func holder(_ set: String, _ key: ElementKey, _ ids: ServiceIDs) -> UInt32? {
+        guard let first = owners[set]?[key] else { return nil }
+        guard let others = coOwners[set]?[key] else { return first }
+        return ([first] + others).min { ids.names[Int($0)] < ids.names[Int($1)] }
+    }
+
+    private mutating func addOwner(_ id: UInt32, _ set: String, _ key: ElementKey) {
+        if owners[set]?[key] == nil {
+            owners[set, default: [:]][key] = id
+        } else {
+            coOwners[set, default: [:]][key, default: []].append(id)
+        }
+    }
+
+    private mutating func removeOwner(_ id: UInt32, _ set: String, _ key: ElementKey) {
+        var others = coOwners[set]?[key] ?? []
+        if let index = others.firstIndex(of: id) {
+            others.remove(at: index)
+        } else if owners[set]?[key] == id {
+            owners[set]![key] = others.popLast()
+        }
+        coOwners[set]?[key] = others.isEmpty ? nil : others
+        if coOwners[set]?.isEmpty == true { coOwners[set] = nil }
     }
 }
