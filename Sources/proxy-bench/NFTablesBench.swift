@@ -288,28 +288,30 @@ struct NFTablesBench: AsyncParsableCommand {
     }
 
     /// A real control-server and node-applier process in this namespace: the applier's resident
-    /// memory once it holds and has programmed `rssServices` services.
+    /// memory once it has programmed `rssServices` services, and again after a run of partial syncs.
     private func measureRSS() async throws {
         let process = try await ServerProcess(binary: server.serverBinary)
         defer { process.stop() }
         let address = process.grpc
         let total = rssServices
-        try await withClient(address) { client in
-            let registry = Kubeproxy_V1_Registry.Client(wrapping: client)
-            var next = 0
-            while next < total {
-                let batch = next..<min(total, next + 500)
-                let items = batch.flatMap { [benchService($0), benchSlice(service: $0, endpoints: 5, generation: 0)] }
-                _ = try await registry.apply(.with { $0.items = items.map { object in .with { $0.object = object } } })
-                next = batch.upperBound
+        func apply(_ objects: [Kubeproxy_V1_Object]) async throws {
+            try await withClient(address) { client in
+                let registry = Kubeproxy_V1_Registry.Client(wrapping: client)
+                for start in stride(from: 0, to: objects.count, by: 1000) {
+                    let items = objects[start..<min(objects.count, start + 1000)]
+                    _ = try await registry.apply(.with { $0.items = items.map { object in .with { $0.object = object } } })
+                }
             }
         }
+        try await apply((0..<total).flatMap { [benchService($0), benchSlice(service: $0, endpoints: 5, generation: 0)] })
         let binary = URL(fileURLWithPath: server.serverBinary).deletingLastPathComponent().appendingPathComponent("node-applier").path
         let applier = Process()
         applier.executableURL = URL(fileURLWithPath: binary)
+        // The namespace's own loopback: a fixed port cannot collide with anything outside it.
+        let metricsPort = 10256
         applier.arguments = [
             "--server", "127.0.0.1:\(address.port)", "--node", "node-0", "--node-ip", "10.250.0.1", "--table", "kpbench-rss",
-            "--http-listen", "127.0.0.1:0", "--log-level", "warning",
+            "--http-listen", "127.0.0.1:\(metricsPort)", "--log-level", "warning",
         ]
         applier.standardError = FileHandle.nullDevice
         try applier.run()
@@ -319,26 +321,36 @@ struct NFTablesBench: AsyncParsableCommand {
             _ = try? Self.nft(["delete", "table", "ip", "kpbench-rss"])
             _ = try? Self.nft(["delete", "table", "ip6", "kpbench-rss"])
         }
-        let head = try await process.metric("kubeproxy_store_head_revision")
-        let start = ContinuousClock.now
-        // Programmed once the kernel holds the last service's elements.
-        var programmed = false
-        while !programmed, ContinuousClock.now - start < .seconds(300) {
-            try await Task.sleep(for: .milliseconds(200))
-            let output = try Self.nft(["list", "set", "ip", "kpbench-rss", "cluster-ips"]).output
-            programmed = output.components(separatedBy: ",").count >= total
+        /// Waits until the applier reports the store's head revision applied (kernel took it, sync finished).
+        func waitForHead() async throws -> Double {
+            let head = try await process.metric("kubeproxy_store_head_revision")
+            let start = ContinuousClock.now
+            while ContinuousClock.now - start < .seconds(300) {
+                let applied = try? await scrapeMetric(port: metricsPort, "kubeproxy_node_applier_applied_revision")
+                if let applied, applied >= head { return (ContinuousClock.now - start).inSeconds }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            throw BenchError("node-applier did not apply revision \(Int(head)) within 300 s")
         }
-        guard programmed else { throw BenchError("node-applier did not program \(total) services in 300 s") }
-        let programmedAfter = (ContinuousClock.now - start).inSeconds
-        // The elements are visible as soon as the kernel commits; let the applier finish its sync (ACK, trim).
-        try await Task.sleep(for: .seconds(3))
-        let rss = try memoryBytes(of: applier.processIdentifier, "VmRSS")
-        let peak = try memoryBytes(of: applier.processIdentifier, "VmHWM")
+        func megabytes(_ field: String) throws -> Double { Double(try memoryBytes(of: applier.processIdentifier, field)) / 1e6 }
+        let programmedAfter = try await waitForHead()
         print(
-            "node-applier process holding \(total) services / \(total * 5) endpoints (store head \(Int(head))), "
+            "node-applier process holding \(total) services / \(total * 5) endpoints: "
                 + String(
-                    format: "programmed %.1f s after start, 3 s later: RSS %.0f MB, peak %.0f MB", programmedAfter, Double(rss) / 1e6,
-                    Double(peak) / 1e6))
+                    format: "programmed %.1f s after start, then RSS %.0f MB, peak %.0f MB", programmedAfter, try megabytes("VmRSS"),
+                    try megabytes("VmHWM")))
+        let changes = 200
+        for change in 0..<changes {
+            try await apply([benchSlice(service: (change * 7919) % total, endpoints: 5, generation: change + 1)])
+        }
+        _ = try await waitForHead()
+        let afterChanges = try megabytes("VmRSS")
+        // The applier trims its heap on its drift-check cadence (10 s).
+        try await Task.sleep(for: .seconds(11))
+        print(
+            String(
+                format: "  after %ld one-endpoint changes (partial syncs): RSS %.0f MB, after the applier's next heap trim: %.0f MB",
+                changes, afterChanges, try megabytes("VmRSS")))
     }
 
     // MARK: objects

@@ -49,21 +49,24 @@ final class ServerProcess: @unchecked Sendable {
     func residentBytes() throws -> Int { try memoryBytes(of: process.processIdentifier, "VmRSS") }
 
     /// A Prometheus sample of the server's `/metrics`.
-    func metric(_ name: String) async throws -> Double {
-        let url = URL(string: "http://127.0.0.1:\(http.port)/metrics")!
-        let (data, _) = try await URLSession.shared.data(from: url)
-        let text = String(decoding: data, as: UTF8.self)
-        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name + " ") }),
-            let value = Double(line.split(separator: " ")[1])
-        else { throw BenchError("metric \(name) not found") }
-        return value
-    }
+    func metric(_ name: String) async throws -> Double { try await scrapeMetric(port: http.port, name) }
 
     func stop() {
         process.terminate()
         process.waitUntilExit()
         try? FileManager.default.removeItem(at: directory)
     }
+}
+
+/// A Prometheus sample from `/metrics` on 127.0.0.1:`port`.
+func scrapeMetric(port: Int, _ name: String) async throws -> Double {
+    let url = URL(string: "http://127.0.0.1:\(port)/metrics")!
+    let (data, _) = try await URLSession.shared.data(from: url)
+    let text = String(decoding: data, as: UTF8.self)
+    guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name + " ") }),
+        let value = Double(line.split(separator: " ")[1])
+    else { throw BenchError("metric \(name) not found") }
+    return value
 }
 
 /// A memory figure of a process from `/proc/PID/status` (`VmRSS`, `VmHWM`), in bytes.

@@ -108,6 +108,7 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
         for await _ in triggers {
             if clock.now >= nextDriftCheck {
                 await applier.checkDrift()
+                await applier.releaseFreedMemory()
                 nextDriftCheck = clock.now + configuration.driftCheckInterval
             }
             guard await applier.needsSync else { continue }

@@ -58,26 +58,21 @@ public final class LibNFTables: NFTablesClient {
     }
 
     public func shape(family: NFTFamily, table: String) throws -> NFTTableShape? {
-        let output: String
-        do {
-            output = try listings.withLock { try $0.run("list table \(family.rawValue) \(table)") }
-        } catch let error as NFTError where error.message.contains("No such file or directory") {
-            return nil
-        }
-        guard let root = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any],
-            let items = root["nftables"] as? [[String: Any]]
-        else { throw NFTError("libnftables: unexpected JSON listing of table \(table)") }
-        var chains: [String: Int] = [:]
+        var chains: Set<String> = []
         var sets: Set<String> = []
-        for item in items {
-            if let chain = item["chain"] as? [String: Any], let name = chain["name"] as? String {
-                chains[name, default: 0] += 0
-            } else if let rule = item["rule"] as? [String: Any], let name = rule["chain"] as? String {
-                chains[name, default: 0] += 1
-            } else if let set = (item["set"] ?? item["map"]) as? [String: Any], let name = set["name"] as? String {
-                sets.insert(name)
+        for (command, kind) in [("chains", "chain"), ("sets", "set"), ("maps", "map")] {
+            let output = try listings.withLock { try $0.run("list \(command) \(family.rawValue)") }
+            guard let root = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any],
+                let items = root["nftables"] as? [[String: Any]]
+            else { throw NFTError("libnftables: unexpected JSON listing of \(command)") }
+            for item in items {
+                guard let object = item[kind] as? [String: Any], object["table"] as? String == table,
+                    let name = object["name"] as? String
+                else { continue }
+                if kind == "chain" { chains.insert(name) } else { sets.insert(name) }
             }
         }
-        return NFTTableShape(chains: chains, sets: sets)
+        // Every table the applier writes has base chains: none means the table is gone.
+        return chains.isEmpty ? nil : NFTTableShape(chains: chains, sets: sets)
     }
 }

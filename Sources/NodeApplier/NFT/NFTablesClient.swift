@@ -1,19 +1,22 @@
 /// What a drift check compares: the chains with their rule counts and the sets of a table.
+/// The names of a table's chains and sets: what the drift check compares. Rules and elements are
+/// left out on purpose: libnftables can only list them by fetching every element of the table
+/// (2 s and ~200 MB per 100k elements), while chains and sets list in a millisecond.
 public struct NFTTableShape: Hashable, Sendable, CustomStringConvertible {
-    public var chains: [String: Int]
+    public var chains: Set<String>
     public var sets: Set<String>
 
-    public init(chains: [String: Int], sets: Set<String>) {
+    public init(chains: Set<String>, sets: Set<String>) {
         self.chains = chains
         self.sets = sets
     }
 
     public init(_ table: NFTTable) {
-        chains = table.chains.mapValues(\.rules.count)
+        chains = Set(table.chains.keys)
         sets = Set(table.sets.keys)
     }
 
-    public var description: String { "\(chains.count) chains, \(chains.values.reduce(0, +)) rules, \(sets.count) sets" }
+    public var description: String { "\(chains.count) chains, \(sets.count) sets" }
 }
 
 public struct NFTError: Error, Hashable, Sendable, CustomStringConvertible {

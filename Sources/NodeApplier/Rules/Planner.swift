@@ -52,11 +52,11 @@ public struct Planner: Sendable {
         for family in NFTFamily.allCases { families[family] = FamilyState() }
     }
 
-    /// Chains and rule counts the kernel should hold once pending deletions ran.
+    /// Chains and sets the kernel should hold once pending deletions ran.
     public func expectedShape(_ family: NFTFamily) -> NFTTableShape {
         var shape = NFTTableShape(base[family]!)
         let state = families[family]!
-        for (name, claim) in state.chains { if let chain = claim.installed { shape.chains[name] = chain.rules.count } }
+        for (name, claim) in state.chains where claim.installed != nil { shape.chains.insert(name) }
         for (name, claim) in state.sets where claim.installed != nil { shape.sets.insert(name) }
         return shape
     }
@@ -117,7 +117,9 @@ struct Claim<Value: Hashable & Sendable>: Sendable {
     var desired: Value? { holder.flatMap { owners[$0] } }
 
     mutating func set(_ service: ServiceName, _ value: Value?) {
-        owners[service] = value
+        // Shared objects (`pick-N` chains) are claimed by thousands of services with equal values:
+        // keep one copy, not one per claimant.
+        owners[service] = value == desired ? desired : value
         if value != nil, holder == nil { holder = service }
         if value == nil, holder == service { holder = owners.keys.min() }
     }
