@@ -1,18 +1,26 @@
 import ProxyModel
 
 /// The node's copy of the cluster state at one revision: Services and EndpointSlices.
+///
+/// Memory: at 50k services this is the applier's largest state, so slices are kept in a compact
+/// form (`StoredSlice`: what the node view reads, a handful of allocations per slice instead of
+/// one per endpoint) and turned back into model slices only while a service's rules are derived.
 public struct ClusterState: Sendable {
     public private(set) var revision: UInt64 = 0
     public private(set) var storeID = ""
     public private(set) var services: [ServiceName: Service] = [:]
-    private var slices: [ServiceName: [String: EndpointSlice]] = [:]
+    /// Each service's slices, sorted by name.
+    private var slices: [ServiceName: [StoredSlice]] = [:]
     /// Which service each slice belongs to, so a deleted slice can be attributed.
     private var sliceOwners: [ObjectKey: ServiceName] = [:]
+    /// One copy of each node name the endpoints carry (most are longer than Swift stores inline);
+    /// it grows only with the nodes the cluster has had.
+    private var nodeNames: Set<String> = []
 
     public init() {}
 
     public func slices(of service: ServiceName) -> [EndpointSlice] {
-        (slices[service] ?? [:]).sorted { $0.key < $1.key }.map(\.value)
+        (slices[service] ?? []).map { $0.model(namespace: service.namespace, serviceName: service.name) }
     }
 
     /// Every service name that has a Service or EndpointSlices.
@@ -60,8 +68,7 @@ public struct ClusterState: Sendable {
                 changed.insert(name)
             case .endpointSlice:
                 guard let owner = sliceOwners.removeValue(forKey: key) else { continue }
-                slices[owner]?[key.name] = nil
-                if slices[owner]?.isEmpty == true { slices[owner] = nil }
+                removeSlice(key.name, of: owner)
                 changed.insert(owner)
             case .node:
                 continue
@@ -86,15 +93,64 @@ public struct ClusterState: Sendable {
             let owner = ServiceName(namespace: slice.metadata.namespace, name: slice.serviceName)
             var changed: Set<ServiceName> = [owner]
             if let previous = sliceOwners[key], previous != owner {
-                slices[previous]?[key.name] = nil
-                if slices[previous]?.isEmpty == true { slices[previous] = nil }
+                removeSlice(key.name, of: previous)
                 changed.insert(previous)
             }
             sliceOwners[key] = owner
-            slices[owner, default: [:]][key.name] = slice
+            let stored = StoredSlice(slice, nodeName: { name in nodeNames.insert(name).memberAfterInsert })
+            var list = slices.removeValue(forKey: owner) ?? []
+            let index = list.firstIndex { $0.name >= stored.name } ?? list.count
+            if index < list.count, list[index].name == stored.name { list[index] = stored } else { list.insert(stored, at: index) }
+            slices[owner] = list
             return changed
         case .node:
             return []
         }
+    }
+
+    private mutating func removeSlice(_ name: String, of owner: ServiceName) {
+        guard var list = slices.removeValue(forKey: owner) else { return }
+        list.removeAll { $0.name == name }
+        if !list.isEmpty { slices[owner] = list }
+    }
+}
+
+/// An EndpointSlice as the node keeps it: what the node view reads. Each endpoint keeps its first
+/// address only (kube-proxy uses no other) inline, instead of an array of its own.
+struct StoredSlice: Sendable {
+    var name: String
+    var addressType: IPFamily
+    var ports: [EndpointPort]
+    var endpoints: [StoredEndpoint]
+
+    struct StoredEndpoint: Sendable {
+        var address: IPAddress?
+        var conditions: EndpointConditions
+        var nodeName: String?
+        var zone: String?
+        var hintZones: [String]
+        var hintNodes: [String]
+    }
+
+    /// `nodeName` returns the shared copy of a node name.
+    init(_ slice: EndpointSlice, nodeName: (String) -> String) {
+        name = slice.metadata.name
+        addressType = slice.addressType
+        ports = slice.ports
+        endpoints = slice.endpoints.map {
+            StoredEndpoint(
+                address: $0.addresses.first, conditions: $0.conditions, nodeName: $0.nodeName.map(nodeName), zone: $0.zone,
+                hintZones: $0.hintZones, hintNodes: $0.hintNodes)
+        }
+    }
+
+    func model(namespace: String, serviceName: String) -> EndpointSlice {
+        EndpointSlice(
+            metadata: ObjectMeta(namespace: namespace, name: name), serviceName: serviceName, addressType: addressType, ports: ports,
+            endpoints: endpoints.map {
+                Endpoint(
+                    addresses: $0.address.map { [$0] } ?? [], conditions: $0.conditions, nodeName: $0.nodeName, zone: $0.zone,
+                    hintZones: $0.hintZones, hintNodes: $0.hintNodes)
+            })
     }
 }

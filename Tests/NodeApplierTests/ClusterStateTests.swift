@@ -1,0 +1,46 @@
+import NodeApplier
+import ProxyModel
+import Testing
+
+@Suite struct ClusterStateTests {
+    let a = ServiceName(namespace: "default", name: "a")
+    let b = ServiceName(namespace: "default", name: "b")
+
+    /// Slices come back as the model slices they were, sorted by name, each endpoint with its first
+    /// address (the only one the proxy reads).
+    @Test func slicesComeBackSortedWithTheirEndpoints() {
+        var state = ClusterState()
+        let second = slice("a-2", service: "a", family: .ipv6, [endpoint("fd00::2", node: "node-b", ready: false, terminating: true)])
+        var first = slice("a-1", service: "a", [endpoint("10.0.0.1", node: "node-a", zone: "z1", hintZones: ["z1"])])
+        first.endpoints.append(Endpoint(addresses: [ip("10.0.0.2"), ip("10.0.0.3")], nodeName: "node-a"))
+        state.replace(revision: 1, storeID: "s", objects: [.endpointSlice(second), .endpointSlice(first)])
+        var expectedFirst = first
+        expectedFirst.endpoints[1].addresses = [ip("10.0.0.2")]
+        #expect(state.slices(of: a) == [expectedFirst, second])
+    }
+
+    /// A slice that changes its service leaves the old one; updates replace; deletes remove.
+    @Test func slicesFollowUpdatesMovesAndDeletes() {
+        var state = ClusterState()
+        let one = slice("s-1", service: "a", [endpoint("10.0.0.1", node: "node-a")])
+        let two = slice("s-2", service: "a", [endpoint("10.0.0.2", node: "node-a")])
+        state.replace(revision: 1, storeID: "s", objects: [.endpointSlice(one), .endpointSlice(two)])
+
+        var updated = one
+        updated.endpoints = [endpoint("10.0.0.9", node: "node-b")]
+        #expect(state.apply(to: 2, upserts: [.endpointSlice(updated)], deletes: []) == [a])
+        #expect(state.slices(of: a) == [updated, two])
+
+        var moved = two
+        moved.serviceName = "b"
+        #expect(state.apply(to: 3, upserts: [.endpointSlice(moved)], deletes: []) == [a, b])
+        #expect(state.slices(of: a) == [updated])
+        #expect(state.slices(of: b) == [moved])
+
+        let key = ObjectKey(kind: .endpointSlice, namespace: "default", name: "s-1")
+        #expect(state.apply(to: 4, upserts: [], deletes: [key]) == [a])
+        #expect(state.slices(of: a).isEmpty)
+        #expect(state.serviceNames == [b])
+        #expect(state.revision == 4)
+    }
+}
