@@ -1,4 +1,3 @@
-/// What a drift check compares: the chains with their rule counts and the sets of a table.
 /// The names of a table's chains and sets: what the drift check compares. Rules and elements are
 /// left out on purpose: libnftables can only list them by fetching every element of the table
 /// (2 s and ~200 MB per 100k elements), while chains and sets list in a millisecond.
