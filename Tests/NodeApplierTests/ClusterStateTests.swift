@@ -43,4 +43,15 @@ import Testing
         #expect(state.serviceNames == [b])
         #expect(state.revision == 4)
     }
+
+    /// Services keep the one label the proxy reads, and nothing else of their labels.
+    @Test func servicesKeepOnlyTheProxyNameLabel() {
+        var state = ClusterState()
+        let other = Service(
+            metadata: meta("a", labels: ["app": "web", NodeView.serviceProxyNameLabel: "other"]), clusterIPs: [ip("10.96.0.1")],
+            ports: [ServicePort(name: "http", port: 80)])
+        state.replace(revision: 1, storeID: "s", objects: [.service(other)])
+        #expect(state.services[a]?.metadata.labels == [NodeView.serviceProxyNameLabel: "other"])
+        #expect(state.services[a].map(NodeView.isProxied) == false)
+    }
 }

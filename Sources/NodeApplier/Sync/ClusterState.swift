@@ -4,7 +4,8 @@ import ProxyModel
 ///
 /// Memory: at 50k services this is the applier's largest state, so slices are kept in a compact
 /// form (`StoredSlice`: what the node view reads, a handful of allocations per slice instead of
-/// one per endpoint) and turned back into model slices only while a service's rules are derived.
+/// one per endpoint) and turned back into model slices only while a service's rules are derived;
+/// services keep only the label the proxy reads.
 public struct ClusterState: Sendable {
     public private(set) var revision: UInt64 = 0
     public private(set) var storeID = ""
@@ -84,8 +85,10 @@ public struct ClusterState: Sendable {
     @discardableResult
     private mutating func upsert(_ object: ProxyObject) -> Set<ServiceName> {
         switch object {
-        case .service(let service):
+        case .service(var service):
             let name = ServiceName(namespace: service.metadata.namespace, name: service.metadata.name)
+            // The only label the proxy reads; the others would cost a dictionary per service.
+            service.metadata.labels = service.metadata.labels.filter { $0.key == NodeView.serviceProxyNameLabel }
             services[name] = service
             return [name]
         case .endpointSlice(let slice):
