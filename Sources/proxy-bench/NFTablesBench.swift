@@ -162,12 +162,11 @@ struct NFTablesBench: AsyncParsableCommand {
             defer { clock = now }
             return (now - clock).inSeconds
         }
-        var state = ClusterState()
-        state.replace(
-            revision: 1, storeID: "",
-            objects: (0..<services).flatMap {
-                [ProxyObject.service(Self.service($0)), .endpointSlice(benchSliceModel(service: $0, endpoints: endpoints, generation: 0))]
-            })
+        var state = ClusterState(revision: 1, storeID: "")
+        for index in 0..<services {
+            state.insert(.service(Self.service(index)))
+            state.insert(.endpointSlice(benchSliceModel(service: index, endpoints: endpoints, generation: 0)))
+        }
         _ = lap()
         let heapState = liveHeapMB()
         var contributions: [ServiceName: [NFTFamily: Contribution]] = [:]

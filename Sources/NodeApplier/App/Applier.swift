@@ -62,11 +62,10 @@ public actor Applier {
     public func receive(_ message: Kubeproxy_V1_ServerMessage) throws {
         switch message.message {
         case .snapshot(let snapshot):
-            var objects: [ProxyObject] = []
-            objects.reserveCapacity(snapshot.services.count + snapshot.endpointSlices.count)
-            for service in snapshot.services { objects.append(.service(try Service(wire: service))) }
-            for slice in snapshot.endpointSlices { objects.append(.endpointSlice(try EndpointSlice(wire: slice))) }
-            state.replace(revision: snapshot.revision, storeID: snapshot.storeID, objects: objects)
+            var received = ClusterState(revision: snapshot.revision, storeID: snapshot.storeID)
+            for service in snapshot.services { received.insert(.service(try Service(wire: service))) }
+            for slice in snapshot.endpointSlices { received.insert(.endpointSlice(try EndpointSlice(wire: slice))) }
+            state = received
             hasState = true
             planner = nil
             dirty = []

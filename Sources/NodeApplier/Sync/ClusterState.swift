@@ -27,13 +27,16 @@ public struct ClusterState: Sendable {
     /// Every service name that has a Service or EndpointSlices.
     public var serviceNames: Set<ServiceName> { Set(services.keys).union(slices.keys) }
 
-    /// Replaces everything (a Snapshot).
-    public mutating func replace(revision: UInt64, storeID: String, objects: [ProxyObject]) {
-        self = ClusterState()
+    /// An empty state at a Snapshot's revision, filled object by object with `insert`. Decoding and
+    /// inserting one object at a time keeps the short-lived model objects from interleaving with
+    /// the stored ones on the heap (which would pin half-used pages).
+    public init(revision: UInt64, storeID: String) {
         self.revision = revision
         self.storeID = storeID
-        for object in objects { upsert(object) }
     }
+
+    /// Adds one object of a Snapshot.
+    public mutating func insert(_ object: ProxyObject) { upsert(object) }
 
     /// The services a Delta touches (computed before applying it).
     public func affected(upserts: [ProxyObject], deletes: [ObjectKey]) -> Set<ServiceName> {
