@@ -170,7 +170,8 @@ struct NFTablesBench: AsyncParsableCommand {
         _ = lap()
         let heapState = liveHeapMB()
         var contributions: [ServiceName: [NFTFamily: Contribution]] = [:]
-        for (name, service) in state.services {
+        for name in state.serviceNames {
+            guard let service = state.service(name) else { continue }
             contributions[name] = Layout.contribution(of: NodeView.ports(of: service, slices: state.slices(of: name), node: node))
         }
         let derive = lap()

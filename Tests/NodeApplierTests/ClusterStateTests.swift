@@ -44,7 +44,7 @@ import Testing
         let key = ObjectKey(kind: .endpointSlice, namespace: "default", name: "s-1")
         #expect(state.apply(to: 4, upserts: [], deletes: [key]) == [a])
         #expect(state.slices(of: a).isEmpty)
-        #expect(state.serviceNames == [b])
+        #expect(state.slices(of: b) == [moved])
         #expect(state.revision == 4)
     }
 
@@ -54,7 +54,8 @@ import Testing
             metadata: meta("a", labels: ["app": "web", NodeView.serviceProxyNameLabel: "other"]), clusterIPs: [ip("10.96.0.1")],
             ports: [ServicePort(name: "http", port: 80)])
         let state = snapshot([.service(other)])
-        #expect(state.services[a]?.metadata.labels == [NodeView.serviceProxyNameLabel: "other"])
-        #expect(state.services[a].map(NodeView.isProxied) == false)
+        #expect(state.service(a)?.metadata.labels == [NodeView.serviceProxyNameLabel: "other"])
+        #expect(state.service(a).map(NodeView.isProxied) == false)
+        #expect(Array(state.serviceNames) == [a])
     }
 }

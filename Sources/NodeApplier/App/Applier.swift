@@ -176,13 +176,13 @@ public actor Applier {
     }
 
     private func contribution(_ name: ServiceName) -> [NFTFamily: Contribution]? {
-        guard let service = state.services[name] else { return nil }
+        guard let service = state.service(name) else { return nil }
         return Layout.contribution(of: NodeView.ports(of: service, slices: state.slices(of: name), node: node))
     }
 
     private func fullSync() throws {
         var contributions: [ServiceName: [NFTFamily: Contribution]] = [:]
-        for name in state.services.keys {
+        for name in state.serviceNames {
             if let contribution = contribution(name) { contributions[name] = contribution }
         }
         let (plan, transaction) = Planner.full(tableName: tableName, node: node, contributions: contributions)
@@ -190,7 +190,7 @@ public actor Applier {
         planner = plan
         dirty = []
         before = [:]
-        healthChecks?.replaceAll(state.services.keys.compactMap(healthCheck))
+        healthChecks?.replaceAll(state.serviceNames.compactMap(healthCheck))
         logger.info("full sync", metadata: ["revision": "\(state.revision)", "services": "\(contributions.count)"])
     }
 
@@ -216,7 +216,7 @@ public actor Applier {
     }
 
     private func healthCheck(_ name: ServiceName) -> HealthCheckRegistry.Entry? {
-        guard let service = state.services[name], NodeView.isProxied(service), service.needsHealthCheckNodePort,
+        guard let service = state.service(name), NodeView.isProxied(service), service.needsHealthCheckNodePort,
             let port = service.healthCheckNodePort
         else { return nil }
         return HealthCheckRegistry.Entry(

@@ -9,7 +9,8 @@ import ProxyModel
 public struct ClusterState: Sendable {
     public private(set) var revision: UInt64 = 0
     public private(set) var storeID = ""
-    public private(set) var services: [ServiceName: Service] = [:]
+    /// Boxed: a `Service` value is ~200 bytes, and a dictionary keeps 1.3–2.6 slots per entry.
+    private var services: [ServiceName: ServiceBox] = [:]
     /// Each service's slices, sorted by name.
     private var slices: [ServiceName: [StoredSlice]] = [:]
     /// Which service each slice belongs to, so a deleted slice can be attributed.
@@ -24,8 +25,10 @@ public struct ClusterState: Sendable {
         (slices[service] ?? []).map { $0.model(namespace: service.namespace, serviceName: service.name) }
     }
 
-    /// Every service name that has a Service or EndpointSlices.
-    public var serviceNames: Set<ServiceName> { Set(services.keys).union(slices.keys) }
+    public func service(_ name: ServiceName) -> Service? { services[name]?.service }
+
+    /// The names of all Services held.
+    public var serviceNames: some Collection<ServiceName> { services.keys }
 
     /// An empty state at a Snapshot's revision, filled object by object with `insert`. Decoding and
     /// inserting one object at a time keeps the short-lived model objects from interleaving with
@@ -92,7 +95,7 @@ public struct ClusterState: Sendable {
             let name = ServiceName(namespace: service.metadata.namespace, name: service.metadata.name)
             // The only label the proxy reads; the others would cost a dictionary per service.
             service.metadata.labels = service.metadata.labels.filter { $0.key == NodeView.serviceProxyNameLabel }
-            services[name] = service
+            services[name] = ServiceBox(service: service)
             return [name]
         case .endpointSlice(let slice):
             let key = ObjectKey(kind: .endpointSlice, namespace: slice.metadata.namespace, name: slice.metadata.name)
@@ -119,6 +122,12 @@ public struct ClusterState: Sendable {
         list.removeAll { $0.name == name }
         if !list.isEmpty { slices[owner] = list }
     }
+}
+
+private final class ServiceBox: Sendable {
+    let service: Service
+
+    init(service: Service) { self.service = service }
 }
 
 /// An EndpointSlice as the node keeps it: what the node view reads. Each endpoint keeps its first
