@@ -37,10 +37,12 @@ public struct Planner: Sendable {
         var planner = Planner(tableName: tableName, node: node)
         var tables = planner.base
         for (service, contribution) in contributions.sorted(by: { $0.key < $1.key }) {
-            let hasElements = contribution.values.contains { !$0.elements.isEmpty }
-            let id = hasElements ? planner.serviceIDs.id(service) : 0
-            for (family, part) in contribution { planner.families[family]!.install(service, id, part, into: &tables[family]!) }
-            if contribution.values.contains(where: { !$0.isEmpty }) { planner.serviceCount += 1 }
+            guard contribution.values.contains(where: { !$0.isEmpty }) else { continue }
+            let id = planner.serviceIDs.id(service)
+            for (family, part) in contribution {
+                planner.families[family]!.install(id, part, planner.serviceIDs, into: &tables[family]!)
+            }
+            planner.serviceCount += 1
         }
         let operations = NFTFamily.allCases.map { NFTOperation.replaceTable(tables[$0]!) }
         return (planner, NFTTransaction(table: tableName, operations: operations))
@@ -84,7 +86,7 @@ public struct Planner: Sendable {
                 return unchanged[service]![family]?.elements[set]?[key]
             }
         }
-        for (service, change) in changes where !change.new.values.contains(where: { !$0.elements.isEmpty }) {
+        for (service, change) in changes where !change.new.values.contains(where: { !$0.isEmpty }) {
             serviceIDs.release(service)
         }
         return NFTTransaction(table: tableName, operations: operations)
@@ -99,33 +101,44 @@ public struct Planner: Sendable {
     }
 
     private mutating func claim(_ service: ServiceName, old: [NFTFamily: Contribution], new: [NFTFamily: Contribution]) {
-        for family in Set(old.keys).union(new.keys) {
-            families[family]!.claim(service, old: old[family] ?? Contribution(), new: new[family] ?? Contribution())
-        }
         let had = old.values.contains { !$0.isEmpty }
         let has = new.values.contains { !$0.isEmpty }
+        guard had || has else { return }
+        let id = serviceIDs.id(service)
+        for family in Set(old.keys).union(new.keys) {
+            families[family]!.claim(id, old: old[family] ?? Contribution(), new: new[family] ?? Contribution(), serviceIDs)
+        }
         serviceCount += (has ? 1 : 0) - (had ? 1 : 0)
     }
 }
 
-/// Claims of one object by several services, and which value the kernel holds.
+/// Claims of one chain or set by several services, and which value the kernel holds. Claimants
+/// are grouped by the value they claim: a `pick-N` chain has tens of thousands of claimants and
+/// one value, kept once.
 struct Claim<Value: Hashable & Sendable>: Sendable {
-    private(set) var owners: [ServiceName: Value] = [:]
-    private var holder: ServiceName?
+    private var claimants: [Value: Set<UInt32>] = [:]
+    private var holder: UInt32?
     var installed: Value?
 
-    var desired: Value? { holder.flatMap { owners[$0] } }
+    var isEmpty: Bool { claimants.isEmpty }
+    var desired: Value? { holder.flatMap(value(of:)) }
 
-    mutating func set(_ service: ServiceName, _ value: Value?) {
-        // Shared objects (`pick-N` chains) are claimed by thousands of services with equal values:
-        // keep one copy, not one per claimant.
-        owners[service] = value == desired ? desired : value
-        if value != nil, holder == nil { holder = service }
-        if value == nil, holder == service { holder = owners.keys.min() }
+    private func value(of id: UInt32) -> Value? { claimants.first { $0.value.contains(id) }?.key }
+
+    /// `id` now claims `value` (nil: nothing). A leaving holder hands over to the claimant with the
+    /// smallest name.
+    mutating func set(_ id: UInt32, _ value: Value?, _ ids: ServiceIDs) {
+        if let previous = self.value(of: id) {
+            claimants[previous]!.remove(id)
+            if claimants[previous]!.isEmpty { claimants[previous] = nil }
+        }
+        if let value { claimants[value, default: []].insert(id) }
+        if value != nil, holder == nil { holder = id }
+        if value == nil, holder == id { holder = claimants.values.joined().min { ids.names[Int($0)] < ids.names[Int($1)] } }
     }
 }
 
-/// Small numbers for the services that claim elements (an element claim stores one).
+/// Small numbers for the services that claim anything (claims store them instead of names).
 struct ServiceIDs: Sendable {
     private var ids: [ServiceName: UInt32] = [:]
     private(set) var names: [ServiceName] = []
@@ -243,27 +256,27 @@ struct FamilyState: Sendable {
     private var unclaimedSets: Set<String> = []
 
     /// Chain and set claims; element claims are `claimElements`.
-    mutating func claim(_ service: ServiceName, old: Contribution, new: Contribution) {
+    mutating func claim(_ id: UInt32, old: Contribution, new: Contribution, _ ids: ServiceIDs) {
         for name in Set(old.chains.keys).union(new.chains.keys) where old.chains[name] != new.chains[name] {
-            chains[name, default: Claim()].set(service, new.chains[name])
+            chains[name, default: Claim()].set(id, new.chains[name], ids)
             touchedChains.insert(name)
         }
         for name in Set(old.sets.keys).union(new.sets.keys) where old.sets[name] != new.sets[name] {
-            sets[name, default: Claim()].set(service, new.sets[name])
+            sets[name, default: Claim()].set(id, new.sets[name], ids)
             touchedSets.insert(name)
         }
     }
 
     /// A claim of a full plan, which the kernel will hold as planned: the first claim of each
     /// object is installed (services come in name order).
-    mutating func install(_ service: ServiceName, _ id: UInt32, _ contribution: Contribution, into table: inout NFTTable) {
+    mutating func install(_ id: UInt32, _ contribution: Contribution, _ ids: ServiceIDs, into table: inout NFTTable) {
         for (name, chain) in contribution.chains {
-            chains[name, default: Claim()].set(service, chain)
+            chains[name, default: Claim()].set(id, chain, ids)
             chains[name]!.installed = chains[name]!.desired
             table.chains[name] = chains[name]!.installed
         }
         for (name, set) in contribution.sets {
-            sets[name, default: Claim()].set(service, set)
+            sets[name, default: Claim()].set(id, set, ids)
             sets[name]!.installed = sets[name]!.desired
             table.sets[name] = sets[name]!.installed
         }
@@ -301,7 +314,7 @@ struct FamilyState: Sendable {
             default: break
             }
             sets[name]!.installed = claim.desired
-            if claim.owners.isEmpty { sets[name] = nil }
+            if claim.isEmpty { sets[name] = nil }
         }
         let newChains = touchedChains.sorted().filter { chains[$0]!.installed == nil && chains[$0]!.desired != nil }
         operations += newChains.map { .addChain(family, $0) }
@@ -314,7 +327,7 @@ struct FamilyState: Sendable {
                 unclaimedChains.insert(name)
             }
             chains[name]!.installed = claim.desired
-            if claim.owners.isEmpty { chains[name] = nil }
+            if claim.isEmpty { chains[name] = nil }
         }
         touchedChains = []
         touchedSets = []
