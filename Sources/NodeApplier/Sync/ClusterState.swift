@@ -13,8 +13,8 @@ public struct ClusterState: Sendable {
     private var services: [ServiceName: ServiceBox] = [:]
     /// Each service's slices, sorted by name.
     private var slices: [ServiceName: [StoredSlice]] = [:]
-    /// Which service each slice belongs to, so a deleted slice can be attributed.
-    private var sliceOwners: [ObjectKey: ServiceName] = [:]
+    /// Which service (in the slice's namespace) each slice belongs to, so a deleted slice can be attributed.
+    private var sliceOwners: [SliceKey: String] = [:]
     /// One copy of each node name the endpoints carry (most are longer than Swift stores inline);
     /// it grows only with the nodes the cluster has had.
     private var nodeNames: Set<String> = []
@@ -47,7 +47,7 @@ public struct ClusterState: Sendable {
         for key in deletes {
             switch key.kind {
             case .service: names.insert(ServiceName(namespace: key.namespace, name: key.name))
-            case .endpointSlice: if let owner = sliceOwners[key] { names.insert(owner) }
+            case .endpointSlice: if let owner = owner(of: SliceKey(key)) { names.insert(owner) }
             case .node: continue
             }
         }
@@ -56,8 +56,7 @@ public struct ClusterState: Sendable {
             case .service(let service): names.insert(ServiceName(namespace: service.metadata.namespace, name: service.metadata.name))
             case .endpointSlice(let slice):
                 names.insert(ServiceName(namespace: slice.metadata.namespace, name: slice.serviceName))
-                let key = ObjectKey(kind: .endpointSlice, namespace: slice.metadata.namespace, name: slice.metadata.name)
-                if let owner = sliceOwners[key] { names.insert(owner) }
+                if let owner = owner(of: SliceKey(slice.metadata)) { names.insert(owner) }
             case .node: continue
             }
         }
@@ -74,7 +73,8 @@ public struct ClusterState: Sendable {
                 services[name] = nil
                 changed.insert(name)
             case .endpointSlice:
-                guard let owner = sliceOwners.removeValue(forKey: key) else { continue }
+                guard let owner = owner(of: SliceKey(key)) else { continue }
+                sliceOwners[SliceKey(key)] = nil
                 removeSlice(key.name, of: owner)
                 changed.insert(owner)
             case .node:
@@ -98,14 +98,14 @@ public struct ClusterState: Sendable {
             services[name] = ServiceBox(service: service)
             return [name]
         case .endpointSlice(let slice):
-            let key = ObjectKey(kind: .endpointSlice, namespace: slice.metadata.namespace, name: slice.metadata.name)
+            let key = SliceKey(slice.metadata)
             let owner = ServiceName(namespace: slice.metadata.namespace, name: slice.serviceName)
             var changed: Set<ServiceName> = [owner]
-            if let previous = sliceOwners[key], previous != owner {
+            if let previous = self.owner(of: key), previous != owner {
                 removeSlice(key.name, of: previous)
                 changed.insert(previous)
             }
-            sliceOwners[key] = owner
+            sliceOwners[key] = slice.serviceName
             let stored = StoredSlice(slice, nodeName: { name in nodeNames.insert(name).memberAfterInsert })
             var list = slices.removeValue(forKey: owner) ?? []
             let index = list.firstIndex { $0.name >= stored.name } ?? list.count
@@ -117,11 +117,23 @@ public struct ClusterState: Sendable {
         }
     }
 
+    private func owner(of slice: SliceKey) -> ServiceName? {
+        sliceOwners[slice].map { ServiceName(namespace: slice.namespace, name: $0) }
+    }
+
     private mutating func removeSlice(_ name: String, of owner: ServiceName) {
         guard var list = slices.removeValue(forKey: owner) else { return }
         list.removeAll { $0.name == name }
         if !list.isEmpty { slices[owner] = list }
     }
+}
+
+private struct SliceKey: Hashable {
+    var namespace: String
+    var name: String
+
+    init(_ key: ObjectKey) { (namespace, name) = (key.namespace, key.name) }
+    init(_ metadata: ObjectMeta) { (namespace, name) = (metadata.namespace, metadata.name) }
 }
 
 private final class ServiceBox: Sendable {
