@@ -294,16 +294,17 @@ struct NFTablesBench: AsyncParsableCommand {
         defer { process.stop() }
         let address = process.grpc
         let total = rssServices
-        func apply(_ objects: [Kubeproxy_V1_Object]) async throws {
+        /// Writes `objects` through one connection, `perCall` objects per Apply.
+        func apply(_ objects: [Kubeproxy_V1_Object], perCall: Int) async throws {
             try await withClient(address) { client in
                 let registry = Kubeproxy_V1_Registry.Client(wrapping: client)
-                for start in stride(from: 0, to: objects.count, by: 1000) {
-                    let items = objects[start..<min(objects.count, start + 1000)]
+                for start in stride(from: 0, to: objects.count, by: perCall) {
+                    let items = objects[start..<min(objects.count, start + perCall)]
                     _ = try await registry.apply(.with { $0.items = items.map { object in .with { $0.object = object } } })
                 }
             }
         }
-        try await apply((0..<total).flatMap { [benchService($0), benchSlice(service: $0, endpoints: 5, generation: 0)] })
+        try await apply((0..<total).flatMap { [benchService($0), benchSlice(service: $0, endpoints: 5, generation: 0)] }, perCall: 1000)
         let binary = URL(fileURLWithPath: server.serverBinary).deletingLastPathComponent().appendingPathComponent("node-applier").path
         let applier = Process()
         applier.executableURL = URL(fileURLWithPath: binary)
@@ -340,9 +341,8 @@ struct NFTablesBench: AsyncParsableCommand {
                     format: "programmed %.1f s after start, then RSS %.0f MB, peak %.0f MB", programmedAfter, try megabytes("VmRSS"),
                     try megabytes("VmHWM")))
         let changes = 200
-        for change in 0..<changes {
-            try await apply([benchSlice(service: (change * 7919) % total, endpoints: 5, generation: change + 1)])
-        }
+        try await apply(
+            (0..<changes).map { benchSlice(service: ($0 * 7919) % total, endpoints: 5, generation: $0 + 1) }, perCall: 1)
         _ = try await waitForHead()
         let afterChanges = try megabytes("VmRSS")
         // The applier trims its heap on its drift-check cadence (10 s).

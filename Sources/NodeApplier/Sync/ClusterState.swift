@@ -73,8 +73,8 @@ public struct ClusterState: Sendable {
                 services[name] = nil
                 changed.insert(name)
             case .endpointSlice:
-                guard let owner = owner(of: SliceKey(key)) else { continue }
-                sliceOwners[SliceKey(key)] = nil
+                guard let service = sliceOwners.removeValue(forKey: SliceKey(key)) else { continue }
+                let owner = ServiceName(namespace: key.namespace, name: service)
                 removeSlice(key.name, of: owner)
                 changed.insert(owner)
             case .node:
@@ -144,7 +144,7 @@ private final class ServiceBox: Sendable {
 
 /// An EndpointSlice as the node keeps it: what the node view reads. Each endpoint keeps its first
 /// address only (kube-proxy uses no other) inline, instead of an array of its own.
-struct StoredSlice: Sendable {
+private struct StoredSlice: Sendable {
     var name: String
     var addressType: IPFamily
     var ports: [EndpointPort]
