@@ -138,6 +138,8 @@ let package = Package(
         .testTarget(
             name: "NodeApplierTests",
             dependencies: ["NodeApplier", "ProxyAPI", "ProxyModel"],
+            // Read by path (`UPDATE_GOLDEN=1` rewrites them in place), not bundled.
+            exclude: ["Golden"],
             swiftSettings: strict
         ),
         .testTarget(name: "ProxyModelTests", dependencies: ["ProxyModel"], swiftSettings: strict),

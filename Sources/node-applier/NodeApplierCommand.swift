@@ -84,6 +84,12 @@ struct NodeApplierCommand: AsyncParsableCommand {
             serviceCIDRs: serviceCIDRs.isEmpty ? ValidationContext.defaultServiceCIDRs : try cidrs(serviceCIDRs, "--service-cidr"))
     }
 
+    static func main() async {
+        // Before any other thread allocates: a thread that allocated keeps the arena it got.
+        Applier.useOneHeapArena()
+        await main(nil)
+    }
+
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
