@@ -288,6 +288,10 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
 
     /// A claim of a full plan, which the kernel will hold as planned: the first claim of each
     /// object is installed (services come in name order).
+    // Called through `any FamilyClaims`: unspecialized, the element dictionaries run through
+    // generic witnesses (planner + table at 50k services: 1.91 / 2.21 s instead of 1.30 / 1.31 s).
+    @specialized(where Storage == Bytes16)
+    @specialized(where Storage == Bytes32)
     mutating func install(_ id: UInt32, _ contribution: Contribution, _ ids: ServiceIDs, into table: inout NFTTable) {
         for (name, chain) in contribution.chains {
             chains[name, default: Claim()].set(id, chain, ids)
@@ -364,6 +368,8 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
     /// Records the element claims the changes add and remove, and returns the deletions and
     /// additions that bring touched elements from their holder's old value to their holder's new
     /// one. `value(service, set, key, old)` is a claimant's old or new value.
+    @specialized(where Storage == Bytes16)
+    @specialized(where Storage == Bytes32)
     mutating func updateElements(
         _ changes: [ServiceName: Planner.Change], _ family: NFTFamily, _ ids: inout ServiceIDs,
         value: (ServiceName, String, [NFTValue], Bool) -> [NFTValue]?
