@@ -151,7 +151,7 @@ public actor Applier {
     /// Makes every thread allocate from glibc's one main heap arena. By default each thread that
     /// allocates gets an arena of its own (up to eight per core), and pages freed in one arena
     /// cannot serve another: at 50k services the applier's RSS after a full program varied between
-    /// 155 and 179 MB from run to run, and its peak was 1.26 GB; with one arena it was 153–155 MB,
+    /// 155 and 179 MB from run to run, and its peak was 1.26 GB; with one arena it was 154–156 MB,
     /// peak 1.15 GB (`proxy-bench nftables`). The applier's work runs on one actor, so the arena's
     /// lock is not contended. Call it before other threads start allocating.
     public static func useOneHeapArena() {
