@@ -1,5 +1,6 @@
 import Foundation
 import NodeApplier
+import ProxyModel
 import Testing
 
 /// The rendered ruleset of the fixture set, compared with checked-in `.nft` files.
@@ -27,6 +28,24 @@ import Testing
         let file = Self.directory.appendingPathComponent("fixture-\(family.rawValue).nft")
         let golden = try String(contentsOf: file, encoding: .utf8)
         try LibNFTables.check(golden)
+    }
+
+    /// Elements are written byte by byte (not through the golden files' sorted path): every kind of
+    /// value, at the edges of its range, spelled as nft reads it.
+    @Test func elementsAreSpelledAsNftReadsThem() throws {
+        func address(_ text: String) throws -> NFTValue { .address(try #require(IPAddress(text))) }
+        let elements = [
+            NFTElement(key: [try address("0.0.0.0"), .proto(.tcp), .port(0), .integer(0)], value: [try address("255.255.255.255"), .port(65535)]),
+            NFTElement(key: [try address("10.96.0.10"), .proto(.sctp), .port(8080), .integer(12)], value: [try address("10.244.1.109"), .port(9)]),
+            NFTElement(key: [try address("2001:db8::a"), .proto(.udp), .port(53)], value: [.verdict(.goto("pick-udp-3"))]),
+            NFTElement(key: [.cidr(try #require(CIDR("fd00:10::/64")))]),
+            NFTElement(key: [try address("192.0.2.1"), .proto(.tcp), .port(443)], value: [.verdict(.drop)]),
+        ]
+        let script = NFTRenderer.render(NFTTransaction(table: "t", operations: [.addElements(.ip, set: "s", elements)]))
+        #expect(
+            script == "add element ip t s { 0.0.0.0 . tcp . 0 . 0 : 255.255.255.255 . 65535, "
+                + "10.96.0.10 . sctp . 8080 . 12 : 10.244.1.109 . 9, 2001:db8::a . udp . 53 : goto pick-udp-3, "
+                + "fd00:10::/64, 192.0.2.1 . tcp . 443 : drop }\n")
     }
 
     @Test func brokenRulesetFailsTheKernelCheck() {

@@ -6,21 +6,21 @@ import ProxyModel
 public enum NFTRenderer {
     /// The script for one transaction (libnftables runs it as one atomic batch).
     public static func render(_ transaction: NFTTransaction) -> String {
-        var out = ""
+        var out = ScriptWriter()
         for operation in transaction.operations {
             render(operation, table: transaction.table, into: &out)
         }
-        return out
+        return out.text
     }
 
     /// The complete table as a standalone script, as the golden files hold it (elements sorted).
     public static func render(table: NFTTable) -> String {
-        var out = ""
+        var out = ScriptWriter()
         renderBody(table, sorted: true, into: &out)
-        return out
+        return out.text
     }
 
-    private static func render(_ operation: NFTOperation, table name: String, into out: inout String) {
+    private static func render(_ operation: NFTOperation, table name: String, into out: inout ScriptWriter) {
         switch operation {
         case .replaceTable(let table):
             // `add` first so that `delete` cannot fail on a missing table; all of it is one transaction.
@@ -47,7 +47,10 @@ public enum NFTRenderer {
         case .addElements(let family, let set, let elements):
             guard !elements.isEmpty else { return }
             out += "add element \(family.rawValue) \(name) \(set) { "
-            out += elements.map { text(of: $0.key, $0.value) }.joined(separator: ", ")
+            for (index, element) in elements.enumerated() {
+                if index > 0 { out += ", " }
+                out.write(element.key, element.value)
+            }
             out += " }\n"
         case .deleteElements(let family, let set, let elements):
             guard !elements.isEmpty else { return }
@@ -57,7 +60,7 @@ public enum NFTRenderer {
         }
     }
 
-    private static func renderBody(_ table: NFTTable, sorted: Bool, into out: inout String) {
+    private static func renderBody(_ table: NFTTable, sorted: Bool, into out: inout ScriptWriter) {
         let family = table.family
         out += "table \(family.rawValue) \(table.name) {\n"
         for set in table.sets.values.sorted(by: { $0.name < $1.name }) {
@@ -65,8 +68,14 @@ public enum NFTRenderer {
             for line in declaration(of: set, family: family) { out += "\t\t\(line)\n" }
             if let elements = table.elements[set.name], !elements.isEmpty {
                 out += "\t\telements = {\n\t\t\t"
-                let lines = elements.map { text(of: $0.key, $0.value) }
-                out += (sorted ? lines.sorted() : lines).joined(separator: ",\n\t\t\t")
+                if sorted {
+                    out += elements.map { text(of: $0.key, $0.value) }.sorted().joined(separator: ",\n\t\t\t")
+                } else {
+                    for (index, element) in elements.enumerated() {
+                        if index > 0 { out += ",\n\t\t\t" }
+                        out.write(element.key, element.value)
+                    }
+                }
                 out += "\n\t\t}\n"
             }
             out += "\t}\n"
@@ -171,4 +180,51 @@ public enum NFTRenderer {
     }
 
     private static func hex(_ value: UInt32) -> String { "0x" + String(value, radix: 16) }
+}
+
+/// Script text built as UTF-8 bytes. Elements, which are nearly all of a full program's text
+/// (6 MB for 10k services), are written digit by digit instead of through interpolated strings.
+struct ScriptWriter {
+    private var bytes: [UInt8] = []
+
+    var text: String { String(decoding: bytes, as: UTF8.self) }
+
+    static func += (writer: inout ScriptWriter, text: String) {
+        writer.bytes.append(contentsOf: text.utf8)
+    }
+
+    /// One element, as `NFTRenderer.text(of:_:)` spells it.
+    mutating func write(_ key: [NFTValue], _ value: [NFTValue]) {
+        write(key)
+        if !value.isEmpty {
+            bytes.append(contentsOf: " : ".utf8)
+            write(value)
+        }
+    }
+
+    private mutating func write(_ values: [NFTValue]) {
+        for (index, value) in values.enumerated() {
+            if index > 0 { bytes.append(contentsOf: " . ".utf8) }
+            switch value {
+            case .address(.v4(let address)):
+                write(decimal: UInt(address >> 24))
+                for shift: UInt32 in stride(from: 16, through: 0, by: -8) {
+                    bytes.append(UInt8(ascii: "."))
+                    write(decimal: UInt(address >> shift & 0xff))
+                }
+            case .port(let number) where number >= 0, .integer(let number) where number >= 0:
+                write(decimal: UInt(number))
+            case .proto(let proto):
+                // Protocol names are upper-case ASCII letters; nft spells them in lower case.
+                for letter in proto.rawValue.utf8 { bytes.append(letter | 0x20) }
+            default:
+                bytes.append(contentsOf: NFTRenderer.text(of: value).utf8)
+            }
+        }
+    }
+
+    private mutating func write(decimal: UInt) {
+        if decimal >= 10 { write(decimal: decimal / 10) }
+        bytes.append(UInt8(ascii: "0") + UInt8(decimal % 10))
+    }
 }
