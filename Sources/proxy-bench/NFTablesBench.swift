@@ -173,25 +173,28 @@ struct NFTablesBench: AsyncParsableCommand {
             contributions[name] = Layout.contribution(of: NodeView.ports(of: service, slices: state.slices(of: name), node: node))
         }
         let derive = lap()
-        var (planner, transaction) = Planner.full(tableName: "kpbench", node: node, contributions: contributions)
+        let heapContributions = liveHeapMB()
+        let (planner, transaction) = Planner.full(tableName: "kpbench", node: node, contributions: contributions)
         let plan = lap()
-        var script = NFTRenderer.render(transaction)
+        contributions = [:]
+        let heapPlanned = liveHeapMB()
+        let scriptMB = Double(NFTRenderer.render(transaction).utf8.count) / 1e6
         let render = lap()
-        try nft.apply(transaction)
+        // As the applier does: the transaction is handed over and dropped once rendered.
+        try nft.apply(consume transaction)
         let total = lap()
         print(
             String(
                 format: "  breakdown: node view + layout %.3f s, planner + table %.3f s, render %.3f s (%.1f MB), render + libnftables + kernel %.3f s",
-                derive, plan, render, Double(script.utf8.count) / 1e6, total))
-        contributions = [:]
-        transaction = NFTTransaction(table: "")
-        script = ""
+                derive, plan, render, scriptMB, total))
         let heapKept = liveHeapMB()
         print(
             String(
-                format: "  live heap kept after the program: cluster state %.0f MB, planner %.0f MB (%ld services)", heapState - heapBefore,
-                heapKept - heapState, planner.serviceCount))
-        withExtendedLifetime((state, planner, transaction, script)) {}
+                format: "  live heap: cluster state %.0f MB, contributions %.0f MB (freed before the program), planner %.0f MB, "
+                    + "transaction %.0f MB (freed once rendered) (%ld services)",
+                heapState - heapBefore, heapContributions - heapState, heapKept - heapState,
+                heapPlanned - heapState - (heapKept - heapState), planner.serviceCount))
+        withExtendedLifetime((state, planner)) {}
     }
 
     /// Bytes the process has allocated and not freed (glibc), in MB.

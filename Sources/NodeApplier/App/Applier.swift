@@ -191,17 +191,25 @@ public actor Applier {
     }
 
     private func fullSync() throws {
-        var contributions: [ServiceName: [NFTFamily: Contribution]] = [:]
-        for name in state.serviceNames {
-            if let contribution = contribution(name) { contributions[name] = contribution }
-        }
-        let (plan, transaction) = Planner.full(tableName: tableName, node: node, contributions: contributions)
-        try nft.apply(transaction)
+        let (plan, transaction) = fullPlan()
+        // Handed over, not copied: libnftables' own peak (~750 MB at 50k services) comes on top of
+        // whatever is still alive, and the client drops the transaction once it is rendered.
+        try nft.apply(consume transaction)
         planner = plan
         dirty = []
         before = [:]
         healthChecks?.replaceAll(state.serviceNames.compactMap(healthCheck))
-        logger.info("full sync", metadata: ["revision": "\(state.revision)", "services": "\(contributions.count)"])
+        logger.info("full sync", metadata: ["revision": "\(state.revision)", "services": "\(plan.serviceCount)"])
+    }
+
+    /// The plan and transaction of a full sync. The per-service contributions, as large as the
+    /// transaction itself, are freed on return, before the kernel is programmed.
+    private func fullPlan() -> (Planner, NFTTransaction) {
+        var contributions: [ServiceName: [NFTFamily: Contribution]] = [:]
+        for name in state.serviceNames {
+            if let contribution = contribution(name) { contributions[name] = contribution }
+        }
+        return Planner.full(tableName: tableName, node: node, contributions: contributions)
     }
 
     private func partialSync() throws {

@@ -29,7 +29,7 @@ public final class FakeNFTables: NFTablesClient {
         state.withLock { $0.tables[family] }.map(NFTTableShape.init)
     }
 
-    public func apply(_ transaction: NFTTransaction) throws {
+    public func apply(_ transaction: consuming NFTTransaction) throws {
         try state.withLock { state in
             if let failure = state.failure {
                 state.failure = nil

@@ -38,10 +38,12 @@ public final class LibNFTables: NFTablesClient {
         listings = Mutex(try Context(json: true))
     }
 
-    public func apply(_ transaction: NFTTransaction) throws {
+    public func apply(_ transaction: consuming NFTTransaction) throws {
         guard !transaction.isEmpty else { return }
         let script = NFTRenderer.render(transaction)
         let replacesTables = transaction.operations.contains { if case .replaceTable = $0 { true } else { false } }
+        // A whole table's objects (~100 MB at 50k services) need not stay alive while libnftables runs.
+        _ = consume transaction
         try commands.withLock { context in
             defer {
                 // libnftables keeps every object of a batch in its cache: after a whole table that is

@@ -30,7 +30,8 @@ public struct NFTError: Error, Hashable, Sendable, CustomStringConvertible {
 /// `LibNFTables` talks to the kernel; `FakeNFTables` keeps the tables in memory for unit tests.
 public protocol NFTablesClient: Sendable {
     /// Applies all operations or none; throws `NFTError` with the kernel's or parser's text.
-    func apply(_ transaction: NFTTransaction) throws
+    /// Consuming: a client may free a large transaction as soon as it has translated it.
+    func apply(_ transaction: consuming NFTTransaction) throws
     /// The shape of `table` in `family`, or nil when the table does not exist.
     func shape(family: NFTFamily, table: String) throws -> NFTTableShape?
 }
