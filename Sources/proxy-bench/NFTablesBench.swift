@@ -123,7 +123,7 @@ struct NFTablesBench: AsyncParsableCommand {
         var logger = Logger(label: "bench")
         logger.logLevel = .error
         print("full program: services x endpoints, snapshot -> rules in the kernel (plan + render + libnftables), both tables replaced")
-        print("services  endpoints  elements  run 1 s  run 2 s  run 3 s  snapshot decode s")
+        print("services  endpoints  run 1 s  run 2 s  run 3 s  snapshot decode s")
         for (services, endpoints) in parsed {
             var runs: [Double] = []
             var decode = 0.0
@@ -141,7 +141,7 @@ struct NFTablesBench: AsyncParsableCommand {
             }
             print(
                 String(
-                    format: "%8ld  %9ld  %8ld  %7.3f  %7.3f  %7.3f  %17.3f", services, services * endpoints, services * (endpoints + 1), runs[0],
+                    format: "%8ld  %9ld  %7.3f  %7.3f  %7.3f  %17.3f", services, services * endpoints, runs[0],
                     runs[1], runs[2], decode))
             try breakdown(services: services, endpoints: endpoints, node: node, nft: nft)
             if let applier, changes > 0 { try await measureChanges(applier, services: services, endpoints: endpoints) }
@@ -178,6 +178,10 @@ struct NFTablesBench: AsyncParsableCommand {
         let plan = lap()
         contributions = [:]
         let heapPlanned = liveHeapMB()
+        let elements = transaction.operations.reduce(0) { count, operation in
+            guard case .replaceTable(let table) = operation else { return count }
+            return count + table.elements.values.reduce(0) { $0 + $1.count }
+        }
         let scriptMB = Double(NFTRenderer.render(transaction).utf8.count) / 1e6
         let render = lap()
         // As the applier does: the transaction is handed over and dropped once rendered.
@@ -185,8 +189,8 @@ struct NFTablesBench: AsyncParsableCommand {
         let total = lap()
         print(
             String(
-                format: "  breakdown: node view + layout %.3f s, planner + table %.3f s, render %.3f s (%.1f MB), render + libnftables + kernel %.3f s",
-                derive, plan, render, scriptMB, total))
+                format: "  breakdown (%ld elements): node view + layout %.3f s, planner + table %.3f s, render %.3f s (%.1f MB), render + libnftables + kernel %.3f s",
+                elements, derive, plan, render, scriptMB, total))
         let heapKept = liveHeapMB()
         print(
             String(

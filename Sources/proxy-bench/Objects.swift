@@ -14,8 +14,11 @@ func benchSliceModel(service: Int, endpoints: Int, generation: Int) -> EndpointS
     return EndpointSlice(
         metadata: ObjectMeta(namespace: "bench", name: "svc-\(service)-1"), serviceName: "svc-\(service)", addressType: .ipv4,
         ports: [EndpointPort(name: "http", port: 8080)],
+        // Endpoints spread over 100 nodes by their index across all slices, so the measured node
+        // (`node-0`) hosts 1 % of them, as one node among a hundred does.
         endpoints: addresses.enumerated().map { index, address in
-            Endpoint(addresses: [address], nodeName: "node-\(index % 100)", zone: "zone-\(index % 3)")
+            let global = service * endpoints + index
+            return Endpoint(addresses: [address], nodeName: "node-\(global % 100)", zone: "zone-\(global % 3)")
         })
 }
 
