@@ -197,7 +197,7 @@ struct NFTablesBench: AsyncParsableCommand {
                 format: "  live heap: cluster state %.0f MB, contributions %.0f MB (freed before the program), planner %.0f MB, "
                     + "transaction %.0f MB (freed once rendered) (%ld services)",
                 heapState - heapBefore, heapContributions - heapState, heapKept - heapState,
-                heapPlanned - heapState - (heapKept - heapState), planner.serviceCount))
+                heapPlanned - heapKept, planner.serviceCount))
         withExtendedLifetime((state, planner)) {}
     }
 

@@ -192,7 +192,7 @@ public actor Applier {
 
     private func fullSync() throws {
         let (plan, transaction) = fullPlan()
-        // Handed over, not copied: libnftables' own peak (~750 MB at 50k services) comes on top of
+        // Handed over, not copied: libnftables' own peak (~700 MB at 50k services) comes on top of
         // whatever is still alive, and the client drops the transaction once it is rendered.
         try nft.apply(consume transaction)
         planner = plan
