@@ -36,6 +36,13 @@ public struct Planner: Sendable {
     ) -> (planner: Planner, transaction: NFTTransaction) {
         var planner = Planner(tableName: tableName, node: node)
         var tables = planner.base
+        var counts: [NFTFamily: [String: Int]] = [:]
+        for contribution in contributions.values {
+            for (family, part) in contribution {
+                for (set, entries) in part.elements { counts[family, default: [:]][set, default: 0] += entries.count }
+            }
+        }
+        for (family, sets) in counts { planner.families[family]!.reserve(sets, in: &tables[family]!) }
         for (service, contribution) in contributions.sorted(by: { $0.key < $1.key }) {
             guard contribution.values.contains(where: { !$0.isEmpty }) else { continue }
             let id = planner.serviceIDs.id(service)
@@ -252,6 +259,7 @@ protocol FamilyClaims: Sendable {
     var sets: [String: Claim<NFTSetDefinition>] { get }
     mutating func claim(_ id: UInt32, old: Contribution, new: Contribution, _ ids: ServiceIDs)
     mutating func install(_ id: UInt32, _ contribution: Contribution, _ ids: ServiceIDs, into table: inout NFTTable)
+    mutating func reserve(_ counts: [String: Int], in table: inout NFTTable)
     mutating func reconcile(_ family: NFTFamily) -> [NFTOperation]?
     mutating func cleanup(_ family: NFTFamily) -> [NFTOperation]
     mutating func updateElements(
@@ -321,6 +329,16 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
             }
             owners[set] = claims
             table.elements[set] = installed
+        }
+    }
+
+    /// Room for a full plan's elements (`counts` per set, shared ones counted per claimant) before
+    /// `install`: a growing dictionary rehashes every key at each doubling, and `[NFTValue]` keys
+    /// hash value by value.
+    mutating func reserve(_ counts: [String: Int], in table: inout NFTTable) {
+        for (set, count) in counts {
+            owners[set, default: [:]].reserveCapacity(count)
+            table.elements[set, default: [:]].reserveCapacity(count)
         }
     }
 
