@@ -30,8 +30,8 @@ import Testing
         try LibNFTables.check(golden)
     }
 
-    /// Elements are written byte by byte (not through the golden files' sorted path): every kind of
-    /// value, at the edges of its range, spelled as nft reads it.
+    /// Elements are written byte by byte: every kind of value, at the edges of its range, spelled
+    /// as nft reads it.
     @Test func elementsAreSpelledAsNftReadsThem() throws {
         func address(_ text: String) throws -> NFTValue { .address(try #require(IPAddress(text))) }
         let elements = [

@@ -55,7 +55,10 @@ public enum NFTRenderer {
         case .deleteElements(let family, let set, let elements):
             guard !elements.isEmpty else { return }
             out += "delete element \(family.rawValue) \(name) \(set) { "
-            out += elements.map { text(of: $0.key) }.joined(separator: ", ")
+            for (index, element) in elements.enumerated() {
+                if index > 0 { out += ", " }
+                out.write(element.key, [])
+            }
             out += " }\n"
         }
     }
@@ -161,8 +164,9 @@ public enum NFTRenderer {
     }
 
     static func text(of key: [NFTValue], _ value: [NFTValue] = []) -> String {
-        let keyText = key.map(text(of:)).joined(separator: " . ")
-        return value.isEmpty ? keyText : keyText + " : " + value.map(text(of:)).joined(separator: " . ")
+        var out = ScriptWriter()
+        out.write(key, value)
+        return out.text
     }
 
     static func text(of value: NFTValue) -> String {
@@ -193,7 +197,7 @@ struct ScriptWriter {
         writer.bytes.append(contentsOf: text.utf8)
     }
 
-    /// One element, as `NFTRenderer.text(of:_:)` spells it.
+    /// One element: `key` (and `value`, for maps), concatenations joined with ` . `.
     mutating func write(_ key: [NFTValue], _ value: [NFTValue]) {
         write(key)
         if !value.isEmpty {
