@@ -61,7 +61,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .systemLibrary(name: "CNFTables", providers: [.apt(["libnftables-dev"])]),
+        .systemLibrary(name: "CNFTables", providers: [.apt(["libnftables-dev", "libnftnl-dev", "libmnl-dev"])]),
         .target(
             name: "NodeApplier",
             dependencies: [

@@ -140,15 +140,16 @@ class Lab:
                                           "--heartbeat-interval", "1"])
         self.wait_listening(ns, "192.168.100.1", 7700)
 
-    def start_applier(self, number, extra=()):
-        ns = self.prefix + f"n{number}"
+    def start_applier(self, number, extra=(), ns=None, key=None):
+        """node-applier as node n<number>, in that node's namespace unless <ns> names another."""
+        ns = ns or self.prefix + f"n{number}"
         argv = [os.path.join(BUILD, "node-applier"), "--server", "192.168.100.1:7700", "--node", f"n{number}",
                 "--node-ip", f"192.168.100.{10 + number}", "--node-ip", f"fd00:100::{10 + number}",
                 "--zone", "zone-a", "--heartbeat-interval", "1", "--drift-check-interval", "1",
                 "--min-sync-interval", "0.05", *extra]
         for cidr in CLUSTER_CIDRS:
             argv += ["--cluster-cidr", cidr]
-        return self.start(f"applier-n{number}", ns, argv)
+        return self.start(key or f"applier-n{number}", ns, argv)
 
     def proxyctl(self, ns, *args, input=None, check=True):
         result = subprocess.run(["ip", "netns", "exec", ns, os.path.join(BUILD, "proxyctl"), "--server", "192.168.100.1:7700",

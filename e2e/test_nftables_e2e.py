@@ -140,9 +140,13 @@ class Cluster:
     def answering(self, results):
         return {result.split()[0] for result in results}
 
-    def metrics(self, number):
+    def metrics(self, number, ns=None):
         code = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:10256/metrics').read().decode())"
-        return self.lab.run(self.nodes[number], sys.executable, "-c", code).stdout
+        return self.lab.run(ns or self.nodes[number], sys.executable, "-c", code).stdout
+
+    def applied_revision(self, number, ns=None):
+        found = re.search(r"^kubeproxy_node_applier_applied_revision (\S+)$", self.metrics(number, ns), re.M)
+        return float(found.group(1)) if found else None
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +245,45 @@ def test_health_check_node_port_reports_local_endpoints(cluster):
         without = cluster.lab.run(cluster.client, sys.executable, "-c", code, f"http://192.168.100.12:{port}/healthz").stdout
         assert without.startswith("503 ") and '"localEndpoints":0' in without, without
     eventually(check, timeout=20)
+
+
+def test_full_program_is_the_same_staged_or_in_one_transaction(cluster):
+    """Into a kernel without our tables a full program is staged (sets, maps and chains; then every
+    element as one netlink batch; then the base chains); over existing tables it is one libnftables
+    transaction. Two more appliers for node 1, one on each path, must leave the same ruleset, with
+    every feature the cluster uses."""
+    lab = cluster.lab
+    staged, replacing = lab.lan_host("staged", 31), lab.lan_host("replacing", 32)
+    for family in ("ip", "ip6"):
+        lab.run(replacing, "nft", "add", "table", family, "kube-proxy-swift")
+    try:
+        for ns in (staged, replacing):
+            lab.start_applier(1, ns=ns, key=f"applier-{ns}")
+        revision = cluster.applied_revision(1)
+        eventually(lambda: _assert_equal([cluster.applied_revision(1, ns) for ns in (staged, replacing)], [revision] * 2),
+                   timeout=30)
+        rulesets = [lab.run(ns, "nft", "list", "ruleset").stdout for ns in (staged, replacing)]
+    finally:
+        for ns in (staged, replacing):
+            lab.stop(f"applier-{ns}")
+    for element in ("10.96.0.10 . tcp . 80 : goto pick-tcp-2", "fd00:10:96::10 . udp . 53 : goto pick-udp-2",
+                    "172.18.0.10 . tcp . 80 : goto fw-", "10.244.1.10 . 10.244.1.10"):
+        assert element in rulesets[0], rulesets[0]
+    # The kernel lists chains in the order they were created: the staged program adds base chains last.
+    staged_objects = _objects(rulesets[0])
+    assert {("ip kube-proxy-swift", "chain", "nat-prerouting"), ("ip6 kube-proxy-swift", "map", "service-ips")} <= set(staged_objects)
+    assert staged_objects == _objects(rulesets[1])
+
+
+def _objects(ruleset):
+    """A listed ruleset as {(table, kind, name): text} for every set, map and chain."""
+    objects, table = {}, None
+    for block in re.finditer(r"^table ([^\n]+) \{$|^\t(set|map|chain) (\S+) \{\n.*?^\t\}$", ruleset, re.M | re.S):
+        if block.group(1):
+            table = block.group(1)
+        else:
+            objects[(table, block.group(2), block.group(3))] = block.group(0)
+    return objects
 
 
 def test_table_deleted_by_hand_is_repaired(cluster):

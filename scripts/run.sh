@@ -5,7 +5,7 @@
 # created when it ends. Needs root (network namespaces, nftables).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(libsqlite3-dev libnftables-dev nftables iproute2 python3)
+packages=(libsqlite3-dev libnftables-dev libnftnl-dev libmnl-dev nftables iproute2 python3)
 missing=()
 for package in "${packages[@]}"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
 if ((${#missing[@]})); then

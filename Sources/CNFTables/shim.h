@@ -1,4 +1,16 @@
 #include <nftables/libnftables.h>
+// libnftnl and libmnl (the netlink layer libnftables is built on): a fresh table's elements are
+// loaded as one netlink batch, without script text.
+// glibc first: linux/libc-compat.h then leaves out the kernel copies of its socket types.
+#include <netinet/in.h>
+#include <libmnl/libmnl.h>
+#include <libnftnl/batch.h>
+#include <libnftnl/common.h>
+#include <libnftnl/set.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
 // malloc_trim: after a full program the applier hands freed heap back to the system;
 // mallopt: it allocates from one heap arena.
 #include <malloc.h>

@@ -19,6 +19,12 @@ public final class LibNFTables: NFTablesClient {
 
         deinit { nft_ctx_free(pointer) }
 
+        /// libnftables keeps every object of a batch in its cache: after a whole table that is
+        /// hundreds of MB. A fresh context drops it; the next command fetches what it needs.
+        static func dropCache(_ context: inout Context) {
+            if let fresh = try? Context(json: false) { context = fresh }
+        }
+
         /// Runs a script; returns the output buffer or throws with the error buffer.
         func run(_ script: String) throws -> String {
             let status = script.withCString { nft_run_cmd_from_buffer(pointer, $0) }
@@ -40,17 +46,50 @@ public final class LibNFTables: NFTablesClient {
 
     public func apply(_ transaction: consuming NFTTransaction) throws {
         guard !transaction.isEmpty else { return }
+        let tables = transaction.operations.compactMap { if case .replaceTable(let table) = $0 { table } else { nil } }
+        if tables.count == transaction.operations.count, try !exists(transaction.table, in: tables.map(\.family)) {
+            let name = transaction.table
+            _ = consume transaction
+            try applyStaged(StagedProgram(table: name, tables: consume tables))
+            return
+        }
+        let replacesTables = !tables.isEmpty
         let script = NFTRenderer.render(transaction)
-        let replacesTables = transaction.operations.contains { if case .replaceTable = $0 { true } else { false } }
         // A whole table's objects (~100 MB at 50k services) need not stay alive while libnftables runs.
         _ = consume transaction
         try commands.withLock { context in
-            defer {
-                // libnftables keeps every object of a batch in its cache: after a whole table that is
-                // hundreds of MB. A fresh context drops it; the next command fetches what it needs.
-                if replacesTables, let fresh = try? Context(json: false) { context = fresh }
-            }
+            defer { if replacesTables { Context.dropCache(&context) } }
             _ = try context.run(script)
+        }
+    }
+
+    /// A whole ruleset into a kernel without our tables: see `StagedProgram`.
+    private func applyStaged(_ program: consuming StagedProgram) throws {
+        let skeleton = NFTRenderer.render(program.skeleton)
+        let hooks = NFTRenderer.render(program.hooks)
+        let cleanup = program.families.map { "delete table \($0.rawValue) \(program.table)\n" }.joined()
+        let table = program.table
+        let elements = program.elements
+        _ = consume program
+        try commands.withLock { context in
+            defer { Context.dropCache(&context) }
+            _ = try context.run(skeleton)
+            do {
+                try NetlinkElements.load(elements, table: table)
+                _ = try context.run(hooks)
+            } catch {
+                // Nothing was hooked into the packet path yet: without the tables the kernel is as it was.
+                _ = try? context.run(cleanup)
+                throw error
+            }
+        }
+    }
+
+    /// Whether `table` exists in any of `families` (listing tables fetches nothing else).
+    private func exists(_ table: String, in families: [NFTFamily]) throws -> Bool {
+        let output = try listings.withLock { try $0.run("list tables") }
+        return try Self.items(of: output, kind: "table").contains { item in
+            item["name"] as? String == table && families.contains { $0.rawValue == item["family"] as? String }
         }
     }
 
@@ -64,17 +103,20 @@ public final class LibNFTables: NFTablesClient {
         var sets: Set<String> = []
         for (command, kind) in [("chains", "chain"), ("sets", "set"), ("maps", "map")] {
             let output = try listings.withLock { try $0.run("list \(command) \(family.rawValue)") }
-            guard let root = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any],
-                let items = root["nftables"] as? [[String: Any]]
-            else { throw NFTError("libnftables: unexpected JSON listing of \(command)") }
-            for item in items {
-                guard let object = item[kind] as? [String: Any], object["table"] as? String == table,
-                    let name = object["name"] as? String
-                else { continue }
+            for object in try Self.items(of: output, kind: kind) where object["table"] as? String == table {
+                guard let name = object["name"] as? String else { continue }
                 if kind == "chain" { chains.insert(name) } else { sets.insert(name) }
             }
         }
         // Every table the applier writes has base chains: none means the table is gone.
         return chains.isEmpty ? nil : NFTTableShape(chains: chains, sets: sets)
+    }
+
+    /// The objects of one kind in a JSON listing.
+    private static func items(of listing: String, kind: String) throws -> [[String: Any]] {
+        guard let root = try JSONSerialization.jsonObject(with: Data(listing.utf8)) as? [String: Any],
+            let items = root["nftables"] as? [[String: Any]]
+        else { throw NFTError("libnftables: unexpected JSON listing of \(kind)s") }
+        return items.compactMap { $0[kind] as? [String: Any] }
     }
 }

@@ -71,6 +71,9 @@ public struct NFTSetDefinition: Hashable, Sendable {
         self.dynamicTimeoutSeconds = dynamicTimeoutSeconds
     }
 
+    /// Interval sets hold CIDRs (ranges of keys).
+    public var isInterval: Bool { type == .address(interval: true) }
+
     public var isMap: Bool {
         switch type {
         case .slotMap, .frontendMap, .frontendVerdictMap: true
