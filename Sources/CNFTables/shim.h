@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <libmnl/libmnl.h>
 #include <libnftnl/batch.h>
+#include <libnftnl/chain.h>
 #include <libnftnl/common.h>
 #include <libnftnl/set.h>
 #include <linux/netfilter.h>

@@ -38,6 +38,8 @@ struct NFTablesBench: AsyncParsableCommand {
 
     func run() async throws {
         if inNamespace {
+            // As node-applier does; it also keeps the live-heap figures (glibc's main arena) whole.
+            Applier.useOneHeapArena()
             try await measure()
             return
         }
@@ -87,6 +89,19 @@ struct NFTablesBench: AsyncParsableCommand {
         try tool("/usr/sbin/ip", arguments, wait: wait)
     }
 
+    /// The applier's tables in the bench.
+    private static let table = "kpbench"
+
+    /// Removes the applier's tables (where they exist), so that the next full program is staged.
+    private static func deleteTables() throws {
+        for family in NFTFamily.allCases {
+            let exists = try nft(["list", "tables", family.rawValue]).output.contains("table \(family.rawValue) \(table)\n")
+            if exists, try nft(["delete", "table", family.rawValue, table]).status != 0 {
+                throw BenchError("nft delete table \(family.rawValue) \(table) failed")
+            }
+        }
+    }
+
     @discardableResult
     private static func nft(_ arguments: [String]) throws -> (status: Int32, output: String) { try tool("/usr/sbin/nft", arguments) }
 
@@ -122,14 +137,17 @@ struct NFTablesBench: AsyncParsableCommand {
         let node = NodeConfig(nodeName: "node-0", nodeIPs: [IPAddress("10.250.0.1")!], clusterCIDRs: [CIDR("10.0.0.0/8")!])
         var logger = Logger(label: "bench")
         logger.logLevel = .error
-        print("full program: services x endpoints, snapshot -> rules in the kernel (plan + render + libnftables), both tables replaced")
-        print("services  endpoints  run 1 s  run 2 s  run 3 s  snapshot decode s")
+        print("full program: services x endpoints, snapshot -> rules in the kernel")
+        print("  staged: into a kernel without the tables (node boot; after the tables were deleted)")
+        print("  replacing: both tables replaced in one libnftables transaction (resync over existing tables)")
+        print("services  endpoints  staged run 1 s  run 2 s  run 3 s  replacing run 1 s  run 2 s  run 3 s  snapshot decode s")
         for (services, endpoints) in parsed {
             var runs: [Double] = []
             var decode = 0.0
             var applier: Applier?
-            for run in 0..<3 {
-                let current = Applier(node: node, tableName: "kpbench", nft: nft, logger: logger)
+            for run in 0..<6 {
+                if run < 3 { try Self.deleteTables() }
+                let current = Applier(node: node, tableName: Self.table, nft: nft, logger: logger)
                 let snapshot = Self.snapshot(services: services, endpoints: endpoints, revision: UInt64(run + 1))
                 let decodeStart = ContinuousClock.now
                 try await current.receive(snapshot)
@@ -141,8 +159,8 @@ struct NFTablesBench: AsyncParsableCommand {
             }
             print(
                 String(
-                    format: "%8ld  %9ld  %7.3f  %7.3f  %7.3f  %17.3f", services, services * endpoints, runs[0],
-                    runs[1], runs[2], decode))
+                    format: "%8ld  %9ld  %14.3f  %7.3f  %7.3f  %17.3f  %7.3f  %7.3f  %17.3f", services, services * endpoints,
+                    runs[0], runs[1], runs[2], runs[3], runs[4], runs[5], decode))
             try breakdown(services: services, endpoints: endpoints, node: node, nft: nft)
             if let applier, changes > 0 { try await measureChanges(applier, services: services, endpoints: endpoints) }
         }
@@ -153,6 +171,8 @@ struct NFTablesBench: AsyncParsableCommand {
     /// Where a full program's time goes, phase by phase, through the same public APIs the applier
     /// uses, and what the state an applier keeps afterwards (cluster state, planner) holds in memory.
     private func breakdown(services: Int, endpoints: Int, node: NodeConfig, nft: LibNFTables) throws {
+        // Staged, as after runs 1-3. The kernel frees a deleted table's elements in the background.
+        try Self.deleteTables()
         let heapBefore = liveHeapMB()
         var clock = ContinuousClock.now
         func lap() -> Double {
@@ -174,7 +194,7 @@ struct NFTablesBench: AsyncParsableCommand {
         }
         let derive = lap()
         let heapContributions = liveHeapMB()
-        let (planner, transaction) = Planner.full(tableName: "kpbench", node: node, contributions: contributions)
+        let (planner, transaction) = Planner.full(tableName: Self.table, node: node, contributions: contributions)
         let plan = lap()
         contributions = [:]
         let heapPlanned = liveHeapMB()
@@ -184,12 +204,13 @@ struct NFTablesBench: AsyncParsableCommand {
         }
         let scriptMB = Double(NFTRenderer.render(transaction).utf8.count) / 1e6
         let render = lap()
-        // As the applier does: the transaction is handed over and dropped once rendered.
+        // As the applier does: the transaction is handed over; without tables it is staged.
         try nft.apply(consume transaction)
         let total = lap()
         print(
             String(
-                format: "  breakdown (%ld elements): node view + layout %.3f s, planner + table %.3f s, render %.3f s (%.1f MB), render + libnftables + kernel %.3f s",
+                format: "  breakdown (%ld elements): node view + layout %.3f s, planner + table %.3f s, "
+                    + "render as one script %.3f s (%.1f MB, what replacing hands to libnftables), staged into the kernel %.3f s",
                 elements, derive, plan, render, scriptMB, total))
         let heapKept = liveHeapMB()
         print(
@@ -234,7 +255,7 @@ struct NFTablesBench: AsyncParsableCommand {
     }
 
     private func measureLatency(nft: LibNFTables, node: NodeConfig, logger: Logger) async throws {
-        let applier = Applier(node: node, tableName: "kpbench", nft: nft, logger: logger)
+        let applier = Applier(node: node, tableName: Self.table, nft: nft, logger: logger)
         var snapshot = Self.snapshot(services: latencyServices, endpoints: 5, revision: 1)
         // One more service, backed by the pod.
         let target = Service(
@@ -260,7 +281,7 @@ struct NFTablesBench: AsyncParsableCommand {
         print("  the applier's rules (10.111.0.1 is a ClusterIP): " + (try compareConnects()))
         // The floor any DNAT-based proxy pays: one hand-written DNAT rule, our tables removed.
         for command in [
-            ["delete", "table", "ip", "kpbench"], ["delete", "table", "ip6", "kpbench"], ["add", "table", "ip", "kpbench-dnat"],
+            ["delete", "table", "ip", Self.table], ["delete", "table", "ip6", Self.table], ["add", "table", "ip", "kpbench-dnat"],
             ["add", "chain", "ip", "kpbench-dnat", "out", "{ type nat hook output priority -100; }"],
             ["add", "rule", "ip", "kpbench-dnat", "out", "ip daddr 10.111.0.1 tcp dport 80 dnat to \(Self.podAddress):8080"],
         ] where try Self.nft(command).status != 0 {

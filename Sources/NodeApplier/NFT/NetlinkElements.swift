@@ -143,7 +143,7 @@ public enum NetlinkElements {
             let sequence = next()
             contents[sequence] = "\(family.rawValue) set \(message.name)"
             let header = nftnl_nlmsg_build_hdr(
-                buffer, UInt16(NFT_MSG_NEWSETELEM.rawValue), UInt16(family == .ip ? NFPROTO_IPV4 : NFPROTO_IPV6),
+                buffer, UInt16(NFT_MSG_NEWSETELEM.rawValue), family.netlinkFamily,
                 UInt16(NLM_F_CREATE), sequence)
             nftnl_set_elems_nlmsg_build_payload(header, message.set)
             nftnl_set_free(message.set)
@@ -163,7 +163,7 @@ public enum NetlinkElements {
             nftnl_batch_iovec(pointer, &iov, UInt32(pages))
             markLastForAcknowledgement(iov, sequence: last)
             try socket.send(iov)
-            try socket.awaitAcknowledgement(of: last, naming: contents)
+            try socket.awaitAcknowledgement(of: last) { contents[$0] }
         }
 
         /// Sets NLM_F_ACK on the message with `sequence` (the last element message).
@@ -177,77 +177,6 @@ public enum NetlinkElements {
                         return
                     }
                     offset += Int(header.pointee.nlmsg_len + 3) & ~3
-                }
-            }
-        }
-    }
-
-    private final class NetlinkSocket {
-        let socket: OpaquePointer
-        var fd: Int32 { mnl_socket_get_fd(socket) }
-
-        init() throws {
-            guard let socket = mnl_socket_open(NETLINK_NETFILTER) else { throw NFTError("netlink: \(String(cString: strerror(errno)))") }
-            self.socket = socket
-            guard mnl_socket_bind(socket, 0, pid_t(MNL_SOCKET_AUTOPID)) == 0 else {
-                throw NFTError("netlink: bind: \(String(cString: strerror(errno)))")
-            }
-            var capped: Int32 = 1
-            setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &capped, socklen_t(MemoryLayout<Int32>.size))
-        }
-
-        deinit { mnl_socket_close(socket) }
-
-        /// One `sendmsg`: netlink makes one message of it, and nfnetlink runs it as one batch.
-        func send(_ iov: [iovec]) throws {
-            let length = iov.reduce(0) { $0 + $1.iov_len }
-            // A netlink message must fit the socket's send buffer.
-            var size = Int32(clamping: length + (64 << 10))
-            setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size))
-            var address = sockaddr_nl()
-            address.nl_family = sa_family_t(AF_NETLINK)
-            var iov = iov
-            let sent = withUnsafeMutablePointer(to: &address) { address in
-                iov.withUnsafeMutableBufferPointer { vectors in
-                    var message = msghdr()
-                    message.msg_name = UnsafeMutableRawPointer(address)
-                    message.msg_namelen = socklen_t(MemoryLayout<sockaddr_nl>.size)
-                    message.msg_iov = vectors.baseAddress
-                    message.msg_iovlen = vectors.count
-                    return sendmsg(fd, &message, 0)
-                }
-            }
-            guard sent == length else {
-                throw NFTError("netlink: sending \(length) bytes of elements: \(sent < 0 ? String(cString: strerror(errno)) : "\(sent) sent")")
-            }
-        }
-
-        /// Reads the kernel's answers, all queued before `sendmsg` returned: success is the
-        /// acknowledgement of `sequence` and no error anywhere (a failed commit is answered last).
-        func awaitAcknowledgement(of sequence: UInt32, naming contents: [UInt32: String]) throws {
-            var buffer = [UInt8](repeating: 0, count: 1 << 16)
-            var acknowledged = false
-            while true {
-                let received = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-                if received < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
-                    guard acknowledged else { throw NFTError("netlink: the kernel did not answer the element batch") }
-                    return
-                }
-                guard received > 0 else { throw NFTError("netlink: reading the answer to the element batch: \(String(cString: strerror(errno)))") }
-                var offset = 0
-                while offset + MemoryLayout<nlmsghdr>.size <= received {
-                    let header = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: nlmsghdr.self) }
-                    if Int32(header.nlmsg_type) == NLMSG_ERROR {
-                        let answer = buffer.withUnsafeBytes {
-                            $0.loadUnaligned(fromByteOffset: offset + MemoryLayout<nlmsghdr>.size, as: nlmsgerr.self)
-                        }
-                        if answer.error != 0 {
-                            let what = contents[answer.msg.nlmsg_seq].map { " (\($0))" } ?? ""
-                            throw NFTError("kernel refused the element batch\(what): \(String(cString: strerror(-answer.error)))")
-                        }
-                        if answer.msg.nlmsg_seq == sequence { acknowledged = true }
-                    }
-                    offset += Int(header.nlmsg_len + 3) & ~3
                 }
             }
         }
