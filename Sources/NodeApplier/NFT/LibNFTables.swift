@@ -67,18 +67,16 @@ public final class LibNFTables: NFTablesClient {
         let table = program.table
         let elements = program.elements
         _ = consume program
-        try commands.withLock { context in
-            defer { Context.dropCache(&context) }
-            try context.run(skeleton)
-            do {
-                try NetlinkElements.load(elements, table: table)
-                try context.run(hooks)
-            } catch {
-                // Nothing of these tables was hooked into the packet path yet: without them the
-                // kernel forwards packets as it did before.
-                try? context.run(cleanup)
-                throw error
-            }
+        defer { commands.withLock { Context.dropCache(&$0) } }
+        try commands.withLock { try $0.run(skeleton) }
+        do {
+            try NetlinkElements.load(consume elements, table: table)
+            try commands.withLock { try $0.run(hooks) }
+        } catch {
+            // Nothing of these tables was hooked into the packet path yet: without them the
+            // kernel forwards packets as it did before.
+            try? commands.withLock { try $0.run(cleanup) }
+            throw error
         }
     }
 

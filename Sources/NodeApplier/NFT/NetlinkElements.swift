@@ -1,9 +1,10 @@
 import CNFTables
+import Dispatch
 import Glibc
 import ProxyModel
 
-/// Loads elements into existing sets and maps as one netlink batch built with libnftnl: one kernel
-/// transaction, no script text. libnftables parses, evaluates and re-encodes every element of a
+/// Loads elements into existing sets and maps as netlink batches built with libnftnl: no script
+/// text. libnftables parses, evaluates and re-encodes every element of a
 /// script; at 50k services that is 4.5–5.2 s and 700 MB for elements the kernel itself takes in
 /// about a second (`tools/nftnl-floor`). Elements are typed values, so their netlink encoding is
 /// fixed: each component of a key or value fills one or more 4-byte nft registers.
@@ -19,11 +20,20 @@ public enum NetlinkElements {
     /// length has 16 bits: 200 of the largest elements (IPv6 frontend key, verdict with a chain
     /// name) stay below 24 KB.
     static let elementsPerMessage = 200
+    /// Elements per batch (kernel transaction). While the kernel takes one batch, the next is
+    /// built on this thread: the kernel's share (~1 s at 350k elements) overlaps libnftnl's.
+    static let elementsPerBatch = 40_000
 
-    /// Loads `sets` into table `table` all at once: the kernel takes every element or none.
-    static func load(_ sets: [SetElements], table: String) throws {
+    /// Loads `sets` into table `table`, in batches of `elementsPerBatch` elements: for sets that
+    /// nothing looks up yet (a staged program), a failed batch leaves only a partly filled table
+    /// behind, which the caller deletes.
+    static func load(_ sets: consuming [SetElements], table: String) throws {
+        var sending: Sending?
+        // Also when building fails: no batch may still be on its way when the caller cleans up.
+        defer { _ = try? sending?.finish() }
         var batch = try Batch()
-        for part in sets where !part.elements.isEmpty {
+        for index in sets.indices where !sets[index].elements.isEmpty {
+            let part = sets[index]
             var message = try Message(table: table, set: part.set)
             var scratch: [UInt8] = []
             for (key, value) in part.elements {
@@ -40,14 +50,24 @@ public enum NetlinkElements {
                 }
                 nftnl_set_elem_add(message.set, element)
                 message.count += 1
-                if message.count == elementsPerMessage {
-                    batch.append(message, family: part.family)
-                    message = try Message(table: table, set: part.set)
+                guard message.count == elementsPerMessage else { continue }
+                batch.append(message, family: part.family)
+                message = try Message(table: table, set: part.set)
+                if batch.elements >= elementsPerBatch {
+                    try sending?.finish()
+                    sending = Sending(batch)
+                    batch = try Batch()
                 }
             }
             if message.count > 0 { batch.append(message, family: part.family) }
         }
-        try batch.commit()
+        if batch.elements > 0 {
+            try sending?.finish()
+            sending = Sending(batch)
+        }
+        // Freed while the kernel takes the last batch.
+        _ = consume sets
+        try sending?.finish()
     }
 
     /// A value as nft registers hold it: addresses and ports in network byte order, protocols one
@@ -110,14 +130,16 @@ public enum NetlinkElements {
     }
 
     /// A netlink batch: BEGIN, the element messages, END, sent to the kernel in one `sendmsg`,
-    /// which runs the whole transaction, commit included, before it returns.
-    private struct Batch: ~Copyable {
+    /// which runs the whole transaction, commit included, before it returns. Built on one thread,
+    /// then committed on another (`Sending`), never used by two at once.
+    private final class Batch: @unchecked Sendable {
         /// Page size of the batch buffer; a page may overrun it by one message.
         static let pageSize: UInt32 = 1 << 20
         static let overrun: UInt32 = 256 << 10
 
         let pointer: OpaquePointer
         var sequence: UInt32
+        private(set) var elements = 0
         /// What each message loads, by sequence number, to name it in an error.
         var contents: [UInt32: String] = [:]
 
@@ -134,24 +156,24 @@ public enum NetlinkElements {
 
         private var buffer: UnsafeMutablePointer<CChar> { nftnl_batch_buffer(pointer).assumingMemoryBound(to: CChar.self) }
 
-        private mutating func next() -> UInt32 {
+        private func next() -> UInt32 {
             sequence &+= 1
             return sequence
         }
 
-        mutating func append(_ message: consuming Message, family: NFTFamily) {
+        func append(_ message: consuming Message, family: NFTFamily) {
             let sequence = next()
             contents[sequence] = "\(family.rawValue) set \(message.name)"
             let header = nftnl_nlmsg_build_hdr(
-                buffer, UInt16(NFT_MSG_NEWSETELEM.rawValue), family.netlinkFamily,
-                UInt16(NLM_F_CREATE), sequence)
+                buffer, UInt16(NFT_MSG_NEWSETELEM.rawValue), family.netlinkFamily, UInt16(NLM_F_CREATE), sequence)
             nftnl_set_elems_nlmsg_build_payload(header, message.set)
             nftnl_set_free(message.set)
             nftnl_batch_update(pointer)
+            elements += message.count
         }
 
         /// Sends the batch; throws with the kernel's error for the first message it refused.
-        mutating func commit() throws {
+        func commit() throws {
             let last = sequence
             // The last element message asks for an acknowledgement: the kernel answers it after
             // running the batch. Errors are always answered.
@@ -163,7 +185,7 @@ public enum NetlinkElements {
             nftnl_batch_iovec(pointer, &iov, UInt32(pages))
             markLastForAcknowledgement(iov, sequence: last)
             try socket.send(iov)
-            try socket.awaitAcknowledgement(of: last) { contents[$0] }
+            try socket.awaitAcknowledgement(of: last) { self.contents[$0] }
         }
 
         /// Sets NLM_F_ACK on the message with `sequence` (the last element message).
@@ -179,6 +201,27 @@ public enum NetlinkElements {
                     offset += Int(header.pointee.nlmsg_len + 3) & ~3
                 }
             }
+        }
+    }
+
+    /// A batch being committed on a thread of its own.
+    private final class Sending: @unchecked Sendable {
+        private let done = DispatchSemaphore(value: 0)
+        private var error: (any Error)?
+        private var finished = false
+
+        init(_ batch: Batch) {
+            DispatchQueue.global().async {
+                do { try batch.commit() } catch { self.error = error }
+                self.done.signal()
+            }
+        }
+
+        /// Waits for the kernel's answer (once); throws its error.
+        func finish() throws {
+            if !finished { done.wait() }
+            finished = true
+            if let error { throw error }
         }
     }
 }
