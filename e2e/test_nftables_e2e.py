@@ -253,6 +253,10 @@ def test_full_program_is_the_same_staged_or_in_one_transaction(cluster):
     transaction. Two more appliers for node 1, one on each path, must leave the same ruleset, with
     every feature the cluster uses (the replaced tables' leftover chain gone)."""
     lab = cluster.lab
+    # Enough services for more than one netlink batch (40k elements each).
+    bulk = _bulk_services(1100, endpoints=40)
+    before = cluster.applied_revision(1)
+    cluster.apply(bulk)
     staged, replacing = lab.lan_host("staged", 31), lab.lan_host("replacing", 32)
     for family in ("ip", "ip6"):
         lab.run(replacing, "nft", f"add table {family} kube-proxy-swift; "
@@ -260,13 +264,15 @@ def test_full_program_is_the_same_staged_or_in_one_transaction(cluster):
     try:
         for ns in (staged, replacing):
             lab.start_applier(1, ns=ns, key=f"applier-{ns}")
-        revision = cluster.applied_revision(1)
-        eventually(lambda: _assert_equal([cluster.applied_revision(1, ns) for ns in (staged, replacing)], [revision] * 2),
-                   timeout=30)
+        def synced():
+            revisions = [cluster.applied_revision(1, ns) for ns in (None, staged, replacing)]
+            assert revisions[0] > before and revisions == [revisions[0]] * 3, revisions
+        eventually(synced, timeout=60)
         rulesets = [lab.run(ns, "nft", "list", "ruleset").stdout for ns in (staged, replacing)]
     finally:
         for ns in (staged, replacing):
             lab.stop(f"applier-{ns}")
+        cluster.lab.proxyctl(cluster.cp, "delete", "-f", "-", input=bulk)
     missing = [element for element in ("10.96.0.10 . tcp . 80 : goto pick-tcp-", "fd00:10:96::10 . udp . 53 : goto pick-udp-",
                                        "172.18.0.10 . tcp . 80 : goto fw-", "10.244.1.10 . 10.244.1.10")
                if element not in rulesets[0]]
@@ -275,6 +281,31 @@ def test_full_program_is_the_same_staged_or_in_one_transaction(cluster):
     staged_objects = _objects(rulesets[0])
     assert {("ip kube-proxy-swift", "chain", "nat-prerouting"), ("ip6 kube-proxy-swift", "map", "service-ips")} <= set(staged_objects)
     assert staged_objects == _objects(rulesets[1])
+
+
+def _bulk_services(count, endpoints):
+    """<count> ClusterIP services (10.100.0.0/16) with <endpoints> endpoints each (10.245.0.0/16)."""
+    documents = []
+    for index in range(count):
+        name = f"bulk-{index}"
+        addresses = "\n".join(f"- addresses: [\"10.245.{(index * endpoints + e) >> 8 & 255}.{(index * endpoints + e) & 255}\"]"
+                              for e in range(endpoints))
+        documents.append(f"""apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  clusterIP: 10.100.{index >> 8}.{index & 255}
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: 8080, protocol: TCP}}]
+endpoints:
+{addresses}
+""")
+    return "---\n".join(documents)
 
 
 def _objects(ruleset):
