@@ -272,7 +272,10 @@ def test_full_program_is_the_same_staged_or_in_one_transaction(cluster):
     finally:
         for ns in (staged, replacing):
             lab.stop(f"applier-{ns}")
+        with_bulk = max(cluster.applied_revision(number) for number in (1, 2))
         cluster.lab.proxyctl(cluster.cp, "delete", "-f", "-", input=bulk)
+        # The next tests start from nodes that hold the cluster without the bulk.
+        eventually(lambda: _assert_equal(all(cluster.applied_revision(n) > with_bulk for n in (1, 2)), True), timeout=60)
     missing = [element for element in ("10.96.0.10 . tcp . 80 : goto pick-tcp-", "fd00:10:96::10 . udp . 53 : goto pick-udp-",
                                        "172.18.0.10 . tcp . 80 : goto fw-", "10.244.1.10 . 10.244.1.10")
                if element not in rulesets[0]]
