@@ -80,6 +80,8 @@ final class NetlinkSocket {
         }
         let sent = request.withUnsafeBytes { mnl_socket_sendto(socket, $0.baseAddress, length) }
         guard sent == length else { throw NFTError("netlink: dump request: \(Self.lastError)") }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         while true {
             let received = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             guard received > 0 else { throw NFTError("netlink: reading a dump: \(Self.lastError)") }
@@ -129,12 +131,10 @@ enum NetlinkListing {
             let chain = nftnl_chain_alloc()!
             defer { nftnl_chain_free(chain) }
             guard nftnl_chain_nlmsg_parse(header, chain) == 0,
-                String(cString: nftnl_chain_get_str(chain, UInt16(NFTNL_CHAIN_TABLE.rawValue))) == table
+                let owner = nftnl_chain_get_str(chain, UInt16(NFTNL_CHAIN_TABLE.rawValue)), String(cString: owner) == table,
+                let name = nftnl_chain_get_str(chain, UInt16(NFTNL_CHAIN_NAME.rawValue))
             else { return }
-            chains.append(
-                Chain(
-                    name: String(cString: nftnl_chain_get_str(chain, UInt16(NFTNL_CHAIN_NAME.rawValue))),
-                    hooked: nftnl_chain_is_set(chain, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue))))
+            chains.append(Chain(name: String(cString: name), hooked: nftnl_chain_is_set(chain, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue))))
         }
         return chains
     }
@@ -147,10 +147,11 @@ enum NetlinkListing {
             defer { nftnl_set_free(set) }
             // Anonymous sets (`{ … }` written inline in rules) belong to their rules.
             guard nftnl_set_nlmsg_parse(header, set) == 0,
-                String(cString: nftnl_set_get_str(set, UInt16(NFTNL_SET_TABLE.rawValue))) == table,
-                nftnl_set_get_u32(set, UInt16(NFTNL_SET_FLAGS.rawValue)) & UInt32(NFT_SET_ANONYMOUS.rawValue) == 0
+                let owner = nftnl_set_get_str(set, UInt16(NFTNL_SET_TABLE.rawValue)), String(cString: owner) == table,
+                nftnl_set_get_u32(set, UInt16(NFTNL_SET_FLAGS.rawValue)) & UInt32(NFT_SET_ANONYMOUS.rawValue) == 0,
+                let name = nftnl_set_get_str(set, UInt16(NFTNL_SET_NAME.rawValue))
             else { return }
-            sets.append(String(cString: nftnl_set_get_str(set, UInt16(NFTNL_SET_NAME.rawValue))))
+            sets.append(String(cString: name))
         }
         return sets
     }

@@ -34,9 +34,10 @@ public enum NetlinkElements {
         var batch = try Batch()
         for index in sets.indices where !sets[index].elements.isEmpty {
             let part = sets[index]
-            var message = try Message(table: table, set: part.set)
+            var message: Message?
             var scratch: [UInt8] = []
             for (key, value) in part.elements {
+                if message == nil { message = try Message(table: table, set: part.set) }
                 let element = nftnl_set_elem_alloc()!
                 encode(key, into: &scratch)
                 scratch.withUnsafeBytes { _ = nftnl_set_elem_set(element, UInt16(NFTNL_SET_ELEM_KEY), $0.baseAddress, UInt32($0.count)) }
@@ -48,18 +49,17 @@ public enum NetlinkElements {
                     encode(value, into: &scratch)
                     scratch.withUnsafeBytes { _ = nftnl_set_elem_set(element, UInt16(NFTNL_SET_ELEM_DATA), $0.baseAddress, UInt32($0.count)) }
                 }
-                nftnl_set_elem_add(message.set, element)
-                message.count += 1
-                guard message.count == elementsPerMessage else { continue }
-                batch.append(message, family: part.family)
-                message = try Message(table: table, set: part.set)
+                nftnl_set_elem_add(message!.set, element)
+                message!.count += 1
+                guard message!.count == elementsPerMessage else { continue }
+                batch.append(message.take()!, family: part.family)
                 if batch.elements >= elementsPerBatch {
                     try sending?.finish()
                     sending = Sending(batch)
                     batch = try Batch()
                 }
             }
-            if message.count > 0 { batch.append(message, family: part.family) }
+            if let message { batch.append(message, family: part.family) }
         }
         if batch.elements > 0 {
             try sending?.finish()
@@ -146,8 +146,8 @@ public enum NetlinkElements {
         init() throws {
             guard let pointer = nftnl_batch_alloc(Self.pageSize, Self.overrun) else { throw NFTError("libnftnl: out of memory") }
             self.pointer = pointer
-            // Sequence numbers only match replies to messages of this socket; the clock keeps them apart between batches.
-            sequence = UInt32(truncatingIfNeeded: time(nil))
+            // Replies come on the batch's own socket; sequence numbers name its messages in them.
+            sequence = 0
             nftnl_batch_begin(buffer, next())
             nftnl_batch_update(pointer)
         }
