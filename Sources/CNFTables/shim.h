@@ -1,6 +1,7 @@
 #include <nftables/libnftables.h>
-// libnftnl and libmnl (the netlink layer libnftables is built on): a fresh table's elements are
-// loaded as one netlink batch, without script text.
+// libnftnl and libmnl (the netlink layer libnftables is built on): the elements of a staged full
+// program go in as netlink batches, without script text; chain and set definitions are read with
+// netlink dumps.
 // glibc first: linux/libc-compat.h then leaves out the kernel copies of its socket types.
 #include <netinet/in.h>
 #include <libmnl/libmnl.h>

@@ -2,8 +2,10 @@ import CNFTables
 import Foundation
 import Synchronization
 
-/// `NFTablesClient` over libnftables: each transaction is rendered once and run as one batch
-/// (one atomic kernel transaction), without spawning `nft`.
+/// `NFTablesClient` over libnftables, without spawning `nft`: each transaction is rendered once and
+/// run as one batch (one atomic kernel transaction), except a full program where none of our
+/// chains is hooked, which is staged (`StagedProgram`) with its elements through libnftnl.
+/// Chains and sets are read with netlink dumps (`NetlinkListing`).
 public final class LibNFTables: NFTablesClient {
     private final class Context: @unchecked Sendable {
         let pointer: OpaquePointer

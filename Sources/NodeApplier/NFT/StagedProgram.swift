@@ -1,10 +1,11 @@
-/// A whole ruleset for tables that do not exist yet, programmed in three kernel transactions of
-/// which packets only ever meet the last:
-/// 1. `skeleton` (libnftables) creates the tables with every set, map and regular chain, and the
-///    elements of interval sets, but no base chain: nothing is hooked into the packet path yet;
-/// 2. `elements` (every other set's and map's) go in as one netlink batch (`NetlinkElements`);
-/// 3. `hooks` (libnftables) adds the base chains: the complete ruleset takes effect at once.
-/// When step 2 or 3 fails, deleting the tables leaves the kernel as it was (without them).
+/// A whole ruleset for tables none of whose chains is hooked (they do not exist yet, or an
+/// earlier staging failed halfway), programmed in steps of which packets only ever meet the last:
+/// 1. `skeleton` (libnftables, one transaction) replaces the tables with every set, map and
+///    regular chain, and the elements of interval sets, but no base chain;
+/// 2. `elements` (every other set's and map's) go in as netlink batches (`NetlinkElements`);
+/// 3. `hooks` (libnftables, one transaction) adds the base chains: the complete ruleset takes
+///    effect at once.
+/// When step 2 or 3 fails, deleting the tables leaves the packet path as it was.
 ///
 /// Rules that look up the `typeof` slot maps are in regular chains, so they are written in the
 /// batch that defines the maps (nft 1.0.6 cannot add them to maps read back from the kernel).
