@@ -1,8 +1,8 @@
-#include <nftables/libnftables.h>
 // libnftnl and libmnl (the netlink layer libnftables is built on): the elements of a staged full
 // program go in as netlink batches, without script text; chain and set definitions are read with
 // netlink dumps.
-// glibc first: linux/libc-compat.h then leaves out the kernel copies of its socket types.
+// These come first: libnftables.h defines _GNU_SOURCE, and glibc headers read after it would
+// define socket types (fd_set) differently from Swift's Glibc module.
 #include <netinet/in.h>
 #include <libmnl/libmnl.h>
 #include <libnftnl/batch.h>
@@ -16,3 +16,4 @@
 // malloc_trim: after a full program the applier hands freed heap back to the system;
 // mallopt: it allocates from one heap arena.
 #include <malloc.h>
+#include <nftables/libnftables.h>
