@@ -249,7 +249,7 @@ def test_health_check_node_port_reports_local_endpoints(cluster):
 
 def test_full_program_is_the_same_staged_or_in_one_transaction(cluster):
     """Where none of our chains is hooked a full program is staged (sets, maps and chains; then every
-    element as one netlink batch; then the base chains); over hooked tables it is one libnftables
+    element in netlink batches; then the base chains); over hooked tables it is one libnftables
     transaction. Two more appliers for node 1, one on each path, must leave the same ruleset, with
     every feature the cluster uses (the replaced tables' leftover chain gone)."""
     lab = cluster.lab
