@@ -95,7 +95,8 @@ struct NFTablesBench: AsyncParsableCommand {
     /// Removes the applier's tables (where they exist), so that the next full program is staged.
     private static func deleteTables() throws {
         for family in NFTFamily.allCases {
-            let exists = try nft(["list", "tables", family.rawValue]).output.contains("table \(family.rawValue) \(table)\n")
+            // `list chains`: `list tables` would fetch every element of the table first.
+            let exists = try nft(["list", "chains", family.rawValue]).output.contains("table \(family.rawValue) \(table) {\n")
             if exists, try nft(["delete", "table", family.rawValue, table]).status != 0 {
                 throw BenchError("nft delete table \(family.rawValue) \(table) failed")
             }
