@@ -149,7 +149,7 @@ let package = Package(
         .testTarget(
             name: "ControlServerTests",
             dependencies: [
-                "ControlServer", "ProxyAPI", "ProxyModel", "StateStore",
+                "ControlServer", "NodeApplier", "ProxyAPI", "ProxyModel", "StateStore",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ],

@@ -27,6 +27,8 @@ public actor Applier {
     private let metrics: ApplierMetrics
     private let logger: Logger
     private let healthChecks: HealthCheckRegistry?
+    private let executor = SerialQueueExecutor(label: "node-applier")
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
     private var state = ClusterState()
     private var hasState = false

@@ -12,6 +12,7 @@ public struct ApplierMetrics: Sendable {
     let appliedRevision: Gauge
     let driftRepairs: Counter
     let services: Gauge
+    let streamsOpened: Counter
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         func name(_ subsystem: String, _ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
@@ -46,6 +47,8 @@ public struct ApplierMetrics: Sendable {
         driftRepairs = registry.makeCounter(
             descriptor: name("node_applier", "drift_repairs", "total", "Full resyncs because the table differed from the plan."))
         services = registry.makeGauge(descriptor: name("node_applier", "services", "", "Services with rules on this node."))
+        streamsOpened = registry.makeCounter(
+            descriptor: name("node_applier", "sync_streams_opened", "total", "NodeSync streams opened: the first and every reconnect."))
     }
 
     public func render() -> [UInt8] {

@@ -51,7 +51,9 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
             logger: logger)
         let (triggers, trigger) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         (self.triggers, self.trigger) = (triggers, trigger)
-        client = SyncClient(configuration: configuration.sync, node: configuration.node, applier: applier, logger: logger) {
+        client = SyncClient(
+            configuration: configuration.sync, node: configuration.node, applier: applier, logger: logger, metrics: metrics
+        ) {
             trigger.yield()
         }
         let health = self.health

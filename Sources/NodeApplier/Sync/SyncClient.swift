@@ -33,6 +33,7 @@ public final class SyncClient: Sendable {
     private let node: NodeConfig
     private let applier: Applier
     private let logger: Logger
+    private let metrics: ApplierMetrics
     /// The open stream's outgoing queue, if any.
     private let outgoing = Mutex<AsyncStream<Kubeproxy_V1_NodeMessage>.Continuation?>(nil)
     /// Called after each Snapshot or Delta taken into the applier's state.
@@ -42,13 +43,14 @@ public final class SyncClient: Sendable {
     private let lastHeard = Atomic<Int64>(0)
 
     public init(
-        configuration: SyncClientConfiguration, node: NodeConfig, applier: Applier, logger: Logger,
+        configuration: SyncClientConfiguration, node: NodeConfig, applier: Applier, logger: Logger, metrics: ApplierMetrics,
         onChange: @escaping @Sendable () -> Void
     ) {
         self.configuration = configuration
         self.node = node
         self.applier = applier
         self.logger = logger
+        self.metrics = metrics
         self.onChange = onChange
     }
 
@@ -124,6 +126,7 @@ public final class SyncClient: Sendable {
             continuation.finish()
         }
         lastHeard.store(WallClock.nowUnixNanos(), ordering: .relaxed)
+        metrics.streamsOpened.increment()
         let configuration = self.configuration
         // A snapshot of a large cluster is far above gRPC's default 4 MiB message limit.
         var options = CallOptions.defaults
@@ -150,15 +153,29 @@ public final class SyncClient: Sendable {
                 }
             },
             onResponse: { [self] response in
-                for try await message in response.messages {
-                    lastHeard.store(WallClock.nowUnixNanos(), ordering: .relaxed)
-                    if case .heartbeat = message.message { continue }
-                    if !connected.load(ordering: .relaxed) {
-                        connected.store(true, ordering: .relaxed)
-                        logger.info("NodeSync stream open")
+                // Reading never waits for the applier: a sync can hold it for seconds, and the
+                // server's heartbeats must still be heard meanwhile (dead-peer detection).
+                let (inbox, deliver) = AsyncStream<Kubeproxy_V1_ServerMessage>.makeStream()
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        defer { deliver.finish() }
+                        for try await message in response.messages {
+                            self.lastHeard.store(WallClock.nowUnixNanos(), ordering: .relaxed)
+                            if case .heartbeat = message.message { continue }
+                            if !self.connected.load(ordering: .relaxed) {
+                                self.connected.store(true, ordering: .relaxed)
+                                self.logger.info("NodeSync stream open")
+                            }
+                            deliver.yield(message)
+                        }
                     }
-                    try await applier.receive(message)
-                    onChange()
+                    group.addTask {
+                        for await message in inbox {
+                            try await self.applier.receive(message)
+                            self.onChange()
+                        }
+                    }
+                    try await group.waitForAll()
                 }
             })
     }
