@@ -247,11 +247,12 @@ def test_health_check_node_port_reports_local_endpoints(cluster):
     eventually(check, timeout=20)
 
 
-def test_full_program_is_the_same_staged_or_in_one_transaction(cluster):
+def test_full_program_is_the_same_staged_or_swapped(cluster):
     """Where none of our chains is hooked a full program is staged (sets, maps and chains; then every
-    element in netlink batches; then the base chains); over hooked tables it is one libnftables
-    transaction. Two more appliers for node 1, one on each path, must leave the same ruleset, with
-    every feature the cluster uses (the replaced tables' leftover chain gone)."""
+    element in netlink batches; then the base chains); over hooked tables the same is staged under the
+    other generation's names (`.b`) and swapped in with the base chains. Two more appliers for node 1,
+    one on each path, must leave the same ruleset but for the names, with every feature the cluster
+    uses (the replaced tables' hooked leftover chain gone)."""
     lab = cluster.lab
     # Enough services for more than one netlink batch (40k elements each).
     bulk = _bulk_services(1100, endpoints=40)
@@ -283,7 +284,14 @@ def test_full_program_is_the_same_staged_or_in_one_transaction(cluster):
     # The kernel lists chains in the order they were created: the staged program adds base chains last.
     staged_objects = _objects(rulesets[0])
     assert {("ip kube-proxy-swift", "chain", "nat-prerouting"), ("ip6 kube-proxy-swift", "map", "service-ips")} <= set(staged_objects)
-    assert staged_objects == _objects(rulesets[1])
+    swapped_objects = _objects(rulesets[1])
+    assert all(name.endswith(".b") for _, _, name in swapped_objects), sorted(swapped_objects)
+    assert staged_objects == _objects(_generation_a_names(rulesets[1]))
+
+
+def _generation_a_names(ruleset):
+    """A ruleset of generation b with the names generation a gives the same objects."""
+    return re.sub(r"([a-z][a-z0-9-]*)\.b(?=[\s,;}]|$)", r"\1", ruleset, flags=re.M)
 
 
 def _bulk_services(count, endpoints):
@@ -335,8 +343,16 @@ def test_table_deleted_by_hand_is_repaired(cluster):
     assert re.search(r"^kubeproxy_node_applier_drift_repairs_total [1-9]", cluster.metrics(1), re.M)
 
 
+def _generations(cluster, number):
+    """Which generations the names of node <number>'s chains are of: {False} a, {True} b (".b")."""
+    chains = cluster.lab.run(cluster.nodes[number], "nft", "list", "chains").stdout
+    return {name.endswith(".b") for name in re.findall(r"^\tchain (\S+) \{", chains, re.M)}
+
+
 def test_applier_restart_does_not_interrupt_traffic(cluster):
     lab = cluster.lab
+    before = _generations(cluster, 1)
+    assert len(before) == 1, before
     probe = subprocess.Popen(
         ["ip", "netns", "exec", lab.prefix + "client", sys.executable, os.path.join(HERE, "probe.py"), "tcp",
          "192.168.100.11", "30080", "150", "1", "0.02"], stdout=subprocess.PIPE, text=True)
@@ -347,6 +363,8 @@ def test_applier_restart_does_not_interrupt_traffic(cluster):
     output, _ = probe.communicate(timeout=120)
     results = json.loads(output)
     assert results == ["p2a 192.168.100.11"] * 150, [r for r in results if not r.startswith("p2a")]
+    # The restarted applier swapped in the other generation of names; nothing of the old one is left.
+    eventually(lambda: _assert_equal(_generations(cluster, 1), {not next(iter(before))}), timeout=30)
     # The restarted applier reconciles: a change made now reaches node 1.
     cluster.set_endpoints("np", ["p1a"])
     eventually(lambda: _assert_equal(cluster.probe("client", "tcp", "192.168.100.11", 30080), [via(1, "p1a")]),

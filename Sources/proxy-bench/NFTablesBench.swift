@@ -140,8 +140,9 @@ struct NFTablesBench: AsyncParsableCommand {
         logger.logLevel = .error
         print("full program: services x endpoints, snapshot -> rules in the kernel")
         print("  staged: into a kernel without the tables (node boot; after the tables were deleted)")
-        print("  replacing: both tables replaced in one libnftables transaction (resync over existing tables)")
-        print("services  endpoints  staged run 1 s  run 2 s  run 3 s  replacing run 1 s  run 2 s  run 3 s  snapshot decode s")
+        print("  swapped: staged under the other generation's names next to the live tables, swapped in with the base chains")
+        print("           (applier restart, resync over existing tables)")
+        print("services  endpoints  staged run 1 s  run 2 s  run 3 s  swapped run 1 s  run 2 s  run 3 s  snapshot decode s")
         for (services, endpoints) in parsed {
             var runs: [Double] = []
             var decode = 0.0
@@ -160,7 +161,7 @@ struct NFTablesBench: AsyncParsableCommand {
             }
             print(
                 String(
-                    format: "%8ld  %9ld  %14.3f  %7.3f  %7.3f  %17.3f  %7.3f  %7.3f  %17.3f", services, services * endpoints,
+                    format: "%8ld  %9ld  %14.3f  %7.3f  %7.3f  %15.3f  %7.3f  %7.3f  %17.3f", services, services * endpoints,
                     runs[0], runs[1], runs[2], runs[3], runs[4], runs[5], decode))
             try breakdown(services: services, endpoints: endpoints, node: node, nft: nft)
             if let applier, changes > 0 { try await measureChanges(applier, services: services, endpoints: endpoints) }
@@ -203,21 +204,18 @@ struct NFTablesBench: AsyncParsableCommand {
             guard case .replaceTable(let table) = operation else { return count }
             return count + table.elements.values.reduce(0) { $0 + $1.count }
         }
-        let scriptMB = Double(NFTRenderer.render(transaction).utf8.count) / 1e6
-        let render = lap()
         // As the applier does: the transaction is handed over; without tables it is staged.
         try nft.apply(consume transaction)
         let total = lap()
         print(
             String(
-                format: "  breakdown (%ld elements): node view + layout %.3f s, planner + table %.3f s, "
-                    + "render as one script %.3f s (%.1f MB, what replacing hands to libnftables), staged into the kernel %.3f s",
-                elements, derive, plan, render, scriptMB, total))
+                format: "  breakdown (%ld elements): node view + layout %.3f s, planner + table %.3f s, staged into the kernel %.3f s",
+                elements, derive, plan, total))
         let heapKept = liveHeapMB()
         print(
             String(
                 format: "  live heap: cluster state %.0f MB, contributions %.0f MB (freed before the program), planner %.0f MB, "
-                    + "transaction %.0f MB (freed once rendered) (%ld services)",
+                    + "transaction %.0f MB (freed once staged) (%ld services)",
                 heapState - heapBefore, heapContributions - heapState, heapKept - heapState,
                 heapPlanned - heapKept, planner.serviceCount))
         withExtendedLifetime((state, planner)) {}

@@ -2,15 +2,18 @@ import NodeApplier
 import ProxyModel
 import Testing
 
-/// The staged full program (skeleton, netlink elements, base chains) holds exactly what the one
-/// transaction would; the kernel-side equivalence is `e2e`'s
-/// `test_full_program_is_the_same_staged_or_in_one_transaction`.
+/// The staged full program holds exactly the tables it is made of: in its fresh form (skeleton,
+/// netlink elements, base chains) and as a swap of generations, which the fake kernel runs step by
+/// step with its reference checks. The kernel-side equivalence is `e2e`'s
+/// `test_full_program_is_the_same_staged_or_swapped`.
 @Suite struct StagedProgramTests {
-    @Test func stagesSplitTheTablesWithoutLosingAnything() async throws {
+    @Test func freshProgramSplitsTheTablesWithoutLosingAnything() async throws {
         let (_, nft) = try await fixtureApplier()
         let tables = try NFTFamily.allCases.map { try #require(nft.table($0)) }
-        let program = StagedProgram(table: "kube-proxy-swift", tables: tables)
-        #expect(program.families == NFTFamily.allCases)
+        let program = StagedProgram.fresh(table: "kube-proxy-swift", tables: tables)
+        #expect(program.generation == .a)
+        #expect(program.prepare.isEmpty)
+        #expect(program.rollback.operations == NFTFamily.allCases.map { .deleteTable($0) })
 
         var rebuilt: [NFTFamily: NFTTable] = [:]
         for operation in program.skeleton.operations {
@@ -41,6 +44,76 @@ import Testing
         }
     }
 
+    /// Live generation `a` with leftovers of a failed swap (a `b` chain and set) and no ip6 table:
+    /// after the swap the kernel holds exactly the tables in `b`'s names; after a rollback instead
+    /// of the last step, exactly the live ruleset.
+    @Test func swapReplacesTheLiveGenerationAndRollsBackToIt() async throws {
+        let (_, planned) = try await fixtureApplier()
+        let tables = try NFTFamily.allCases.map { try #require(planned.table($0)) }
+        let live = try #require(planned.table(.ip))
+        let kernel = FakeNFTables()
+        try kernel.apply(
+            NFTTransaction(
+                table: "kube-proxy-swift",
+                operations: [
+                    .replaceTable(live), .addChain(.ip, "services.b"),
+                    .addSet(.ip, NFTSetDefinition(name: "cluster-ips.b", type: .address(interval: false))),
+                ]))
+        func listing(_ family: NFTFamily) -> StagedProgram.Listing? {
+            kernel.table(family).map { StagedProgram.Listing(chains: Array($0.chains.keys), sets: Array($0.sets.keys)) }
+        }
+        let program = StagedProgram.swap(
+            table: "kube-proxy-swift", tables: tables, live: .a, kernel: [.ip: listing(.ip)!])
+        #expect(program.generation == .b)
+        #expect(program.prepare.operations == [.flushChain(.ip, "services.b"), .deleteSet(.ip, "cluster-ips.b"), .deleteChain(.ip, "services.b")])
+
+        func run(_ transaction: NFTTransaction) throws {
+            try kernel.apply(transaction)
+            // Until the hooks, the live ruleset is untouched.
+            if transaction != program.hooks {
+                let now = try #require(kernel.table(.ip))
+                for name in live.chains.keys { #expect(now.chains[name] == live.chains[name]) }
+                for name in live.sets.keys { #expect(now.elements[name] == live.elements[name]) }
+            }
+        }
+        try run(program.prepare)
+        try run(program.skeleton)
+        #expect(program.skeleton.operations.allSatisfy {
+            if case .defineChain(_, let chain) = $0 { chain.hook == nil } else { true }
+        })
+        try run(
+            NFTTransaction(
+                table: "kube-proxy-swift",
+                operations: program.elements.map { part in
+                    .addElements(part.family, set: part.set, part.elements.map { NFTElement(key: $0.key, value: $0.value) })
+                }))
+        let staged = try NFTFamily.allCases.map { try #require(kernel.table($0)) }
+
+        try kernel.apply(program.hooks)
+        for table in tables {
+            let expected = withoutEmptyElements(table.named(.b))
+            let found = withoutEmptyElements(try #require(kernel.table(table.family)))
+            #expect(found == expected, "\(table.family): \(difference(found, expected))")
+        }
+        #expect(kernel.table(.ip)?.chains["services.b"]?.rules.isEmpty == false)
+        #expect(kernel.table(.ip)?.elements["service-ips.b"]?.values.contains([.verdict(.goto("pick-tcp-2.b"))]) == true)
+
+        // Back to before the hooks: the rollback instead.
+        try kernel.apply(NFTTransaction(table: "kube-proxy-swift", operations: staged.map { .replaceTable($0) }))
+        try kernel.apply(program.rollback)
+        #expect(kernel.table(.ip).map(withoutEmptyElements) == withoutEmptyElements(live))
+        #expect(kernel.table(.ip6) == NFTTable(family: .ip6, name: "kube-proxy-swift"))
+    }
+
+    @Test func generationNamesMapBothWays() {
+        #expect(Generation.b.name("pick-tcp-2") == "pick-tcp-2.b")
+        #expect(Generation.a.name("pick-tcp-2") == "pick-tcp-2")
+        #expect(Generation.b.layoutName("pick-tcp-2.b") == "pick-tcp-2")
+        #expect(Generation.b.layoutName("pick-tcp-2") == nil)
+        #expect(Generation.a.layoutName("pick-tcp-2.b") == nil)
+        #expect(Generation(of: "aff-9139a2d558e0fadc") == .a)
+    }
+
     @Test func elementsAreEncodedAsNftRegistersHoldThem() throws {
         var bytes: [UInt8] = []
         NetlinkElements.encode([.address(ip("10.96.0.10")), .proto(.tcp), .port(8080), .integer(12)], into: &bytes)
@@ -56,4 +129,20 @@ import Testing
         NetlinkElements.encode([.address(ip("0.0.0.1")), .address(ip("::1")), .proto(.udp)], into: &bytes)
         #expect(bytes == [0, 0, 0, 1] + Array(repeating: 0, count: 15) + [1, 17, 0, 0, 0])
     }
+}
+
+/// The fake kernel keeps an empty element list for every set; planned tables need not.
+private func withoutEmptyElements(_ table: NFTTable) -> NFTTable {
+    var table = table
+    table.elements = table.elements.filter { !$0.value.isEmpty }
+    return table
+}
+
+/// What differs between two tables, by object name (the full dump of a table is unreadable).
+private func difference(_ found: NFTTable, _ expected: NFTTable) -> String {
+    func differing<V: Equatable>(_ a: [String: V], _ b: [String: V]) -> [String] {
+        Set(a.keys).union(b.keys).filter { a[$0] != b[$0] }.sorted()
+    }
+    return "sets \(differing(found.sets, expected.sets)), chains \(differing(found.chains, expected.chains)), "
+        + "elements \(differing(found.elements, expected.elements))"
 }

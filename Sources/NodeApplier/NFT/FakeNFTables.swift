@@ -51,6 +51,11 @@ public final class FakeNFTables: NFTablesClient {
         switch operation {
         case .replaceTable(let table):
             tables[table.family] = table
+        case .addTable(let family):
+            if tables[family] == nil { tables[family] = NFTTable(family: family, name: name) }
+        case .deleteTable(let family):
+            _ = try existing(family)
+            tables[family] = nil
         case .addSet(let family, let set):
             var table = try existing(family)
             if let old = table.sets[set.name], old != set { throw NFTError("File exists: set \(set.name) with another type") }
@@ -79,6 +84,11 @@ public final class FakeNFTables: NFTablesClient {
             if let missing = targets.subtracting(table.chains.keys).sorted().first {
                 throw NFTError("No such file or directory: chain \(missing) (jumped to from \(chain.name))")
             }
+            tables[family] = table
+        case .flushChain(let family, let chain):
+            var table = try existing(family)
+            guard table.chains[chain] != nil else { throw NFTError("No such file or directory: chain \(chain)") }
+            table.chains[chain]?.rules = []
             tables[family] = table
         case .deleteChain(let family, let chain):
             var table = try existing(family)

@@ -3,9 +3,9 @@ import Foundation
 import Synchronization
 
 /// `NFTablesClient` over libnftables, without spawning `nft`: each transaction is rendered once and
-/// run as one batch (one atomic kernel transaction), except a full program where none of our
-/// chains is hooked, which is staged (`StagedProgram`) with its elements through libnftnl.
-/// Chains and sets are read with netlink dumps (`NetlinkListing`).
+/// run as one batch (one atomic kernel transaction), except a full program, which is staged
+/// (`StagedProgram`) with its elements through libnftnl. Objects carry the names of the live
+/// `Generation`. Chains and sets are read with netlink dumps (`NetlinkListing`).
 public final class LibNFTables: NFTablesClient {
     private final class Context: @unchecked Sendable {
         let pointer: OpaquePointer
@@ -37,6 +37,8 @@ public final class LibNFTables: NFTablesClient {
     }
 
     private let commands: Mutex<Context>
+    /// The generation of the names our objects have in the kernel, as of the last full program.
+    private let live = Mutex(Generation.a)
 
     public init() throws {
         commands = Mutex(try Context())
@@ -44,47 +46,56 @@ public final class LibNFTables: NFTablesClient {
 
     public func apply(_ transaction: consuming NFTTransaction) throws {
         guard !transaction.isEmpty else { return }
-        let replaced = transaction.operations.compactMap { if case .replaceTable(let table) = $0 { table.family } else { nil } }
-        if replaced.count == transaction.operations.count, try !isHooked(transaction.table, in: replaced) {
+        let tables = transaction.operations.compactMap { if case .replaceTable(let table) = $0 { table } else { nil } }
+        if tables.count == transaction.operations.count {
             let name = transaction.table
-            let tables = transaction.operations.compactMap { if case .replaceTable(let table) = $0 { table } else { nil } }
             _ = consume transaction
-            try applyStaged(StagedProgram(table: name, tables: consume tables))
+            try applyStaged(try program(table: name, tables: consume tables))
             return
         }
-        let script = NFTRenderer.render(transaction)
-        // A whole table's objects (~100 MB at 50k services) need not stay alive while libnftables runs.
-        _ = consume transaction
-        try commands.withLock { context in
-            defer { if !replaced.isEmpty { Context.dropCache(&context) } }
-            try context.run(script)
-        }
+        let script = NFTRenderer.render(transaction.named(live.withLock { $0 }))
+        try commands.withLock { try $0.run(script) }
     }
 
-    /// A whole ruleset where nothing of ours is hooked into the packet path: see `StagedProgram`.
+    /// A whole ruleset: staged fresh where nothing of ours is hooked, else swapped in next to the
+    /// live generation. When base chains of both generations are hooked (made by hand), the `b`
+    /// ones are removed first.
+    private func program(table: String, tables: consuming [NFTTable]) throws -> StagedProgram {
+        var kernel: [NFTFamily: StagedProgram.Listing] = [:]
+        var hooked: Set<Generation> = []
+        for family in tables.map(\.family) {
+            let chains = try NetlinkListing.chains(family: family, table: table)
+            hooked.formUnion(chains.filter(\.hooked).map { Generation(of: $0.name) })
+            kernel[family] = StagedProgram.Listing(
+                chains: chains.map(\.name), sets: try NetlinkListing.sets(family: family, table: table))
+        }
+        guard !hooked.isEmpty else { return .fresh(table: table, tables: tables) }
+        return .swap(table: table, tables: tables, live: hooked.contains(.a) ? .a : .b, kernel: kernel)
+    }
+
+    /// See `StagedProgram`.
     private func applyStaged(_ program: consuming StagedProgram) throws {
+        let prepare = program.prepare.isEmpty ? nil : NFTRenderer.render(program.prepare)
         let skeleton = NFTRenderer.render(program.skeleton)
         let hooks = NFTRenderer.render(program.hooks)
-        let cleanup = program.families.map { "delete table \($0.rawValue) \(program.table)\n" }.joined()
+        let rollback = NFTRenderer.render(program.rollback)
         let table = program.table
+        let generation = program.generation
         let elements = program.elements
         _ = consume program
         defer { commands.withLock { Context.dropCache(&$0) } }
+        if let prepare { try commands.withLock { try $0.run(prepare) } }
         try commands.withLock { try $0.run(skeleton) }
         do {
             try NetlinkElements.load(consume elements, table: table)
             try commands.withLock { try $0.run(hooks) }
         } catch {
-            // Nothing of these tables was hooked into the packet path yet: without them the
-            // kernel forwards packets as it did before.
-            try? commands.withLock { try $0.run(cleanup) }
+            // Nothing of what the skeleton added is hooked into the packet path yet: without it
+            // the kernel forwards packets as it did before.
+            try? commands.withLock { try $0.run(rollback) }
             throw error
         }
-    }
-
-    /// Whether `table` has a base chain in any of `families`.
-    private func isHooked(_ table: String, in families: [NFTFamily]) throws -> Bool {
-        try families.contains { try NetlinkListing.chains(family: $0, table: table).contains(where: \.hooked) }
+        live.withLock { $0 = generation }
     }
 
     /// Parses and checks `script` against the kernel without committing anything (`nft --check`).
@@ -92,10 +103,15 @@ public final class LibNFTables: NFTablesClient {
         try Context(dryRun: true).run(script)
     }
 
+    /// In the layout's names; objects of the other generation (left over) keep their kernel
+    /// names with a note, so that they never match the plan.
     public func shape(family: NFTFamily, table: String) throws -> NFTTableShape? {
         let chains = try NetlinkListing.chains(family: family, table: table)
         // Every table the applier writes has base chains: none means the table is gone.
         guard !chains.isEmpty else { return nil }
-        return NFTTableShape(chains: Set(chains.map(\.name)), sets: Set(try NetlinkListing.sets(family: family, table: table)))
+        let generation = live.withLock { $0 }
+        let layoutName = { (name: String) in generation.layoutName(name) ?? "\(name) (generation \(generation.other))" }
+        return NFTTableShape(
+            chains: Set(chains.map { layoutName($0.name) }), sets: Set(try NetlinkListing.sets(family: family, table: table).map(layoutName)))
     }
 }

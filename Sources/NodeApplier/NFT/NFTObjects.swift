@@ -176,12 +176,17 @@ public struct NFTTable: Hashable, Sendable {
 public enum NFTOperation: Hashable, Sendable {
     /// Replace the table atomically with `table` (creating it when missing).
     case replaceTable(NFTTable)
+    /// Create the (empty) table when missing; leave it as it is otherwise.
+    case addTable(NFTFamily)
+    case deleteTable(NFTFamily)
     case addSet(NFTFamily, NFTSetDefinition)
     case deleteSet(NFTFamily, String)
     /// Create an empty chain (so that rules of the same transaction can jump to it).
     case addChain(NFTFamily, String)
     /// Create a chain, or replace the rules of an existing one.
     case defineChain(NFTFamily, NFTChain)
+    /// Remove every rule of a chain (what references sets and other chains).
+    case flushChain(NFTFamily, String)
     case deleteChain(NFTFamily, String)
     case addElements(NFTFamily, set: String, [NFTElement])
     case deleteElements(NFTFamily, set: String, [NFTElement])

@@ -27,6 +27,10 @@ public enum NFTRenderer {
             out += "add table \(table.family.rawValue) \(name)\n"
             out += "delete table \(table.family.rawValue) \(name)\n"
             renderBody(table, sorted: false, into: &out)
+        case .addTable(let family):
+            out += "add table \(family.rawValue) \(name)\n"
+        case .deleteTable(let family):
+            out += "delete table \(family.rawValue) \(name)\n"
         case .addSet(let family, let set):
             out += "add \(set.isMap ? "map" : "set") \(family.rawValue) \(name) \(set.name) { "
             out += declaration(of: set, family: family).joined(separator: "; ")
@@ -42,6 +46,8 @@ public enum NFTRenderer {
             for rule in chain.rules {
                 out += "add rule \(family.rawValue) \(name) \(chain.name) \(text(of: rule, family: family))\n"
             }
+        case .flushChain(let family, let chain):
+            out += "flush chain \(family.rawValue) \(name) \(chain)\n"
         case .deleteChain(let family, let chain):
             out += "delete chain \(family.rawValue) \(name) \(chain)\n"
         case .addElements(let family, let set, let elements):
