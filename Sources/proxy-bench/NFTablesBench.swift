@@ -31,12 +31,20 @@ struct NFTablesBench: AsyncParsableCommand {
     var rssServices: Int = 50000
 
     @Flag(help: .hidden) var inNamespace = false
+    @Flag(help: .hidden) var connectionsOnly = false
 
     static let node = "kpbench-node"
     static let pod = "kpbench-pod"
     static let podAddress = "10.250.0.2"
+    /// A client pod behind the node (its own veth): its connections are routed by the node, as
+    /// pod-to-service traffic is (prerouting and forward hooks).
+    static let client = "kpbench-client"
 
     func run() async throws {
+        if connectionsOnly {
+            print(try Self.compareConnects(connections))
+            return
+        }
         if inNamespace {
             // As node-applier does; it also keeps the live-heap figures (glibc's main arena) whole.
             Applier.useOneHeapArena()
@@ -68,13 +76,23 @@ struct NFTablesBench: AsyncParsableCommand {
         try ip(["-n", pod, "link", "set", "eth0", "up"])
         // Locally generated packets are routed before DNAT: the node needs a route for service addresses.
         try ip(["-n", node, "route", "add", "default", "via", podAddress])
+        try ip(["netns", "add", client])
+        try ip(["-n", client, "link", "set", "lo", "up"])
+        try ip(["link", "add", "kpb1", "netns", node, "type", "veth", "peer", "name", "eth0", "netns", client])
+        try ip(["-n", node, "addr", "add", "10.250.1.1/24", "dev", "kpb1"])
+        try ip(["-n", node, "link", "set", "kpb1", "up"])
+        try ip(["-n", client, "addr", "add", "10.250.1.2/24", "dev", "eth0"])
+        try ip(["-n", client, "link", "set", "eth0", "up"])
+        try ip(["-n", client, "route", "add", "default", "via", "10.250.1.1"])
+        try ip(["-n", pod, "route", "add", "default", "via", "10.250.0.1"])
+        try ip(["netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
         // The pod: a TCP server that accepts and closes.
         let server = "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',8080));s.listen(4096)\nwhile True:\n c,_=s.accept();c.close()\n"
         _ = try ip(["netns", "exec", pod, "python3", "-c", server], wait: false)
     }
 
     private static func teardown() throws {
-        for namespace in [pod, node] {
+        for namespace in [client, pod, node] {
             if FileManager.default.fileExists(atPath: "/run/netns/\(namespace)") {
                 for pid in try ip(["netns", "pids", namespace]).output.split(separator: "\n") {
                     if let pid = Int32(pid) { kill(pid, SIGKILL) }
@@ -277,21 +295,35 @@ struct NFTablesBench: AsyncParsableCommand {
             }
         }
         print("first-connection latency, \(latencyServices + 1) services programmed, \(connections) connections each, interleaved:")
-        print("  the applier's rules (10.111.0.1 is a ClusterIP): " + (try compareConnects()))
-        // The floor any DNAT-based proxy pays: one hand-written DNAT rule, our tables removed.
+        print("  the applier's rules (10.111.0.1 is a ClusterIP):")
+        print("    from the node (output hook): " + (try Self.compareConnects(connections)))
+        print("    from a pod the node routes (prerouting): " + (try compareConnectsFromClient()))
+        // The floor any DNAT-based proxy pays: one hand-written DNAT rule per hook, our tables removed.
+        let dnat = "ip daddr 10.111.0.1 tcp dport 80 dnat to \(Self.podAddress):8080"
         for command in [
             ["delete", "table", "ip", Self.table], ["delete", "table", "ip6", Self.table], ["add", "table", "ip", "kpbench-dnat"],
             ["add", "chain", "ip", "kpbench-dnat", "out", "{ type nat hook output priority -100; }"],
-            ["add", "rule", "ip", "kpbench-dnat", "out", "ip daddr 10.111.0.1 tcp dport 80 dnat to \(Self.podAddress):8080"],
+            ["add", "chain", "ip", "kpbench-dnat", "pre", "{ type nat hook prerouting priority -100; }"],
+            ["add", "rule", "ip", "kpbench-dnat", "out", dnat], ["add", "rule", "ip", "kpbench-dnat", "pre", dnat],
         ] where try Self.nft(command).status != 0 {
             throw BenchError("nft \(command.joined(separator: " ")) failed")
         }
         defer { _ = try? Self.nft(["delete", "table", "ip", "kpbench-dnat"]) }
-        print("  one hand-written DNAT rule for 10.111.0.1, no proxy tables: " + (try compareConnects()))
+        print("  one hand-written DNAT rule for 10.111.0.1, no proxy tables:")
+        print("    from the node (output hook): " + (try Self.compareConnects(connections)))
+        print("    from a pod the node routes (prerouting): " + (try compareConnectsFromClient()))
+    }
+
+    /// The connection comparison from the client pod: this binary again, in its namespace.
+    private func compareConnectsFromClient() throws -> String {
+        let arguments = ["netns", "exec", Self.client, CommandLine.arguments[0], "nftables", "--connections-only", "--connections", "\(connections)"]
+        let (status, output) = try Self.tool("/usr/sbin/ip", arguments)
+        guard status == 0 else { throw BenchError("connections from \(Self.client) failed (exit status \(status))") }
+        return output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// Connects alternately to the pod and through 10.111.0.1:80; the two means and medians.
-    private func compareConnects() throws -> String {
+    private static func compareConnects(_ connections: Int) throws -> String {
         var direct: [Duration] = []
         var viaService: [Duration] = []
         for _ in 0..<connections {
