@@ -207,11 +207,7 @@ struct NFTablesBench: AsyncParsableCommand {
         }
         _ = lap()
         let heapState = liveHeapMB()
-        var contributions: [ServiceName: [NFTFamily: Contribution]] = [:]
-        for name in state.serviceNames {
-            guard let service = state.service(name) else { continue }
-            contributions[name] = Layout.contribution(of: NodeView.ports(of: service, slices: state.slices(of: name), node: node))
-        }
+        var contributions = Applier.contributions(of: state, node: node)
         let derive = lap()
         let heapContributions = liveHeapMB()
         let (planner, transaction) = Planner.full(tableName: Self.table, node: node, contributions: contributions)
