@@ -201,8 +201,8 @@ public actor Applier {
 
     private func fullSync() throws {
         let (plan, transaction) = fullPlan()
-        // Handed over, not copied: libnftables' own peak (~700 MB at 50k services) comes on top of
-        // whatever is still alive, and the client drops the transaction once it is rendered.
+        // Handed over, not copied: the client splits the tables into the staged program's parts
+        // and frees the elements while the kernel takes the last netlink batch.
         try nft.apply(consume transaction)
         planner = plan
         dirty = []
