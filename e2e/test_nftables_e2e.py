@@ -330,17 +330,29 @@ def _objects(ruleset):
     return objects
 
 
-def test_table_deleted_by_hand_is_repaired(cluster):
+def test_rule_added_and_table_deleted_by_hand_are_repaired(cluster):
     lab = cluster.lab
     # The drift check ran every second through the tests before: what the kernel lists must match
     # the plan, or every check would have been a (needless) repair.
     assert re.search(r"^kubeproxy_node_applier_drift_repairs_total 0$", cluster.metrics(1), re.M), cluster.metrics(1)
+    # A rule added by hand to one of our chains (whichever generation's names are live; the repair
+    # swaps in the other).
+    def services_chain():
+        chains = lab.run(cluster.nodes[1], "nft", "list", "chains", "ip").stdout
+        return re.search(r"^\tchain (services(?:\.b)?) \{", chains, re.M).group(1)
+    lab.run(cluster.nodes[1], "nft", "insert", "rule", "ip", "kube-proxy-swift", services_chain(), "tcp", "dport", "30080", "drop")
+    def rule_removed():
+        listed = lab.run(cluster.nodes[1], "nft", "list", "chain", "ip", "kube-proxy-swift", services_chain()).stdout
+        assert "dport 30080 drop" not in listed, listed
+        assert re.search(r"^kubeproxy_node_applier_drift_repairs_total 1$", cluster.metrics(1), re.M)
+        assert cluster.probe("client", "tcp", "192.168.100.11", 30080) == ["p2a 192.168.100.11"]
+    eventually(rule_removed, timeout=20)
     lab.run(cluster.nodes[1], "nft", "delete", "table", "ip", "kube-proxy-swift")
     def repaired():
         assert lab.run(cluster.nodes[1], "nft", "list", "table", "ip", "kube-proxy-swift", check=False).returncode == 0
         assert cluster.probe("client", "tcp", "192.168.100.11", 30080) == ["p2a 192.168.100.11"]
     eventually(repaired, timeout=20)
-    assert re.search(r"^kubeproxy_node_applier_drift_repairs_total [1-9]", cluster.metrics(1), re.M)
+    assert re.search(r"^kubeproxy_node_applier_drift_repairs_total 2$", cluster.metrics(1), re.M)
 
 
 def _generations(cluster, number):

@@ -1,6 +1,6 @@
 // libnftnl and libmnl (the netlink layer libnftables is built on): the elements of a staged full
-// program go in as netlink batches, without script text; chain and set definitions are read with
-// netlink dumps.
+// program go in as netlink batches, without script text; chain and set definitions and the rules'
+// chains are read with netlink dumps.
 // These come first: libnftables.h defines _GNU_SOURCE, and glibc headers read after it would
 // define socket types (fd_set) differently from Swift's Glibc module.
 #include <netinet/in.h>
@@ -8,6 +8,7 @@
 #include <libnftnl/batch.h>
 #include <libnftnl/chain.h>
 #include <libnftnl/common.h>
+#include <libnftnl/rule.h>
 #include <libnftnl/set.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>

@@ -122,6 +122,15 @@ import Testing
         #expect(tables(nft) == before)
     }
 
+    @Test func ruleAddedByHandIsDetectedAndRepaired() async throws {
+        let (applier, nft) = try await fixtureApplier()
+        let before = tables(nft)
+        nft.appendRule(.ip, chain: "services", NFTRule([], [.verdict(.drop)]))
+        #expect(await applier.checkDrift() == true)
+        #expect(await applier.sync() == .applied(revision: 1))
+        #expect(tables(nft) == before)
+    }
+
     @Test func nothingIsTouchedBeforeTheFirstSnapshot() async throws {
         let nft = FakeNFTables()
         let applier = Applier(node: fixtureNode, tableName: "kube-proxy-swift", nft: nft, logger: quietLogger())

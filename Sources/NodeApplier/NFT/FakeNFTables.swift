@@ -20,6 +20,11 @@ public final class FakeNFTables: NFTablesClient {
     /// Deletes a table behind the applier's back (drift).
     public func removeTable(_ family: NFTFamily) { _ = state.withLock { $0.tables.removeValue(forKey: family) } }
 
+    /// Appends a rule to a chain behind the applier's back (drift).
+    public func appendRule(_ family: NFTFamily, chain: String, _ rule: NFTRule) {
+        state.withLock { $0.tables[family]?.chains[chain]?.rules.append(rule) }
+    }
+
     public func table(_ family: NFTFamily) -> NFTTable? { state.withLock { $0.tables[family] } }
 
     /// Transactions committed so far.

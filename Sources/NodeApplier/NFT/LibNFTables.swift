@@ -111,7 +111,9 @@ public final class LibNFTables: NFTablesClient {
         guard !chains.isEmpty else { return nil }
         let generation = live.withLock { $0 }
         let layoutName = { (name: String) in generation.layoutName(name) ?? "\(name) (generation \(generation.other))" }
+        let rules = try NetlinkListing.ruleCounts(family: family, table: table)
         return NFTTableShape(
-            chains: Set(chains.map { layoutName($0.name) }), sets: Set(try NetlinkListing.sets(family: family, table: table).map(layoutName)))
+            chains: Dictionary(uniqueKeysWithValues: chains.map { (layoutName($0.name), rules[$0.name] ?? 0) }),
+            sets: Set(try NetlinkListing.sets(family: family, table: table).map(layoutName)))
     }
 }

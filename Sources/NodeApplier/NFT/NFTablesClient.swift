@@ -1,22 +1,24 @@
-/// The names of a table's chains and sets: what the drift check compares. Rules and elements are
-/// left out on purpose: libnftables can only list them by fetching every element of the table
-/// (2 s and ~200 MB per 100k elements), while netlink dumps of chain and set definitions fetch no
-/// elements at all.
+/// A table's chains with their rule counts, and its sets: what the drift check compares. Rule
+/// contents and elements are left out on purpose: libnftables can only list them by fetching every
+/// element of the table (2 s and ~200 MB per 100k elements), while netlink dumps of chain, set and
+/// rule headers fetch no elements at all. A rule added or deleted by hand changes a count; a rule
+/// replaced in place by one of the same count goes unnoticed.
 public struct NFTTableShape: Hashable, Sendable, CustomStringConvertible {
-    public var chains: Set<String>
+    /// Rules per chain.
+    public var chains: [String: Int]
     public var sets: Set<String>
 
-    public init(chains: Set<String>, sets: Set<String>) {
+    public init(chains: [String: Int], sets: Set<String>) {
         self.chains = chains
         self.sets = sets
     }
 
     public init(_ table: NFTTable) {
-        chains = Set(table.chains.keys)
+        chains = table.chains.mapValues(\.rules.count)
         sets = Set(table.sets.keys)
     }
 
-    public var description: String { "\(chains.count) chains, \(sets.count) sets" }
+    public var description: String { "\(chains.count) chains, \(chains.values.reduce(0, +)) rules, \(sets.count) sets" }
 }
 
 public struct NFTError: Error, Hashable, Sendable, CustomStringConvertible {

@@ -66,7 +66,7 @@ public struct Planner: Sendable {
     public func expectedShape(_ family: NFTFamily) -> NFTTableShape {
         var shape = NFTTableShape(base[family]!)
         let state = families[family]!
-        for (name, claim) in state.chains where claim.installed != nil { shape.chains.insert(name) }
+        for (name, claim) in state.chains { if let chain = claim.installed { shape.chains[name] = chain.rules.count } }
         for (name, claim) in state.sets where claim.installed != nil { shape.sets.insert(name) }
         return shape
     }
