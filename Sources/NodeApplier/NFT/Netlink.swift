@@ -69,13 +69,18 @@ final class NetlinkSocket {
 
     /// Dumps every object of one message type (`NFT_MSG_GETCHAIN`, `NFT_MSG_GETSET`,
     /// `NFT_MSG_GETRULE`) in `family`: `parse` gets each reply message. No set elements are fetched.
-    func dump(_ type: nf_tables_msg_types, family: NFTFamily, parse: (UnsafePointer<nlmsghdr>) throws -> Void) throws {
-        var request = [UInt8](repeating: 0, count: 64)
+    /// `filter` may add attributes to the request (the kernel then dumps only what matches them).
+    func dump(
+        _ type: nf_tables_msg_types, family: NFTFamily, filter: (UnsafeMutablePointer<nlmsghdr>) -> Void = { _ in },
+        parse: (UnsafePointer<nlmsghdr>) throws -> Void
+    ) throws {
+        var request = [UInt8](repeating: 0, count: 512)
         let sequence = UInt32(truncatingIfNeeded: time(nil))
         let length = request.withUnsafeMutableBytes { bytes in
             let header = nftnl_nlmsg_build_hdr(
                 bytes.baseAddress!.assumingMemoryBound(to: CChar.self), UInt16(type.rawValue), family.netlinkFamily,
                 UInt16(NLM_F_DUMP), sequence)!
+            filter(header)
             return Int(header.pointee.nlmsg_len)
         }
         let sent = request.withUnsafeBytes { mnl_socket_sendto(socket, $0.baseAddress, length) }
@@ -142,7 +147,14 @@ enum NetlinkListing {
     /// How many rules each chain of `table` in `family` holds (chains without rules are left out).
     static func ruleCounts(family: NFTFamily, table: String) throws -> [String: Int] {
         var counts: [String: Int] = [:]
-        try NetlinkSocket().dump(NFT_MSG_GETRULE, family: family) { header in
+        // Only our table's rules: other tables (a host firewall) may hold many more.
+        let filter = { (header: UnsafeMutablePointer<nlmsghdr>) in
+            let rule = nftnl_rule_alloc()!
+            defer { nftnl_rule_free(rule) }
+            nftnl_rule_set_str(rule, UInt16(NFTNL_RULE_TABLE.rawValue), table)
+            nftnl_rule_nlmsg_build_payload(header, rule)
+        }
+        try NetlinkSocket().dump(NFT_MSG_GETRULE, family: family, filter: filter) { header in
             let rule = nftnl_rule_alloc()!
             defer { nftnl_rule_free(rule) }
             guard nftnl_rule_nlmsg_parse(header, rule) == 0,
