@@ -1,6 +1,6 @@
 // libnftnl and libmnl (the netlink layer libnftables is built on): the elements of a staged full
-// program go in as netlink batches, without script text; chain and set definitions and the rules'
-// chains are read with netlink dumps.
+// program go in as netlink batches, without script text; chain and set definitions, and which chain
+// each rule is in, are read with netlink dumps.
 // These come first: libnftables.h defines _GNU_SOURCE, and glibc headers read after it would
 // define socket types (fd_set) differently from Swift's Glibc module.
 #include <netinet/in.h>
