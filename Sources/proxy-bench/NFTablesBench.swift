@@ -66,29 +66,28 @@ struct NFTablesBench: AsyncParsableCommand {
 
     private static func setUp() throws {
         try ip(["netns", "add", node])
-        try ip(["netns", "add", pod])
         try ip(["-n", node, "link", "set", "lo", "up"])
-        try ip(["-n", pod, "link", "set", "lo", "up"])
-        try ip(["link", "add", "kpb0", "netns", node, "type", "veth", "peer", "name", "eth0", "netns", pod])
-        try ip(["-n", node, "addr", "add", "10.250.0.1/24", "dev", "kpb0"])
-        try ip(["-n", node, "link", "set", "kpb0", "up"])
-        try ip(["-n", pod, "addr", "add", "\(podAddress)/24", "dev", "eth0"])
-        try ip(["-n", pod, "link", "set", "eth0", "up"])
+        try attach(pod, link: "kpb0", subnet: "10.250.0")
+        try attach(client, link: "kpb1", subnet: "10.250.1")
         // Locally generated packets are routed before DNAT: the node needs a route for service addresses.
         try ip(["-n", node, "route", "add", "default", "via", podAddress])
-        try ip(["netns", "add", client])
-        try ip(["-n", client, "link", "set", "lo", "up"])
-        try ip(["link", "add", "kpb1", "netns", node, "type", "veth", "peer", "name", "eth0", "netns", client])
-        try ip(["-n", node, "addr", "add", "10.250.1.1/24", "dev", "kpb1"])
-        try ip(["-n", node, "link", "set", "kpb1", "up"])
-        try ip(["-n", client, "addr", "add", "10.250.1.2/24", "dev", "eth0"])
-        try ip(["-n", client, "link", "set", "eth0", "up"])
-        try ip(["-n", client, "route", "add", "default", "via", "10.250.1.1"])
-        try ip(["-n", pod, "route", "add", "default", "via", "10.250.0.1"])
         try ip(["netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
         // The pod: a TCP server that accepts and closes.
         let server = "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',8080));s.listen(4096)\nwhile True:\n c,_=s.accept();c.close()\n"
         _ = try ip(["netns", "exec", pod, "python3", "-c", server], wait: false)
+    }
+
+    /// A namespace behind the node on a veth of its own: the node is `<subnet>.1` on `link`, the
+    /// namespace `<subnet>.2` on `eth0`, with its default route through the node.
+    private static func attach(_ namespace: String, link: String, subnet: String) throws {
+        try ip(["netns", "add", namespace])
+        try ip(["-n", namespace, "link", "set", "lo", "up"])
+        try ip(["link", "add", link, "netns", node, "type", "veth", "peer", "name", "eth0", "netns", namespace])
+        try ip(["-n", node, "addr", "add", "\(subnet).1/24", "dev", link])
+        try ip(["-n", node, "link", "set", link, "up"])
+        try ip(["-n", namespace, "addr", "add", "\(subnet).2/24", "dev", "eth0"])
+        try ip(["-n", namespace, "link", "set", "eth0", "up"])
+        try ip(["-n", namespace, "route", "add", "default", "via", "\(subnet).1"])
     }
 
     private static func teardown() throws {
