@@ -1,4 +1,6 @@
+import Dispatch
 import ProxyModel
+import Synchronization
 
 /// Desired versus applied: turns per-service contributions into nft transactions.
 ///
@@ -36,21 +38,18 @@ public struct Planner: Sendable {
     ) -> (planner: Planner, transaction: NFTTransaction) {
         var planner = Planner(tableName: tableName, node: node)
         var tables = planner.base
-        var counts: [NFTFamily: [String: Int]] = [:]
-        for contribution in contributions.values {
-            for (family, part) in contribution {
-                for (set, entries) in part.elements { counts[family, default: [:]][set, default: 0] += entries.count }
-            }
-        }
-        for (family, sets) in counts { planner.families[family]!.reserve(sets, in: &tables[family]!) }
+        // Services in name order; a service's number is its place in that order.
+        var elements: [NFTFamily: [String: [ClaimedElements]]] = [:]
         for (service, contribution) in contributions.sorted(by: { $0.key < $1.key }) {
             guard contribution.values.contains(where: { !$0.isEmpty }) else { continue }
             let id = planner.serviceIDs.id(service)
             for (family, part) in contribution {
-                planner.families[family]!.install(id, part, planner.serviceIDs, into: &tables[family]!)
+                planner.families[family]!.installObjects(id, part, planner.serviceIDs, into: &tables[family]!)
+                for (set, entries) in part.elements { elements[family, default: [:]][set, default: []].append(ClaimedElements(id: id, entries: entries)) }
             }
             planner.serviceCount += 1
         }
+        for (family, sets) in elements { planner.families[family]!.installElements(sets, into: &tables[family]!) }
         let operations = NFTFamily.allCases.map { NFTOperation.replaceTable(tables[$0]!) }
         return (planner, NFTTransaction(table: tableName, operations: operations))
     }
@@ -247,6 +246,12 @@ struct PackedValues<Storage: KeyBytes>: Hashable, Sendable {
     }
 }
 
+/// One service's elements of one set, as a full plan claims them.
+struct ClaimedElements: Sendable {
+    var id: UInt32
+    var entries: [[NFTValue]: [NFTValue]]
+}
+
 /// A changed element: its key as the contributions spell it and the service holding it before.
 struct TouchedElement {
     var key: [NFTValue]
@@ -258,8 +263,8 @@ protocol FamilyClaims: Sendable {
     var chains: [String: Claim<NFTChain>] { get }
     var sets: [String: Claim<NFTSetDefinition>] { get }
     mutating func claim(_ id: UInt32, old: Contribution, new: Contribution, _ ids: ServiceIDs)
-    mutating func install(_ id: UInt32, _ contribution: Contribution, _ ids: ServiceIDs, into table: inout NFTTable)
-    mutating func reserve(_ counts: [String: Int], in table: inout NFTTable)
+    mutating func installObjects(_ id: UInt32, _ contribution: Contribution, _ ids: ServiceIDs, into table: inout NFTTable)
+    mutating func installElements(_ sets: [String: [ClaimedElements]], into table: inout NFTTable)
     mutating func reconcile(_ family: NFTFamily) -> [NFTOperation]?
     mutating func cleanup(_ family: NFTFamily) -> [NFTOperation]
     mutating func updateElements(
@@ -294,15 +299,9 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
         }
     }
 
-    /// A claim of a full plan, which the kernel will hold as planned: the first claim of each
-    /// object is installed (services come in name order).
-    ///
-    /// Specialized per key width, as `updateElements` is: called through `any FamilyClaims`, the
-    /// generic version drives the element dictionaries through witnesses (planner + table at 50k
-    /// services: 1.91 / 2.21 s instead of 1.30 / 1.31 s).
-    @specialized(where Storage == Bytes16)
-    @specialized(where Storage == Bytes32)
-    mutating func install(_ id: UInt32, _ contribution: Contribution, _ ids: ServiceIDs, into table: inout NFTTable) {
+    /// The chain and set claims of a full plan, which the kernel will hold as planned: the first
+    /// claim of each object is installed (services come in name order).
+    mutating func installObjects(_ id: UInt32, _ contribution: Contribution, _ ids: ServiceIDs, into table: inout NFTTable) {
         for (name, chain) in contribution.chains {
             chains[name, default: Claim()].set(id, chain, ids)
             chains[name]!.installed = chains[name]!.desired
@@ -313,32 +312,48 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
             sets[name]!.installed = sets[name]!.desired
             table.sets[name] = sets[name]!.installed
         }
-        for (set, entries) in contribution.elements {
-            var claims = owners[set] ?? [:]
-            var installed = table.elements[set] ?? [:]
-            owners[set] = nil  // keep the dictionaries uniquely referenced while they grow
-            table.elements[set] = nil
-            for (key, value) in entries {
-                let packed = Key(key)
-                if claims[packed] == nil {
-                    claims[packed] = id
-                    installed[key] = value
-                } else {
-                    coOwners[set, default: [:]][packed, default: []].append(id)
-                }
-            }
-            owners[set] = claims
-            table.elements[set] = installed
-        }
     }
 
-    /// Room for a full plan's elements (`counts` per set, shared ones counted per claimant) before
-    /// `install`: a growing dictionary rehashes every key at each doubling, and `[NFTValue]` keys
-    /// hash value by value.
-    mutating func reserve(_ counts: [String: Int], in table: inout NFTTable) {
-        for (set, count) in counts {
-            owners[set, default: [:]].reserveCapacity(count)
-            table.elements[set, default: [:]].reserveCapacity(count)
+    /// The element claims of a full plan, by set (each set's claimants in name order; the first
+    /// claim of an element is installed). Sets are independent, so they are planned on every core,
+    /// the largest first (the endpoint slot maps: one element per endpoint).
+    ///
+    /// Specialized per key width, as `updateElements` is: called through `any FamilyClaims`, the
+    /// generic version drives the element dictionaries through witnesses (planner + table at 50k
+    /// services: 1.91 / 2.21 s instead of 1.30 / 1.31 s).
+    @specialized(where Storage == Bytes16)
+    @specialized(where Storage == Bytes32)
+    mutating func installElements(_ sets: [String: [ClaimedElements]], into table: inout NFTTable) {
+        let order = sets.map { (set: $0.key, claims: $0.value, count: $0.value.reduce(0) { $0 + $1.entries.count }) }
+            .sorted { $0.count > $1.count }
+        let planned = Mutex([String: (owners: [Key: UInt32], coOwners: [Key: [UInt32]], installed: [[NFTValue]: [NFTValue]])]())
+        DispatchQueue.concurrentPerform(iterations: order.count) { index in
+            // Room for every claim up front: a growing dictionary rehashes every key at each
+            // doubling, and `[NFTValue]` keys hash value by value.
+            var owners: [Key: UInt32] = Dictionary(minimumCapacity: order[index].count)
+            var coOwners: [Key: [UInt32]] = [:]
+            var installed: [[NFTValue]: [NFTValue]] = Dictionary(minimumCapacity: order[index].count)
+            for claim in order[index].claims {
+                for (key, value) in claim.entries {
+                    let packed = Key(key)
+                    if owners.insertIfAbsent(claim.id, forKey: packed) {
+                        installed[key] = value
+                    } else {
+                        coOwners[packed, default: []].append(claim.id)
+                    }
+                }
+            }
+            planned.withLock { $0[order[index].set] = (owners, coOwners, installed) }
+        }
+        // Moved out, so that every dictionary stays uniquely referenced for later updates.
+        let results = planned.withLock { planned in
+            defer { planned = [:] }
+            return planned
+        }
+        for (set, result) in results {
+            owners[set] = result.owners
+            if !result.coOwners.isEmpty { coOwners[set] = result.coOwners }
+            table.elements[set] = result.installed
         }
     }
 
@@ -470,4 +485,16 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
         coOwners[set]?[key] = others.isEmpty ? nil : others
         if coOwners[set]?.isEmpty == true { coOwners[set] = nil }
     }
+}
+
+extension Dictionary {
+    /// Stores `value` unless `key` is present, with one lookup (a check, then a store, hash the
+    /// key twice); returns whether it stored.
+    mutating func insertIfAbsent(_ value: Value, forKey key: Key) -> Bool {
+        var inserted = false
+        Self.access(&self[key, default: { inserted = true; return value }()])
+        return inserted
+    }
+
+    private static func access(_: inout Value) {}
 }
