@@ -3,9 +3,9 @@ import Dispatch
 import Glibc
 import ProxyModel
 
-/// Loads elements into existing sets and maps as netlink batches built with libnftnl: no script
-/// text. libnftables parses, evaluates and re-encodes every element of a
-/// script; at 50k services that is 4.5–5.2 s and 700 MB for elements the kernel itself takes in
+/// Loads elements into existing sets and maps as netlink batches (libnftnl's batch pages, the
+/// messages' attributes written with libmnl): no script text. libnftables parses, evaluates and
+/// re-encodes every element of a script; at 50k services that is 4.5–5.2 s and 700 MB for elements the kernel itself takes in
 /// about a second (`tools/nftnl-floor`). Elements are typed values, so their netlink encoding is
 /// fixed: each component of a key or value fills one or more 4-byte nft registers.
 public enum NetlinkElements {
@@ -32,34 +32,33 @@ public enum NetlinkElements {
         // Also when building fails: no batch may still be on its way when the caller cleans up.
         defer { _ = try? sending?.finish() }
         var batch = try Batch()
+        var keyBytes: [UInt8] = []
+        var valueBytes: [UInt8] = []
         for index in sets.indices where !sets[index].elements.isEmpty {
             let part = sets[index]
-            var message: Message?
-            var scratch: [UInt8] = []
+            var inMessage = 0
             for (key, value) in part.elements {
-                if message == nil { message = try Message(table: table, set: part.set) }
-                let element = nftnl_set_elem_alloc()!
-                encode(key, into: &scratch)
-                scratch.withUnsafeBytes { _ = nftnl_set_elem_set(element, UInt16(NFTNL_SET_ELEM_KEY), $0.baseAddress, UInt32($0.count)) }
+                if inMessage == 0 { batch.beginMessage(table: table, set: part.set, family: part.family) }
+                encode(key, into: &keyBytes)
                 if value.count == 1, case .verdict(let verdict) = value[0] {
-                    let (code, chain) = verdictCode(verdict)
-                    nftnl_set_elem_set_u32(element, UInt16(NFTNL_SET_ELEM_VERDICT), UInt32(bitPattern: code))
-                    if let chain { nftnl_set_elem_set_str(element, UInt16(NFTNL_SET_ELEM_CHAIN), chain) }
-                } else if !value.isEmpty {
-                    encode(value, into: &scratch)
-                    scratch.withUnsafeBytes { _ = nftnl_set_elem_set(element, UInt16(NFTNL_SET_ELEM_DATA), $0.baseAddress, UInt32($0.count)) }
+                    batch.appendElement(key: keyBytes, verdict: verdictCode(verdict))
+                } else if value.isEmpty {
+                    batch.appendElement(key: keyBytes, data: nil)
+                } else {
+                    encode(value, into: &valueBytes)
+                    batch.appendElement(key: keyBytes, data: valueBytes)
                 }
-                nftnl_set_elem_add(message!.set, element)
-                message!.count += 1
-                guard message!.count == elementsPerMessage else { continue }
-                batch.append(message.take()!, family: part.family)
+                inMessage += 1
+                guard inMessage == elementsPerMessage else { continue }
+                batch.endMessage()
+                inMessage = 0
                 if batch.elements >= elementsPerBatch {
                     try sending?.finish()
                     sending = Sending(batch)
                     batch = try Batch()
                 }
             }
-            if let message { batch.append(message, family: part.family) }
+            if inMessage > 0 { batch.endMessage() }
         }
         if batch.elements > 0 {
             try sending?.finish()
@@ -82,9 +81,11 @@ public enum NetlinkElements {
                 appendBigEndian(UInt64(truncatingIfNeeded: address >> 64), into: &bytes)
                 appendBigEndian(UInt64(truncatingIfNeeded: address), into: &bytes)
             case .proto(let proto):
-                bytes += [protocolNumber(proto), 0, 0, 0]
+                bytes.append(protocolNumber(proto))
+                bytes.append(contentsOf: repeatElement(0, count: 3))
             case .port(let port):
-                bytes += [UInt8(truncatingIfNeeded: port >> 8), UInt8(truncatingIfNeeded: port), 0, 0]
+                appendBigEndian(UInt16(truncatingIfNeeded: port), into: &bytes)
+                bytes.append(contentsOf: repeatElement(0, count: 2))
             case .integer(let integer):
                 withUnsafeBytes(of: UInt32(truncatingIfNeeded: integer)) { bytes += $0 }
             case .cidr, .verdict:
@@ -111,21 +112,6 @@ public enum NetlinkElements {
         case .drop: (Int32(NF_DROP), nil)
         case .jump(let chain): (NFT_JUMP.rawValue, chain)
         case .goto(let chain): (NFT_GOTO.rawValue, chain)
-        }
-    }
-
-    /// One NEWSETELEM message in the making: elements of one set.
-    private struct Message {
-        let set: OpaquePointer
-        let name: String
-        var count = 0
-
-        init(table: String, set name: String) throws {
-            guard let set = nftnl_set_alloc() else { throw NFTError("libnftnl: out of memory") }
-            nftnl_set_set_str(set, UInt16(NFTNL_SET_TABLE.rawValue), table)
-            nftnl_set_set_str(set, UInt16(NFTNL_SET_NAME.rawValue), name)
-            self.set = set
-            self.name = name
         }
     }
 
@@ -161,15 +147,62 @@ public enum NetlinkElements {
             return sequence
         }
 
-        func append(_ message: consuming Message, family: NFTFamily) {
+        /// The NEWSETELEM message being written, and its element list.
+        private var message: UnsafeMutablePointer<nlmsghdr>?
+        private var list: UnsafeMutablePointer<nlattr>?
+
+        /// Starts a message that loads elements into `set`; `appendElement` adds them, `endMessage`
+        /// closes it. The attributes are written in place, as libnftnl encodes them, without
+        /// libnftnl's object (one or two allocations) per element.
+        func beginMessage(table: String, set: String, family: NFTFamily) {
             let sequence = next()
-            contents[sequence] = "\(family.rawValue) set \(message.name)"
+            contents[sequence] = "\(family.rawValue) set \(set)"
             let header = nftnl_nlmsg_build_hdr(
-                buffer, UInt16(NFT_MSG_NEWSETELEM.rawValue), family.netlinkFamily, UInt16(NLM_F_CREATE), sequence)
-            nftnl_set_elems_nlmsg_build_payload(header, message.set)
-            nftnl_set_free(message.set)
+                buffer, UInt16(NFT_MSG_NEWSETELEM.rawValue), family.netlinkFamily, UInt16(NLM_F_CREATE), sequence)!
+            mnl_attr_put_strz(header, UInt16(NFTA_SET_ELEM_LIST_TABLE.rawValue), table)
+            mnl_attr_put_strz(header, UInt16(NFTA_SET_ELEM_LIST_SET.rawValue), set)
+            list = mnl_attr_nest_start(header, UInt16(NFTA_SET_ELEM_LIST_ELEMENTS.rawValue))
+            message = header
+        }
+
+        /// An element whose value is a verdict.
+        func appendElement(key: [UInt8], verdict: (code: Int32, chain: String?)) {
+            appendElement(key: key) { header in
+                let data = mnl_attr_nest_start(header, UInt16(NFTA_SET_ELEM_DATA.rawValue))
+                let nest = mnl_attr_nest_start(header, UInt16(NFTA_DATA_VERDICT.rawValue))
+                mnl_attr_put_u32(header, UInt16(NFTA_VERDICT_CODE.rawValue), UInt32(bitPattern: verdict.code).bigEndian)
+                if let chain = verdict.chain { mnl_attr_put_strz(header, UInt16(NFTA_VERDICT_CHAIN.rawValue), chain) }
+                mnl_attr_nest_end(header, nest)
+                mnl_attr_nest_end(header, data)
+            }
+        }
+
+        /// An element of a set (`data` nil) or of a map with register values.
+        func appendElement(key: [UInt8], data: [UInt8]?) {
+            appendElement(key: key) { header in
+                guard let data else { return }
+                let nest = mnl_attr_nest_start(header, UInt16(NFTA_SET_ELEM_DATA.rawValue))
+                data.withUnsafeBytes { mnl_attr_put(header, UInt16(NFTA_DATA_VALUE.rawValue), $0.count, $0.baseAddress) }
+                mnl_attr_nest_end(header, nest)
+            }
+        }
+
+        private func appendElement(key: [UInt8], value: (UnsafeMutablePointer<nlmsghdr>) -> Void) {
+            let header = message!
+            let element = mnl_attr_nest_start(header, UInt16(NFTA_LIST_ELEM.rawValue))
+            let nest = mnl_attr_nest_start(header, UInt16(NFTA_SET_ELEM_KEY.rawValue))
+            key.withUnsafeBytes { mnl_attr_put(header, UInt16(NFTA_DATA_VALUE.rawValue), $0.count, $0.baseAddress) }
+            mnl_attr_nest_end(header, nest)
+            value(header)
+            mnl_attr_nest_end(header, element)
+            elements += 1
+        }
+
+        func endMessage() {
+            mnl_attr_nest_end(message!, list!)
+            message = nil
+            list = nil
             nftnl_batch_update(pointer)
-            elements += message.count
         }
 
         /// Sends the batch; throws with the kernel's error for the first message it refused.
