@@ -223,7 +223,7 @@ public actor Applier {
         let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, names.count / 1000))
         let parts = Mutex([[ServiceName: [NFTFamily: Contribution]]](repeating: [:], count: workers))
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
-            var part: [ServiceName: [NFTFamily: Contribution]] = [:]
+            var part: [ServiceName: [NFTFamily: Contribution]] = Dictionary(minimumCapacity: names.count / workers + 1)
             for index in stride(from: worker, to: names.count, by: workers) {
                 if let contribution = contribution(names[index], state: state, node: node) { part[names[index]] = contribution }
             }
@@ -231,6 +231,7 @@ public actor Applier {
         }
         return parts.withLock { parts in
             var contributions = parts.removeFirst()
+            contributions.reserveCapacity(names.count)
             for part in parts { contributions.merge(part) { first, _ in first } }
             return contributions
         }

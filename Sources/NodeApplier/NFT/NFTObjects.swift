@@ -15,6 +15,17 @@ public enum NFTFamily: String, Hashable, Sendable, CaseIterable, Comparable {
     public static func < (lhs: NFTFamily, rhs: NFTFamily) -> Bool { lhs.rawValue < rhs.rawValue }
 }
 
+extension L4Protocol {
+    /// nft's name of the protocol (`tcp`, `udp`, `sctp`); also part of set and chain names.
+    var keyword: String {
+        switch self {
+        case .tcp: "tcp"
+        case .udp: "udp"
+        case .sctp: "sctp"
+        }
+    }
+}
+
 public enum NFTVerdict: Hashable, Sendable {
     case accept
     case drop

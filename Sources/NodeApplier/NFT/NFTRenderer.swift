@@ -179,7 +179,7 @@ public enum NFTRenderer {
         switch value {
         case .address(let address): address.description
         case .cidr(let cidr): cidr.description
-        case .proto(let proto): proto.rawValue.lowercased()
+        case .proto(let proto): proto.keyword
         case .port(let port): String(port)
         case .integer(let integer): String(integer)
         case .verdict(.accept): "accept"

@@ -48,9 +48,9 @@ public enum Layout {
         case cluster, local
 
         private var prefix: String { self == .cluster ? "" : "local-" }
-        func slotMap(_ proto: L4Protocol) -> String { "\(prefix)backends-\(proto.rawValue.lowercased())" }
-        func singleMap(_ proto: L4Protocol) -> String { "\(prefix)single-backends-\(proto.rawValue.lowercased())" }
-        func pickChain(_ proto: L4Protocol, _ count: Int) -> String { "\(prefix)pick-\(proto.rawValue.lowercased())-\(count)" }
+        func slotMap(_ proto: L4Protocol) -> String { prefix + "backends-" + proto.keyword }
+        func singleMap(_ proto: L4Protocol) -> String { prefix + "single-backends-" + proto.keyword }
+        func pickChain(_ proto: L4Protocol, _ count: Int) -> String { "\(prefix)pick-\(proto.keyword)-\(count)" }
     }
 
     /// The fixed part of a family's table: sets, maps and the chains every ruleset has.
@@ -150,7 +150,6 @@ public enum Layout {
 
     private static func add(_ view: ServicePortView, to contribution: inout Contribution) {
         let proto = view.port.protocol
-        let portID = "\(view.service.namespace)/\(view.service.name)/\(proto.rawValue)/\(view.port.port)"
         func frontend(_ address: IPAddress, _ port: Int) -> [NFTValue] { [.address(address), .proto(proto), .port(port)] }
         func element(_ set: String, _ key: [NFTValue], _ value: [NFTValue] = []) { contribution.elements[set, default: [:]][key] = value }
 
@@ -161,6 +160,7 @@ public enum Layout {
         {
             guard !endpoints.isEmpty else { return nil }
             if let timeout = view.affinityTimeoutSeconds {
+                let portID = "\(view.service.namespace)/\(view.service.name)/\(proto.rawValue)/\(view.port.port)"
                 let chain = "aff-\(StableHash.hex("\(portID)/\((affinity ?? set).rawValue)"))"
                 if contribution.chains[chain] == nil { addAffinityChain(chain, endpoints: endpoints, timeout: timeout, proto: proto) }
                 return .goto(chain)
@@ -170,8 +170,9 @@ public enum Layout {
                 element(set.singleMap(proto), frontend, [.address(endpoints[0].address), .port(endpoints[0].port)])
                 contribution.chains[pick] = NFTChain(name: pick, rules: [NFTRule([], [.dnatFrontend(map: set.singleMap(proto))])])
             } else {
+                let map = set.slotMap(proto)
                 for (slot, endpoint) in endpoints.enumerated() {
-                    element(set.slotMap(proto), frontend + [.integer(slot)], [.address(endpoint.address), .port(endpoint.port)])
+                    element(map, frontend + [.integer(slot)], [.address(endpoint.address), .port(endpoint.port)])
                 }
                 contribution.chains[pick] = NFTChain(
                     name: pick, rules: [NFTRule([], [.dnatSlot(map: set.slotMap(proto), count: endpoints.count)])])
