@@ -5,9 +5,10 @@ import ProxyModel
 
 /// Loads elements into existing sets and maps as netlink batches (libnftnl's batch pages, the
 /// messages' attributes written with libmnl): no script text. libnftables parses, evaluates and
-/// re-encodes every element of a script; at 50k services that is 4.5–5.2 s and 700 MB for elements the kernel itself takes in
-/// about a second (`tools/nftnl-floor`). Elements are typed values, so their netlink encoding is
-/// fixed: each component of a key or value fills one or more 4-byte nft registers.
+/// re-encodes every element of a script; at 50k services that is 4.5–5.2 s and 700 MB for
+/// elements the kernel itself takes in about a second (`tools/nftnl-floor`). Elements are typed
+/// values, so their netlink encoding is fixed: each component of a key or value fills one or more
+/// 4-byte nft registers.
 public enum NetlinkElements {
     /// The elements of one set or map.
     public struct SetElements: Hashable, Sendable {

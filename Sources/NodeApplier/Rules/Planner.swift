@@ -45,7 +45,9 @@ public struct Planner: Sendable {
             let id = planner.serviceIDs.id(service)
             for (family, part) in contribution {
                 planner.families[family]!.installObjects(id, part, planner.serviceIDs, into: &tables[family]!)
-                for (set, entries) in part.elements { elements[family, default: [:]][set, default: []].append(ClaimedElements(id: id, entries: entries)) }
+                for (set, entries) in part.elements {
+                    elements[family, default: [:]][set, default: []].append(ClaimedElements(id: id, entries: entries))
+                }
             }
             planner.serviceCount += 1
         }
