@@ -110,10 +110,11 @@ public actor Applier {
         do {
             if planner == nil {
                 try fullSync()
-                // A full program's transient objects (contributions, the whole table, libnftables'
-                // cache) are gone now: give their pages back.
+                // A full program's transient objects (contributions, the whole table) are gone
+                // now: give their pages back. libnftables' cache may still be being freed on
+                // another thread: the next periodic trim takes its pages.
                 malloc_trim(0)
-                freedSinceTrim = false
+                freedSinceTrim = true
             } else {
                 try partialSync()
                 freedSinceTrim = true
@@ -143,9 +144,9 @@ public actor Applier {
         return .applied(revision: revision)
     }
 
-    /// Gives freed heap pages back to the system if partial syncs ran since the last time: they
-    /// free what they allocated (contributions, libnftables' objects), and glibc keeps the pages
-    /// until trimmed. Walking the heap takes milliseconds (2.7 ms at 50k services), too slow to do
+    /// Gives freed heap pages back to the system if syncs ran since the last time: partial syncs
+    /// free what they allocated (contributions, libnftables' objects), a full sync's libnftables
+    /// cache is freed on another thread, and glibc keeps the pages until trimmed. Walking the heap takes milliseconds (2.7 ms at 50k services), too slow to do
     /// after every sync, so this runs on the drift-check cadence.
     public func releaseFreedMemory() {
         guard freedSinceTrim else { return }

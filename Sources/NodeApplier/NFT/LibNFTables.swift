@@ -21,9 +21,13 @@ public final class LibNFTables: NFTablesClient {
         deinit { nft_ctx_free(pointer) }
 
         /// libnftables keeps every object of a batch in its cache: after a whole table that is
-        /// hundreds of MB. A fresh context drops it; the next command fetches what it needs.
+        /// hundreds of MB. A fresh context drops it; the next command fetches what it needs. The
+        /// old one is freed on another thread: after a swap at 50k services that took 0.14–0.19 s.
         static func dropCache(_ context: inout Context) {
-            if let fresh = try? Context() { context = fresh }
+            guard let fresh = try? Context() else { return }
+            let old = context
+            context = fresh
+            DispatchQueue.global().async { withExtendedLifetime(old) {} }
         }
 
         /// Runs a script; throws with the error buffer. (Output is buffered so that nothing reaches stdout.)
