@@ -268,19 +268,3 @@ public actor Applier {
             localEndpoints: NodeView.localReadyEndpoints(of: service, slices: state.slices(of: name), node: node))
     }
 }
-
-/// Frees a value on another thread; `wait()` returns once it is freed.
-private final class BackgroundRelease: @unchecked Sendable {
-    private var value: Any?
-    private let done = DispatchSemaphore(value: 0)
-
-    init(_ value: consuming some Any) {
-        self.value = value
-        DispatchQueue.global().async {
-            self.value = nil
-            self.done.signal()
-        }
-    }
-
-    func wait() { done.wait() }
-}

@@ -25,9 +25,8 @@ public final class LibNFTables: NFTablesClient {
         /// old one is freed on another thread: after a swap at 50k services that took 0.14–0.19 s.
         static func dropCache(_ context: inout Context) {
             guard let fresh = try? Context() else { return }
-            let old = context
+            _ = BackgroundRelease(consume context)
             context = fresh
-            DispatchQueue.global().async { withExtendedLifetime(old) {} }
         }
 
         /// Runs a script; throws with the error buffer. (Output is buffered so that nothing reaches stdout.)

@@ -175,7 +175,7 @@ public enum Layout {
                     element(map, frontend + [.integer(slot)], [.address(endpoint.address), .port(endpoint.port)])
                 }
                 contribution.chains[pick] = NFTChain(
-                    name: pick, rules: [NFTRule([], [.dnatSlot(map: set.slotMap(proto), count: endpoints.count)])])
+                    name: pick, rules: [NFTRule([], [.dnatSlot(map: map, count: endpoints.count)])])
             }
             return .goto(pick)
         }
