@@ -3,7 +3,7 @@ import ProxyModel
 import Testing
 
 @Suite struct PlannerTests {
-    let frontend: [NFTValue] = [.address(ip("10.96.0.50")), .proto(.tcp), .port(80)]
+    let frontend: NFTTuple = [.address(ip("10.96.0.50")), .proto(.tcp), .port(80)]
     let map = "single-backends-tcp"
 
     func claiming(_ backend: String) -> [NFTFamily: Contribution] {
@@ -12,7 +12,7 @@ import Testing
         return [.ip: contribution]
     }
 
-    func installed(_ nft: FakeNFTables) -> [NFTValue]? { nft.table(.ip)?.elements[map]?[frontend] }
+    func installed(_ nft: FakeNFTables) -> NFTTuple? { nft.table(.ip)?.elements[map]?[frontend] }
 
     /// Two services claiming one frontend: the one with the smaller name is installed, and when it
     /// leaves or comes back the kernel follows, as a full plan of the same services would have it.
@@ -53,7 +53,7 @@ import Testing
 
     /// Packed keys tell apart components whose bytes alone would be equal.
     @Test func packedKeysAreDistinctPerComponentType() {
-        let keys: [[NFTValue]] = [
+        let keys: [NFTTuple] = [
             [.address(.v4(0x0A00_0001))],
             [.address(.v6(0x0A00_0001))],
             [.cidr(cidr("10.0.0.1/32"))],

@@ -113,22 +113,6 @@ import Testing
         #expect(Generation.a.layoutName("pick-tcp-2.b") == nil)
         #expect(Generation(of: "aff-9139a2d558e0fadc") == .a)
     }
-
-    @Test func elementsAreEncodedAsNftRegistersHoldThem() throws {
-        var bytes: [UInt8] = []
-        NetlinkElements.encode([.address(ip("10.96.0.10")), .proto(.tcp), .port(8080), .integer(12)], into: &bytes)
-        let slot = withUnsafeBytes(of: UInt32(12)) { Array($0) }  // numgen writes host byte order
-        #expect(bytes == [10, 96, 0, 10, 6, 0, 0, 0, 0x1f, 0x90, 0, 0] + slot)
-
-        NetlinkElements.encode([.address(ip("2001:db8::a")), .proto(.sctp), .port(65535)], into: &bytes)
-        #expect(bytes == [0x20, 0x01, 0x0d, 0xb8] + Array(repeating: 0, count: 11) + [0x0a, 132, 0, 0, 0, 255, 255, 0, 0])
-
-        NetlinkElements.encode([.address(ip("255.255.255.255")), .port(0)], into: &bytes)
-        #expect(bytes == [255, 255, 255, 255, 0, 0, 0, 0])
-
-        NetlinkElements.encode([.address(ip("0.0.0.1")), .address(ip("::1")), .proto(.udp)], into: &bytes)
-        #expect(bytes == [0, 0, 0, 1] + Array(repeating: 0, count: 15) + [1, 17, 0, 0, 0])
-    }
 }
 
 /// The fake kernel keeps an empty element list for every set; planned tables need not.

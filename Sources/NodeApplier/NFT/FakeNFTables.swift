@@ -162,7 +162,7 @@ public final class FakeNFTables: NFTablesClient {
         }
         for elements in table.elements.values {
             for value in elements.values {
-                for case .verdict(let verdict) in value { add(verdict) }
+                for case .verdict(let verdict) in value.values { add(verdict) }
             }
         }
         return (sets, chains)

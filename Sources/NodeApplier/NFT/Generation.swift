@@ -36,9 +36,10 @@ extension NFTVerdict {
     }
 }
 
-extension NFTValue {
-    func named(_ generation: Generation) -> NFTValue {
-        if case .verdict(let verdict) = self { .verdict(verdict.named(generation)) } else { self }
+extension NFTTuple {
+    /// Only a verdict names anything (a chain).
+    func named(_ generation: Generation) -> NFTTuple {
+        if let verdict { .verdict(verdict.named(generation)) } else { self }
     }
 }
 
@@ -92,7 +93,7 @@ extension NFTTable {
         for (name, chain) in chains { renamed.chains[generation.name(name)] = chain.named(generation) }
         for name in Array(elements.keys) {
             var setElements = elements.removeValue(forKey: name)!
-            if sets[name]?.type == .frontendVerdictMap { setElements = setElements.mapValues { $0.map { $0.named(generation) } } }
+            if sets[name]?.type == .frontendVerdictMap { setElements = setElements.mapValues { $0.named(generation) } }
             renamed.elements[generation.name(name)] = setElements
         }
         return renamed
@@ -112,7 +113,7 @@ extension NFTOperation {
         case .deleteChain(let family, let chain): .deleteChain(family, generation.name(chain))
         case .addElements(let family, let set, let elements):
             .addElements(
-                family, set: generation.name(set), elements.map { NFTElement(key: $0.key, value: $0.value.map { $0.named(generation) }) })
+                family, set: generation.name(set), elements.map { NFTElement(key: $0.key, value: $0.value.named(generation)) })
         case .deleteElements(let family, let set, let elements): .deleteElements(family, set: generation.name(set), elements)
         }
     }

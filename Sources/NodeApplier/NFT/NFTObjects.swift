@@ -45,10 +45,10 @@ public enum NFTValue: Hashable, Sendable {
 
 /// A set or map element: `key` is a concatenation; `value` is empty for plain sets.
 public struct NFTElement: Hashable, Sendable {
-    public var key: [NFTValue]
-    public var value: [NFTValue]
+    public var key: NFTTuple
+    public var value: NFTTuple
 
-    public init(key: [NFTValue], value: [NFTValue] = []) {
+    public init(key: NFTTuple, value: NFTTuple = NFTTuple()) {
         self.key = key
         self.value = value
     }
@@ -175,7 +175,7 @@ public struct NFTTable: Hashable, Sendable {
     public var sets: [String: NFTSetDefinition] = [:]
     public var chains: [String: NFTChain] = [:]
     /// Elements per set or map, keyed by the element key.
-    public var elements: [String: [[NFTValue]: [NFTValue]]] = [:]
+    public var elements: [String: [NFTTuple: NFTTuple]] = [:]
 
     public init(family: NFTFamily, name: String) {
         self.family = family

@@ -63,7 +63,7 @@ public enum NFTRenderer {
             out += "delete element \(family.rawValue) \(name) \(set) { "
             for (index, element) in elements.enumerated() {
                 if index > 0 { out += ", " }
-                out.write(element.key, [])
+                out.write(element.key, NFTTuple())
             }
             out += " }\n"
         }
@@ -169,7 +169,7 @@ public enum NFTRenderer {
         return parts.joined(separator: " ")
     }
 
-    static func text(of key: [NFTValue], _ value: [NFTValue] = []) -> String {
+    static func text(of key: NFTTuple, _ value: NFTTuple = NFTTuple()) -> String {
         var out = ScriptWriter()
         out.write(key, value)
         return out.text
@@ -204,11 +204,11 @@ struct ScriptWriter {
     }
 
     /// One element: `key` (and `value`, for maps), concatenations joined with ` . `.
-    mutating func write(_ key: [NFTValue], _ value: [NFTValue]) {
-        write(key)
+    mutating func write(_ key: NFTTuple, _ value: NFTTuple) {
+        write(key.values)
         if !value.isEmpty {
             bytes.append(contentsOf: " : ".utf8)
-            write(value)
+            write(value.values)
         }
     }
 

@@ -6,15 +6,14 @@ import ProxyModel
 /// Loads elements into existing sets and maps as netlink batches (libnftnl's batch pages, the
 /// messages' attributes written with libmnl): no script text. libnftables parses, evaluates and
 /// re-encodes every element of a script; at 50k services that is 4.5–5.2 s and 700 MB for
-/// elements the kernel itself takes in about a second (`tools/nftnl-floor`). Elements are typed
-/// values, so their netlink encoding is fixed: each component of a key or value fills one or more
-/// 4-byte nft registers.
+/// elements the kernel itself takes in about a second (`tools/nftnl-floor`). Element tuples hold
+/// their values as nft registers do (`NFTTuple`), so a key or value attribute is a copy.
 public enum NetlinkElements {
     /// The elements of one set or map.
     public struct SetElements: Hashable, Sendable {
         public var family: NFTFamily
         public var set: String
-        public var elements: [[NFTValue]: [NFTValue]]
+        public var elements: [NFTTuple: NFTTuple]
     }
 
     /// Elements per NEWSETELEM message. A message's element list is one netlink attribute, whose
@@ -33,21 +32,13 @@ public enum NetlinkElements {
         // Also when building fails: no batch may still be on its way when the caller cleans up.
         defer { _ = try? sending?.finish() }
         var batch = try Batch()
-        var keyBytes: [UInt8] = []
-        var valueBytes: [UInt8] = []
         for index in sets.indices where !sets[index].elements.isEmpty {
             let part = sets[index]
             var inMessage = 0
             for (key, value) in part.elements {
                 if inMessage == 0 { batch.beginMessage(table: table, set: part.set, family: part.family) }
-                encode(key, into: &keyBytes)
-                if value.count == 1, case .verdict(let verdict) = value[0] {
-                    batch.appendElement(key: keyBytes, verdict: verdictCode(verdict))
-                } else if value.isEmpty {
-                    batch.appendElement(key: keyBytes, data: nil)
-                } else {
-                    encode(value, into: &valueBytes)
-                    batch.appendElement(key: keyBytes, data: valueBytes)
+                guard batch.appendElement(key: key, value: value) else {
+                    throw NFTError("\(part.family.rawValue) set \(part.set): element \(key) : \(value) has no register encoding")
                 }
                 inMessage += 1
                 guard inMessage == elementsPerMessage else { continue }
@@ -68,43 +59,6 @@ public enum NetlinkElements {
         // Freed while the kernel takes the last batch.
         _ = consume sets
         try sending?.finish()
-    }
-
-    /// A value as nft registers hold it: addresses and ports in network byte order, protocols one
-    /// byte, slot numbers (numgen's output) in host byte order; each component padded to 4 bytes.
-    public static func encode(_ values: [NFTValue], into bytes: inout [UInt8]) {
-        bytes.removeAll(keepingCapacity: true)
-        for value in values {
-            switch value {
-            case .address(.v4(let address)):
-                appendBigEndian(address, into: &bytes)
-            case .address(.v6(let address)):
-                appendBigEndian(UInt64(truncatingIfNeeded: address >> 64), into: &bytes)
-                appendBigEndian(UInt64(truncatingIfNeeded: address), into: &bytes)
-            case .proto(let proto):
-                bytes.append(protocolNumber(proto))
-                bytes.append(contentsOf: repeatElement(0, count: 3))
-            case .port(let port):
-                appendBigEndian(UInt16(truncatingIfNeeded: port), into: &bytes)
-                bytes.append(contentsOf: repeatElement(0, count: 2))
-            case .integer(let integer):
-                withUnsafeBytes(of: UInt32(truncatingIfNeeded: integer)) { bytes += $0 }
-            case .cidr, .verdict:
-                preconditionFailure("\(value) is not a register value: interval sets and verdicts are encoded apart")
-            }
-        }
-    }
-
-    private static func protocolNumber(_ proto: L4Protocol) -> UInt8 {
-        switch proto {
-        case .tcp: UInt8(IPPROTO_TCP)
-        case .udp: UInt8(IPPROTO_UDP)
-        case .sctp: UInt8(IPPROTO_SCTP)
-        }
-    }
-
-    private static func appendBigEndian<T: FixedWidthInteger>(_ value: T, into bytes: inout [UInt8]) {
-        withUnsafeBytes(of: value.bigEndian) { bytes += $0 }
     }
 
     private static func verdictCode(_ verdict: NFTVerdict) -> (Int32, String?) {
@@ -166,37 +120,36 @@ public enum NetlinkElements {
             message = header
         }
 
-        /// An element whose value is a verdict.
-        func appendElement(key: [UInt8], verdict: (code: Int32, chain: String?)) {
-            appendElement(key: key) { header in
-                let data = mnl_attr_nest_start(header, UInt16(NFTA_SET_ELEM_DATA.rawValue))
-                let nest = mnl_attr_nest_start(header, UInt16(NFTA_DATA_VERDICT.rawValue))
-                mnl_attr_put_u32(header, UInt16(NFTA_VERDICT_CODE.rawValue), UInt32(bitPattern: verdict.code).bigEndian)
-                if let chain = verdict.chain { mnl_attr_put_strz(header, UInt16(NFTA_VERDICT_CHAIN.rawValue), chain) }
-                mnl_attr_nest_end(header, nest)
-                mnl_attr_nest_end(header, data)
-            }
-        }
-
-        /// An element of a set (`data` nil) or of a map with register values.
-        func appendElement(key: [UInt8], data: [UInt8]?) {
-            appendElement(key: key) { header in
-                guard let data else { return }
-                let nest = mnl_attr_nest_start(header, UInt16(NFTA_SET_ELEM_DATA.rawValue))
-                data.withUnsafeBytes { mnl_attr_put(header, UInt16(NFTA_DATA_VALUE.rawValue), $0.count, $0.baseAddress) }
-                mnl_attr_nest_end(header, nest)
-            }
-        }
-
-        private func appendElement(key: [UInt8], value: (UnsafeMutablePointer<nlmsghdr>) -> Void) {
+        /// Appends an element; false, leaving the batch unusable, when the key or value has no
+        /// register encoding (CIDRs: interval sets are loaded apart).
+        func appendElement(key: NFTTuple, value: NFTTuple) -> Bool {
             let header = message!
             let element = mnl_attr_nest_start(header, UInt16(NFTA_LIST_ELEM.rawValue))
-            let nest = mnl_attr_nest_start(header, UInt16(NFTA_SET_ELEM_KEY.rawValue))
-            key.withUnsafeBytes { mnl_attr_put(header, UInt16(NFTA_DATA_VALUE.rawValue), $0.count, $0.baseAddress) }
-            mnl_attr_nest_end(header, nest)
-            value(header)
+            guard put(key, as: UInt16(NFTA_SET_ELEM_KEY.rawValue), into: header) else { return false }
+            if let verdict = value.verdict {
+                let (code, chain) = NetlinkElements.verdictCode(verdict)
+                let data = mnl_attr_nest_start(header, UInt16(NFTA_SET_ELEM_DATA.rawValue))
+                let nest = mnl_attr_nest_start(header, UInt16(NFTA_DATA_VERDICT.rawValue))
+                mnl_attr_put_u32(header, UInt16(NFTA_VERDICT_CODE.rawValue), UInt32(bitPattern: code).bigEndian)
+                if let chain { mnl_attr_put_strz(header, UInt16(NFTA_VERDICT_CHAIN.rawValue), chain) }
+                mnl_attr_nest_end(header, nest)
+                mnl_attr_nest_end(header, data)
+            } else if !value.isEmpty {
+                guard put(value, as: UInt16(NFTA_SET_ELEM_DATA.rawValue), into: header) else { return false }
+            }
             mnl_attr_nest_end(header, element)
             elements += 1
+            return true
+        }
+
+        /// `tuple`'s registers as a data attribute nested in `type`.
+        private func put(_ tuple: NFTTuple, as type: UInt16, into header: UnsafeMutablePointer<nlmsghdr>) -> Bool {
+            let written: Void? = tuple.withRegisters { registers in
+                let nest = mnl_attr_nest_start(header, type)
+                mnl_attr_put(header, UInt16(NFTA_DATA_VALUE.rawValue), registers.count, registers.baseAddress)
+                mnl_attr_nest_end(header, nest)
+            }
+            return written != nil
         }
 
         func endMessage() {

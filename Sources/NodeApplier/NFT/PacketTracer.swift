@@ -163,10 +163,10 @@ public struct PacketTracer {
         case .reject: return [(.reject, current)]
         case .return: return [(.next, current)]
         case .frontendVerdictMap(let map):
-            guard case .verdict(let verdict)? = table.elements[map]?[frontendKey(current, packet)]?.first else { return continuation(current) }
+            guard let verdict = table.elements[map]?[frontendKey(current, packet)]?.verdict else { return continuation(current) }
             return follow(verdict)
         case .dnatSlot(let map, let count):
-            let targets = (0..<count).compactMap { table.elements[map]?[frontendKey(current, packet) + [.integer($0)]] }
+            let targets = (0..<count).compactMap { table.elements[map]?[frontendKey(current, packet).appending(.integer($0))] }
             guard !targets.isEmpty else { return continuation(current) }
             return targets.flatMap { dnat(current, $0) }
         case .dnatFrontend(let map):
@@ -188,15 +188,16 @@ public struct PacketTracer {
         return execute(rest, packet, current, depth: depth, continuation: continuation)
     }
 
-    private func dnat(_ branch: Branch, _ value: [NFTValue]) -> [(Verdict, Branch)] {
-        guard case .address(let address) = value.first, case .port(let port) = value.last else { return [] }
+    private func dnat(_ branch: Branch, _ value: NFTTuple) -> [(Verdict, Branch)] {
+        let values = value.values
+        guard case .address(let address) = values.first, case .port(let port) = values.last else { return [] }
         var result = branch
         result.destination = EndpointTarget(address: address, port: port)
         result.translated = true
         return [(.accept, result)]
     }
 
-    private func frontendKey(_ branch: Branch, _ packet: Packet) -> [NFTValue] {
+    private func frontendKey(_ branch: Branch, _ packet: Packet) -> NFTTuple {
         [.address(branch.destination.address), .proto(packet.proto), .port(branch.destination.port)]
     }
 
@@ -219,7 +220,7 @@ public struct PacketTracer {
         guard let elements = table.elements[set] else { return false }
         if elements[[.address(address)]] != nil { return true }
         return elements.keys.contains { key in
-            if case .cidr(let cidr) = key.first { return cidr.contains(address) }
+            if case .cidr(let cidr) = key.values.first { return cidr.contains(address) }
             return false
         }
     }

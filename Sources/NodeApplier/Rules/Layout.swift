@@ -6,7 +6,7 @@ import ProxyModel
 public struct Contribution: Hashable, Sendable {
     public var chains: [String: NFTChain] = [:]
     public var sets: [String: NFTSetDefinition] = [:]
-    public var elements: [String: [[NFTValue]: [NFTValue]]] = [:]
+    public var elements: [String: [NFTTuple: NFTTuple]] = [:]
     /// The largest endpoint count dispatched through a `pick-N` chain.
     public var maxPick = 0
 
@@ -70,9 +70,9 @@ public enum Layout {
             }
         }
         let clusterCIDRs = node.clusterCIDRs.filter { $0.family == family.ipFamily }
-        table.elements[Name.clusterCIDRs] = Dictionary(uniqueKeysWithValues: clusterCIDRs.map { ([NFTValue.cidr($0)], []) })
+        table.elements[Name.clusterCIDRs] = Dictionary(uniqueKeysWithValues: clusterCIDRs.map { ([.cidr($0)], NFTTuple()) })
         table.elements[Name.serviceCIDRs] = Dictionary(
-            uniqueKeysWithValues: node.serviceCIDRs.filter { $0.family == family.ipFamily }.map { ([NFTValue.cidr($0)], []) })
+            uniqueKeysWithValues: node.serviceCIDRs.filter { $0.family == family.ipFamily }.map { ([.cidr($0)], NFTTuple()) })
 
         let new = NFTMatch.ctStateNew
         let offCluster = NFTMatch.saddrIn(set: Name.clusterCIDRs, negated: true)
@@ -150,12 +150,19 @@ public enum Layout {
 
     private static func add(_ view: ServicePortView, to contribution: inout Contribution) {
         let proto = view.port.protocol
-        func frontend(_ address: IPAddress, _ port: Int) -> [NFTValue] { [.address(address), .proto(proto), .port(port)] }
-        func element(_ set: String, _ key: [NFTValue], _ value: [NFTValue] = []) { contribution.elements[set, default: [:]][key] = value }
+        func frontend(_ address: IPAddress, _ port: Int) -> NFTTuple {
+            NFTTuple().appending(.address(address)).appending(.proto(proto)).appending(.port(port))
+        }
+        func target(_ endpoint: EndpointTarget) -> NFTTuple {
+            NFTTuple().appending(.address(endpoint.address)).appending(.port(endpoint.port))
+        }
+        func element(_ set: String, _ key: NFTTuple, _ value: NFTTuple = NFTTuple()) {
+            contribution.elements[set, default: [:]][key] = value
+        }
 
         /// Where a frontend's packets go for `endpoints`; nil when there are none.
         /// Slot maps and pick chains come from `set`; an affinity chain is shared per `affinity` set.
-        func dispatch(_ frontend: [NFTValue], to endpoints: [EndpointTarget], set: EndpointSet, affinity: EndpointSet? = nil)
+        func dispatch(_ frontend: NFTTuple, to endpoints: [EndpointTarget], set: EndpointSet, affinity: EndpointSet? = nil)
             -> NFTVerdict?
         {
             guard !endpoints.isEmpty else { return nil }
@@ -167,12 +174,12 @@ public enum Layout {
             }
             let pick = set.pickChain(proto, endpoints.count)
             if endpoints.count == 1 {
-                element(set.singleMap(proto), frontend, [.address(endpoints[0].address), .port(endpoints[0].port)])
+                element(set.singleMap(proto), frontend, target(endpoints[0]))
                 contribution.chains[pick] = NFTChain(name: pick, rules: [NFTRule([], [.dnatFrontend(map: set.singleMap(proto))])])
             } else {
                 let map = set.slotMap(proto)
                 for (slot, endpoint) in endpoints.enumerated() {
-                    element(map, frontend + [.integer(slot)], [.address(endpoint.address), .port(endpoint.port)])
+                    element(map, frontend.appending(.integer(slot)), target(endpoint))
                 }
                 contribution.chains[pick] = NFTChain(
                     name: pick, rules: [NFTRule([], [.dnatSlot(map: map, count: endpoints.count)])])
@@ -202,30 +209,32 @@ public enum Layout {
 
         // ClusterIP: internalTrafficPolicy decides the endpoint set.
         let clusterFrontend = frontend(view.clusterIP, view.port.port)
-        element(Name.clusterIPs, [.address(view.clusterIP)])
+        element(Name.clusterIPs, NFTTuple().appending(.address(view.clusterIP)))
         let internalSet: EndpointSet = view.internalPolicyLocal ? .local : .cluster
         if let verdict = dispatch(clusterFrontend, to: view.internalEndpoints, set: .cluster, affinity: internalSet) {
-            element(Name.serviceIPs, clusterFrontend, [.verdict(verdict)])
+            element(Name.serviceIPs, clusterFrontend, .verdict(verdict))
         } else {
             // No endpoints at all: refuse at once. Endpoints elsewhere but none here (Local policy): drop.
             let verdict: NFTVerdict = view.clusterEndpoints.isEmpty ? .goto(Name.rejectChain) : .drop
-            element(Name.noEndpointServices, clusterFrontend, [.verdict(verdict)])
+            element(Name.noEndpointServices, clusterFrontend, .verdict(verdict))
         }
-        for endpoint in view.localEndpoints { element(Name.hairpin, [.address(endpoint.address), .address(endpoint.address)]) }
+        for endpoint in view.localEndpoints {
+            element(Name.hairpin, NFTTuple().appending(.address(endpoint.address)).appending(.address(endpoint.address)))
+        }
 
         // External frontends: externalIPs, LoadBalancer IPs, NodePorts on the node's addresses.
         var externals = (view.externalIPs + view.loadBalancerIPs).map { frontend($0, view.port.port) }
         if let nodePort = view.port.nodePort { externals += view.nodePortIPs.map { frontend($0, nodePort) } }
         for external in externals {
             if let verdict = dispatch(external, to: view.clusterEndpoints, set: .cluster) {
-                element(Name.serviceIPs, external, [.verdict(verdict)])
+                element(Name.serviceIPs, external, .verdict(verdict))
             } else {
-                element(Name.noEndpointServices, external, [.verdict(.goto(Name.rejectChain))])
+                element(Name.noEndpointServices, external, .verdict(.goto(Name.rejectChain)))
             }
             if view.externalPolicyLocal {
                 element(Name.externalLocal, external)
                 if let verdict = dispatch(external, to: view.localEndpoints, set: .local) {
-                    element(Name.localServiceIPs, external, [.verdict(verdict)])
+                    element(Name.localServiceIPs, external, .verdict(verdict))
                 } else if !view.clusterEndpoints.isEmpty {
                     element(Name.externalLocalNone, external)
                 }
@@ -238,7 +247,7 @@ public enum Layout {
             let rule = ranges.isEmpty ? NFTRule([], [.verdict(.drop)]) : NFTRule([.saddrInRanges(ranges, negated: true)], [.verdict(.drop)])
             contribution.chains[chain] = NFTChain(name: chain, rules: [rule])
             for address in view.loadBalancerIPs {
-                element(Name.firewallIPs, frontend(address, view.port.port), [.verdict(.goto(chain))])
+                element(Name.firewallIPs, frontend(address, view.port.port), .verdict(.goto(chain)))
             }
         }
     }

@@ -172,91 +172,28 @@ struct ServiceIDs: Sendable {
     }
 }
 
-/// An element key packed into inline storage, so that claiming an element allocates nothing.
-/// Components that do not fit (verdicts, out-of-range numbers, keys over the storage's size) keep
-/// the array.
+/// An element key as the planner stores it: packed in the family's key width, so that claiming
+/// an element allocates nothing. A key that does not pack keeps its tuple, out of line: the
+/// planner's dictionaries hold a key per element, and a tuple is twice the width of a packed
+/// IPv4 key.
 enum ElementKey<Storage: KeyBytes>: Hashable, Sendable {
     case packed(PackedValues<Storage>)
-    case boxed([NFTValue])
+    indirect case boxed(NFTTuple)
 
-    init(_ values: [NFTValue]) {
-        if let packed = PackedValues<Storage>(values) { self = .packed(packed) } else { self = .boxed(values) }
-    }
-}
-
-/// Inline bytes of a packed key. The width is per family: every slot of the planner's largest
-/// dictionaries holds one key (at 50k services, 16 instead of 32 bytes saved ~10 MB).
-protocol KeyBytes: Hashable, Sendable { init() }
-
-struct Bytes16: KeyBytes {
-    var low: UInt64 = 0
-    var high: UInt64 = 0
-}
-
-struct Bytes32: KeyBytes {
-    var low = Bytes16()
-    var high = Bytes16()
-}
-
-/// Up to 8 components in `Storage`, each with a 4-bit type tag: the encoding is injective.
-struct PackedValues<Storage: KeyBytes>: Hashable, Sendable {
-    private var bytes = Storage()
-    private var tags: UInt32 = 0
-
-    init?(_ values: [NFTValue]) {
-        guard values.count <= 8 else { return nil }
-        let capacity = MemoryLayout<Storage>.size
-        var used = 0
-        for (index, value) in values.enumerated() {
-            let tag: UInt32
-            let width: Int
-            let payload: UInt128
-            switch value {
-            case .address(.v4(let address)): (tag, width, payload) = (1, 4, UInt128(address))
-            case .address(.v6(let address)): (tag, width, payload) = (2, 16, address)
-            case .cidr(let cidr):
-                guard cidr.prefixLength >= 0, cidr.prefixLength <= 128 else { return nil }
-                let v4 = cidr.family == .ipv4
-                // The prefix length goes in its own byte after the network.
-                guard used + (v4 ? 5 : 17) <= capacity else { return nil }
-                store(cidr.network.integerValue, width: v4 ? 4 : 16, at: used)
-                store(UInt128(cidr.prefixLength), width: 1, at: used + (v4 ? 4 : 16))
-                used += v4 ? 5 : 17
-                tags |= (v4 ? 3 : 4) << (4 * UInt32(index))
-                continue
-            case .proto(let proto): (tag, width, payload) = (5, 1, UInt128(L4Protocol.allCases.firstIndex(of: proto)!))
-            case .port(let port):
-                guard let port = UInt16(exactly: port) else { return nil }
-                (tag, width, payload) = (6, 2, UInt128(port))
-            case .integer(let integer):
-                guard let integer = UInt32(exactly: integer) else { return nil }
-                (tag, width, payload) = (7, 4, UInt128(integer))
-            case .verdict:
-                return nil
-            }
-            guard used + width <= capacity else { return nil }
-            store(payload, width: width, at: used)
-            used += width
-            tags |= tag << (4 * UInt32(index))
-        }
-    }
-
-    private mutating func store(_ value: UInt128, width: Int, at offset: Int) {
-        withUnsafeMutableBytes(of: &bytes) { raw in
-            for byte in 0..<width { raw[offset + byte] = UInt8(truncatingIfNeeded: value >> (8 * UInt128(byte))) }
-        }
+    init(_ tuple: NFTTuple) {
+        if let packed = tuple.packed(as: Storage.self) { self = .packed(packed) } else { self = .boxed(tuple) }
     }
 }
 
 /// One service's elements of one set, as a full plan claims them.
 struct ClaimedElements: Sendable {
     var id: UInt32
-    var entries: [[NFTValue]: [NFTValue]]
+    var entries: [NFTTuple: NFTTuple]
 }
 
 /// A changed element: its key as the contributions spell it and the service holding it before.
 struct TouchedElement {
-    var key: [NFTValue]
+    var key: NFTTuple
     var holderBefore: UInt32?
 }
 
@@ -271,7 +208,7 @@ protocol FamilyClaims: Sendable {
     mutating func cleanup(_ family: NFTFamily) -> [NFTOperation]
     mutating func updateElements(
         _ changes: [ServiceName: Planner.Change], _ family: NFTFamily, _ ids: inout ServiceIDs,
-        value: (ServiceName, String, [NFTValue], Bool) -> [NFTValue]?
+        value: (ServiceName, String, NFTTuple, Bool) -> NFTTuple?
     ) -> [NFTOperation]
 }
 
@@ -328,13 +265,12 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
     mutating func installElements(_ sets: [String: [ClaimedElements]], into table: inout NFTTable) {
         let order = sets.map { (set: $0.key, claims: $0.value, count: $0.value.reduce(0) { $0 + $1.entries.count }) }
             .sorted { $0.count > $1.count }
-        let planned = Mutex([String: (owners: [Key: UInt32], coOwners: [Key: [UInt32]], installed: [[NFTValue]: [NFTValue]])]())
+        let planned = Mutex([String: (owners: [Key: UInt32], coOwners: [Key: [UInt32]], installed: [NFTTuple: NFTTuple])]())
         DispatchQueue.concurrentPerform(iterations: order.count) { index in
-            // Room for every claim up front: a growing dictionary rehashes every key at each
-            // doubling, and `[NFTValue]` keys hash value by value.
+            // Room for every claim up front: a growing dictionary rehashes every key at each doubling.
             var owners: [Key: UInt32] = Dictionary(minimumCapacity: order[index].count)
             var coOwners: [Key: [UInt32]] = [:]
-            var installed: [[NFTValue]: [NFTValue]] = Dictionary(minimumCapacity: order[index].count)
+            var installed: [NFTTuple: NFTTuple] = Dictionary(minimumCapacity: order[index].count)
             for claim in order[index].claims {
                 for (key, value) in claim.entries {
                     let packed = Key(key)
@@ -409,7 +345,7 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
     @specialized(where Storage == Bytes32)
     mutating func updateElements(
         _ changes: [ServiceName: Planner.Change], _ family: NFTFamily, _ ids: inout ServiceIDs,
-        value: (ServiceName, String, [NFTValue], Bool) -> [NFTValue]?
+        value: (ServiceName, String, NFTTuple, Bool) -> NFTTuple?
     ) -> [NFTOperation] {
         let touched = claimElements(changes, family, &ids)
         return elementOperations(touched, family, ids, value: value)
@@ -444,7 +380,7 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
 
     private func elementOperations(
         _ touched: [String: [Key: TouchedElement]], _ family: NFTFamily, _ ids: ServiceIDs,
-        value: (ServiceName, String, [NFTValue], Bool) -> [NFTValue]?
+        value: (ServiceName, String, NFTTuple, Bool) -> NFTTuple?
     ) -> [NFTOperation] {
         var deletions: [NFTOperation] = []
         var additions: [NFTOperation] = []

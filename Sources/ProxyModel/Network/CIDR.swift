@@ -10,11 +10,18 @@ public struct CIDR: Hashable, Sendable, CustomStringConvertible, Codable {
         guard parts.count == 2, let address = IPAddress(String(parts[0])),
             parts[1].allSatisfy({ $0.isASCII && $0.isNumber }), !parts[1].isEmpty,
             parts[1] == "0" || parts[1].first != "0",
-            let length = Int(parts[1]), length <= address.bitWidth
+            let length = Int(parts[1])
         else { return nil }
-        guard address.integerValue & ~Self.mask(length, width: address.bitWidth) == 0 else { return nil }
-        self.network = address
-        self.prefixLength = length
+        self.init(network: address, prefixLength: length)
+    }
+
+    /// `nil` when the length exceeds the address's width or host bits are set.
+    public init?(network: IPAddress, prefixLength: Int) {
+        guard (0...network.bitWidth).contains(prefixLength),
+            network.integerValue & ~Self.mask(prefixLength, width: network.bitWidth) == 0
+        else { return nil }
+        self.network = network
+        self.prefixLength = prefixLength
     }
 
     public var family: IPFamily { network.family }
