@@ -401,18 +401,21 @@ struct NFTablesBench: AsyncParsableCommand {
         }
         func megabytes(_ field: String) throws -> Double { Double(try memoryBytes(of: applier.processIdentifier, field)) / 1e6 }
         let programmedAfter = try await waitForHead()
+        let programmed = try megabytes("VmRSS")
+        // The applier trims its heap on its drift-check cadence (10 s).
+        let trimWait = Duration.seconds(11)
+        try await Task.sleep(for: trimWait)
         print(
             "node-applier process holding \(total) services / \(total * 5) endpoints: "
                 + String(
-                    format: "programmed %.1f s after start, then RSS %.0f MB, peak %.0f MB", programmedAfter, try megabytes("VmRSS"),
-                    try megabytes("VmHWM")))
+                    format: "programmed %.1f s after start, then RSS %.0f MB, after the next heap trim %.0f MB, peak %.0f MB",
+                    programmedAfter, programmed, try megabytes("VmRSS"), try megabytes("VmHWM")))
         let changes = 200
         try await apply(
             (0..<changes).map { benchSlice(service: ($0 * 7919) % total, endpoints: 5, generation: $0 + 1) }, perCall: 1)
         _ = try await waitForHead()
         let afterChanges = try megabytes("VmRSS")
-        // The applier trims its heap on its drift-check cadence (10 s).
-        try await Task.sleep(for: .seconds(11))
+        try await Task.sleep(for: trimWait)
         print(
             String(
                 format: "  after %ld one-endpoint changes (partial syncs): RSS %.0f MB, after the applier's next heap trim: %.0f MB",
