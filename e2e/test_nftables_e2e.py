@@ -357,6 +357,47 @@ def test_rule_added_and_table_deleted_by_hand_are_repaired(cluster):
     assert re.search(r"^kubeproxy_node_applier_drift_repairs_total 2$", cluster.metrics(1), re.M)
 
 
+CLASH = """
+apiVersion: v1
+kind: Service
+metadata: {name: clash, namespace: default}
+spec:
+  clusterIP: 10.96.0.40
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+""" + slice_yaml("clash", "clash", ["p2b"], HTTP)
+
+
+def test_transaction_the_kernel_refuses_is_reported_and_repaired_by_a_full_sync(cluster):
+    """An element added by hand where a new service's frontend goes (the drift check does not read
+    elements): the kernel refuses the partial sync that brings the service ("File exists"). The
+    applier counts and logs the failure, leaves the rules as they were, and resyncs in full, which
+    stages fresh tables under the other generation's names and brings the service in. Node 2 takes
+    the same change at once."""
+    lab = cluster.lab
+    def failures():
+        found = re.search(r"^\S*nftables_sync_failures_total (\S+)$", cluster.metrics(1), re.M)
+        return float(found.group(1)) if found else 0.0
+    before, generation = failures(), _generations(cluster, 1)
+    assert len(generation) == 1, generation
+    service_ips = "service-ips" + (".b" if generation == {True} else "")
+    lab.run(cluster.nodes[1], "nft", f"add element ip kube-proxy-swift {service_ips} {{ 10.96.0.40 . tcp . 80 : drop }}")
+    cluster.apply(CLASH)
+    try:
+        eventually(lambda: _assert_equal(cluster.answering(cluster.probe("p2a", "tcp", "10.96.0.40", 80, count=5)), {"p2b"}))
+        def repaired():
+            assert _generations(cluster, 1) == {not next(iter(generation))}
+            assert cluster.answering(cluster.probe("p1b", "tcp", "10.96.0.40", 80, count=5)) == {"p2b"}
+        eventually(repaired, timeout=30)
+        assert failures() == before + 1
+        with open(lab.logs["applier-n1"]) as log:
+            assert "File exists" in log.read()
+        listed = lab.run(cluster.nodes[1], "nft", "list", "ruleset").stdout
+        assert "10.96.0.40 . tcp . 80 : drop" not in listed and "10.96.0.40 . tcp . 80 : goto pick-tcp-1" in listed
+    finally:
+        lab.proxyctl(cluster.cp, "delete", "-f", "-", input=CLASH)
+
+
 def _generations(cluster, number):
     """Which generations the names of node <number>'s chains are of: {False} a, {True} b (".b")."""
     chains = cluster.lab.run(cluster.nodes[number], "nft", "list", "chains").stdout
