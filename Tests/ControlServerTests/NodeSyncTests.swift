@@ -261,6 +261,24 @@ func apply(_ client: GRPCClient<HTTP2ClientTransport.Posix>, _ objects: ProxyObj
         }
     }
 
+    /// The node's gRPC transport keeps the buffer a message arrived in until the next message: a
+    /// heartbeat right behind a large message lets it go (heartbeats are otherwise an hour apart here).
+    @Test func aLargeMessageIsFollowedByAHeartbeat() async throws {
+        try await withServer(heartbeat: .seconds(3600)) { server in
+            try await server.withClient { client in
+                let slices = (0..<40).map { webSlice("web-\($0)", endpoints: 1000) }
+                _ = try await Kubeproxy_V1_Registry.Client(wrapping: client).apply(
+                    .with { $0.items = slices.map { object in .with { $0.object = object.wire } } })
+                let node = TestNode(client: client, name: "node-a")
+                try await node.waitForInitialSync()
+                #expect(try #require(node.received.first).bytes >= NodeSyncService.largeMessageBytes)
+                try await node.waitFor(heartbeats: 1)
+                #expect(node.heartbeats == 1)
+                await node.close()
+            }
+        }
+    }
+
     @Test func streamsMustStartWithAValidHello() async throws {
         try await withServer { server in
             try await server.withClient { client in

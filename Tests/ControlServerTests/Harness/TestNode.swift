@@ -20,7 +20,7 @@ final class TestNode: Sendable {
     private let outgoing: AsyncStream<Kubeproxy_V1_NodeMessage>.Continuation
     /// What the stream task and the test share.
     private final class Shared: Sendable {
-        let state = Mutex<(received: [Received], applied: UInt64, violations: [String])>(([], 0, []))
+        let state = Mutex<(received: [Received], applied: UInt64, violations: [String], heartbeats: Int)>(([], 0, [], 0))
         let gate = Mutex<CheckedContinuation<Void, Never>?>(nil)
         let paused = Atomic<Bool>(false)
         let nack = Mutex<String?>(nil)
@@ -91,7 +91,11 @@ final class TestNode: Sendable {
                             received = Received(
                                 from: delta.fromRevision, to: delta.toRevision, upserts: delta.upserts.count,
                                 deletes: delta.deletes.count, bytes: (try message.serializedBytes() as [UInt8]).count)
-                        case .heartbeat, nil:
+                        case .heartbeat:
+                            shared.state.withLock { $0.heartbeats += 1 }
+                            updatesContinuation.yield()
+                            continue
+                        case nil:
                             continue
                         }
                         shared.state.withLock { state in
@@ -118,10 +122,16 @@ final class TestNode: Sendable {
     var received: [Received] { shared.state.withLock { $0.received } }
     var applied: UInt64 { shared.state.withLock { $0.applied } }
     var violations: [String] { shared.state.withLock { $0.violations } }
+    var heartbeats: Int { shared.state.withLock { $0.heartbeats } }
 
     /// Waits until the node has applied `revision` (or later).
     func waitFor(revision: UInt64, seconds: Double = 10) async throws {
         try await waitUntil("revision \(revision) (at \(applied))", seconds: seconds) { $0.applied >= revision }
+    }
+
+    /// Waits until the node has received `count` heartbeats.
+    func waitFor(heartbeats count: Int) async throws {
+        try await waitUntil("\(count) heartbeats (at \(heartbeats))", seconds: 10) { $0.heartbeats >= count }
     }
 
     /// Waits for the first Snapshot or Delta of the stream.
