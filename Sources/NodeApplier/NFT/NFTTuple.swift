@@ -207,7 +207,8 @@ struct PackedValues<Storage: KeyBytes>: Hashable, Sendable {
         switch value {
         case .address(.v6): 16
         case .cidr(let cidr): cidr.family == .ipv4 ? 8 : 20
-        case .address(.v4), .proto, .port, .integer, .verdict: 4
+        case .address(.v4), .proto, .port, .integer: 4
+        case .verdict: 0  // never packed
         }
     }
 
