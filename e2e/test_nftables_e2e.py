@@ -141,8 +141,12 @@ class Cluster:
         return {result.split()[0] for result in results}
 
     def metrics(self, number, ns=None):
-        code = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:10256/metrics').read().decode())"
-        return self.lab.run(ns or self.nodes[number], sys.executable, "-c", code).stdout
+        return self.scrape(ns or self.nodes[number], 10256)
+
+    def scrape(self, ns, port):
+        """The /metrics text served on 127.0.0.1:<port> in <ns>."""
+        code = f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/metrics').read().decode())"
+        return self.lab.run(ns, sys.executable, "-c", code).stdout
 
     def applied_revision(self, number, ns=None):
         found = re.search(r"^kubeproxy_node_applier_applied_revision (\S+)$", self.metrics(number, ns), re.M)
@@ -371,14 +375,18 @@ spec:
 def test_transaction_the_kernel_refuses_is_reported_and_repaired_by_a_full_sync(cluster):
     """An element added by hand where a new service's frontend goes (the drift check does not read
     elements): the kernel refuses the partial sync that brings the service ("File exists"). The
-    applier counts and logs the failure, leaves the rules as they were, and resyncs in full, which
-    stages fresh tables under the other generation's names and brings the service in. Node 2 takes
-    the same change at once."""
+    applier counts and logs the failure, NACKs the revision with the kernel's error, leaves the
+    rules as they were, and resyncs in full, which stages fresh tables under the other generation's
+    names and brings the service in. Node 2 takes the same change at once."""
     lab = cluster.lab
-    def failures():
-        found = re.search(r"^\S*nftables_sync_failures_total (\S+)$", cluster.metrics(1), re.M)
+    def counter(text, name):
+        found = re.search(rf"^\S*{name} (\S+)$", text, re.M)
         return float(found.group(1)) if found else 0.0
-    before, generation = failures(), _generations(cluster, 1)
+    def failures():
+        return counter(cluster.metrics(1), "nftables_sync_failures_total")
+    def nacks():
+        return counter(cluster.scrape(cluster.cp, 7701), "nodesync_nacks_total")
+    before, nacked, generation = failures(), nacks(), _generations(cluster, 1)
     assert len(generation) == 1, generation
     service_ips = "service-ips" + (".b" if generation == {True} else "")
     lab.run(cluster.nodes[1], "nft", f"add element ip kube-proxy-swift {service_ips} {{ 10.96.0.40 . tcp . 80 : drop }}")
@@ -389,9 +397,10 @@ def test_transaction_the_kernel_refuses_is_reported_and_repaired_by_a_full_sync(
             assert _generations(cluster, 1) == {not next(iter(generation))}
             assert cluster.answering(cluster.probe("p1b", "tcp", "10.96.0.40", 80, count=5)) == {"p2b"}
         eventually(repaired, timeout=30)
-        assert failures() == before + 1
-        with open(lab.logs["applier-n1"]) as log:
-            assert "File exists" in log.read()
+        assert failures() == before + 1 and nacks() == nacked + 1
+        for process in ("applier-n1", "control-server"):
+            with open(lab.logs[process]) as log:
+                assert "File exists" in log.read(), process
         listed = lab.run(cluster.nodes[1], "nft", "list", "ruleset").stdout
         assert "10.96.0.40 . tcp . 80 : drop" not in listed and "10.96.0.40 . tcp . 80 : goto pick-tcp-1" in listed
     finally:
