@@ -375,9 +375,9 @@ spec:
 def test_transaction_the_kernel_refuses_is_reported_and_repaired_by_a_full_sync(cluster):
     """An element added by hand where a new service's frontend goes (the drift check does not read
     elements): the kernel refuses the partial sync that brings the service ("File exists"). The
-    applier counts and logs the failure, NACKs the revision with the kernel's error, leaves the
-    rules as they were, and resyncs in full, which stages fresh tables under the other generation's
-    names and brings the service in. Node 2 takes the same change at once."""
+    applier counts and logs the failure, NACKs the revision with the kernel's error, and resyncs in
+    full, which stages fresh tables under the other generation's names (the hand-made element goes
+    with the old ones) and brings the service in. Node 2 takes the same change at once."""
     lab = cluster.lab
     def counter(text, name):
         found = re.search(rf"^\S*{name} (\S+)$", text, re.M)
