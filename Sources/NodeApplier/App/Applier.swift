@@ -146,8 +146,9 @@ public actor Applier {
 
     /// Gives freed heap pages back to the system if syncs ran since the last time: partial syncs
     /// free what they allocated (contributions, libnftables' objects), a full sync's libnftables
-    /// cache is freed on another thread, and glibc keeps the pages until trimmed. Walking the heap takes milliseconds (2.7 ms at 50k services), too slow to do
-    /// after every sync, so this runs on the drift-check cadence.
+    /// cache is freed on another thread, and glibc keeps the pages until trimmed. Walking the heap
+    /// takes milliseconds (2.7 ms at 50k services), too slow to do after every sync, so this runs
+    /// on the drift-check cadence.
     public func releaseFreedMemory() {
         guard freedSinceTrim else { return }
         malloc_trim(0)

@@ -225,8 +225,7 @@ struct ScriptWriter {
             case .port(let number) where number >= 0, .integer(let number) where number >= 0:
                 write(decimal: UInt(number))
             case .proto(let proto):
-                // Protocol names are upper-case ASCII letters; nft spells them in lower case.
-                for letter in proto.rawValue.utf8 { bytes.append(letter | 0x20) }
+                bytes.append(contentsOf: proto.keyword.utf8)
             default:
                 bytes.append(contentsOf: NFTRenderer.text(of: value).utf8)
             }
