@@ -107,7 +107,7 @@ struct NodeApplierCommand: AsyncParsableCommand {
         let nft: LibNFTables
         do { nft = try LibNFTables() } catch { throw ValidationError("libnftables: \(error)") }
         logger.info("starting", metadata: ["version": "\(BuildInfo.version)", "node": "\(node)", "server": "\(server)", "table": "\(table)"])
-        let app = NodeApplierApp(configuration: configuration, nft: nft, logger: logger)
+        let app = NodeApplierApp(configuration: configuration, nft: nft, conntrack: NetlinkConntrack(), logger: logger)
         let group = ServiceGroup(
             configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

@@ -30,6 +30,7 @@ public actor Applier {
     private let metrics: ApplierMetrics
     private let logger: Logger
     private let healthChecks: HealthCheckRegistry?
+    private let conntrack: (any ConntrackClient)?
     private let executor = SerialQueueExecutor(label: "node-applier")
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
@@ -43,15 +44,21 @@ public actor Applier {
     private var pendingCommitTimes: [Int64] = []
     /// Whether partial syncs ran since the heap was last trimmed.
     private var freedSinceTrim = false
+    /// Every UDP service's frontends and serving endpoints, as of the last sync (`StaleFlows`).
+    private var udpFrontends: [ServiceName: [StaleFlows.Frontend: Set<IPAddress>]] = [:]
+    /// Whether syncs changed UDP frontends or their endpoints since stale flows were last removed.
+    private var staleFlowsMayExist = false
     public private(set) var appliedRevision: UInt64 = 0
 
+    /// Without `conntrack` no flows are ever deleted (`removeStaleFlows` does nothing).
     public init(
-        node: NodeConfig, tableName: String, nft: any NFTablesClient, metrics: ApplierMetrics = ApplierMetrics(),
-        healthChecks: HealthCheckRegistry? = nil, logger: Logger
+        node: NodeConfig, tableName: String, nft: any NFTablesClient, conntrack: (any ConntrackClient)? = nil,
+        metrics: ApplierMetrics = ApplierMetrics(), healthChecks: HealthCheckRegistry? = nil, logger: Logger
     ) {
         self.node = node
         self.tableName = tableName
         self.nft = nft
+        self.conntrack = conntrack
         self.metrics = metrics
         self.healthChecks = healthChecks
         self.logger = logger
@@ -144,6 +151,33 @@ public actor Applier {
         return .applied(revision: revision)
     }
 
+    /// Deletes the UDP flows the last syncs left pointing where no serving endpoint is (see
+    /// `StaleFlows`). Runs after a sync was acknowledged, so it adds nothing to the programming
+    /// latency; flows created meanwhile already went through the new rules. Does nothing unless a
+    /// sync since the last run changed a UDP service's frontends or endpoints. Failures are logged:
+    /// the rules are right regardless, and the next change tries again.
+    public func removeStaleFlows() {
+        guard staleFlowsMayExist, let conntrack else { return }
+        staleFlowsMayExist = false
+        let start = ContinuousClock.now
+        var frontends: [StaleFlows.Frontend: Set<IPAddress>] = [:]
+        for serviceFrontends in udpFrontends.values { frontends.merge(serviceFrontends) { $0.union($1) } }
+        for family in IPFamily.allCases where frontends.keys.contains(where: { $0.address.family == family }) {
+            do {
+                let stale = StaleFlows.stale(try conntrack.udpFlows(family), frontends: frontends)
+                guard !stale.isEmpty else { continue }
+                let deleted = try conntrack.delete(stale)
+                metrics.staleFlowsDeleted[family]?.increment(by: Int64(deleted))
+                logger.info(
+                    "stale UDP flows deleted",
+                    metadata: ["family": "\(family.rawValue)", "deleted": "\(deleted)", "first": "\(stale[0])"])
+            } catch {
+                logger.warning("removing stale UDP flows failed", metadata: ["family": "\(family.rawValue)", "error": "\(error)"])
+            }
+        }
+        metrics.staleFlowsDuration.record(ContinuousClock.now - start)
+    }
+
     /// Gives freed heap pages back to the system if syncs ran since the last time: partial syncs
     /// free what they allocated (contributions, libnftables' objects), a full sync's libnftables
     /// cache is freed on another thread, and glibc keeps the pages until trimmed. Walking the heap
@@ -215,6 +249,13 @@ public actor Applier {
         dirty = []
         before = [:]
         healthChecks?.replaceAll(state.serviceNames.compactMap(healthCheck))
+        udpFrontends = [:]
+        for name in state.serviceNames {
+            let frontends = udpFrontends(name)
+            if !frontends.isEmpty { udpFrontends[name] = frontends }
+        }
+        // Flows may have gone anywhere before a full sync (a failed program, a deleted table).
+        staleFlowsMayExist = !udpFrontends.isEmpty
         logger.info("full sync", metadata: ["revision": "\(state.revision)", "services": "\(plan.serviceCount)"])
     }
 
@@ -258,6 +299,17 @@ public actor Applier {
         if let healthChecks {
             for name in changed { healthChecks.update(name, healthCheck(name)) }
         }
+        for name in changed {
+            let frontends = udpFrontends(name)
+            guard frontends != udpFrontends[name] ?? [:] else { continue }
+            udpFrontends[name] = frontends.isEmpty ? nil : frontends
+            staleFlowsMayExist = true
+        }
+    }
+
+    private func udpFrontends(_ name: ServiceName) -> [StaleFlows.Frontend: Set<IPAddress>] {
+        guard let service = state.service(name) else { return [:] }
+        return StaleFlows.frontends(of: service, slices: state.slices(of: name), node: node)
     }
 
     private func healthCheck(_ name: ServiceName) -> HealthCheckRegistry.Entry? {

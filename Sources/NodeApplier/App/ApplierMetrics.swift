@@ -1,4 +1,5 @@
 import Prometheus
+import ProxyModel
 
 /// The applier's Prometheus metrics; the names and meanings of kube-proxy's where one exists.
 public struct ApplierMetrics: Sendable {
@@ -13,6 +14,8 @@ public struct ApplierMetrics: Sendable {
     let driftRepairs: Counter
     let services: Gauge
     let streamsOpened: Counter
+    let staleFlowsDuration: DurationHistogram
+    let staleFlowsDeleted: [IPFamily: Counter]
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         func name(_ subsystem: String, _ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
@@ -49,6 +52,13 @@ public struct ApplierMetrics: Sendable {
         services = registry.makeGauge(descriptor: name("node_applier", "services", "", "Services with rules on this node."))
         streamsOpened = registry.makeCounter(
             descriptor: name("node_applier", "sync_streams_opened", "total", "NodeSync streams opened: the first and every reconnect."))
+        staleFlowsDuration = registry.makeDurationHistogram(
+            descriptor: name(
+                "conntrack_reconciler", "sync_duration", "seconds", "Duration of finding and deleting stale UDP conntrack flows."),
+            buckets: syncBuckets)
+        let deleted = name("conntrack_reconciler", "deleted_entries", "total", "UDP conntrack flows deleted as stale.")
+        staleFlowsDeleted = Dictionary(
+            uniqueKeysWithValues: IPFamily.allCases.map { ($0, registry.makeCounter(descriptor: deleted, labels: [("ip_family", $0.rawValue)])) })
     }
 
     public func render() -> [UInt8] {

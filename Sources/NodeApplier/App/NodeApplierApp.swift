@@ -41,14 +41,16 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
     /// For `/healthz`: when the last sync succeeded, and whether the last attempt failed.
     private let health = SyncHealth()
 
-    public init(configuration: NodeApplierConfiguration, nft: any NFTablesClient, logger: Logger) {
+    public init(
+        configuration: NodeApplierConfiguration, nft: any NFTablesClient, conntrack: any ConntrackClient, logger: Logger
+    ) {
         self.configuration = configuration
         self.logger = logger
         let metrics = ApplierMetrics()
         healthChecks = HealthCheckRegistry(addresses: configuration.node.nodeIPs, logger: logger)
         applier = Applier(
-            node: configuration.node, tableName: configuration.tableName, nft: nft, metrics: metrics, healthChecks: healthChecks,
-            logger: logger)
+            node: configuration.node, tableName: configuration.tableName, nft: nft, conntrack: conntrack, metrics: metrics,
+            healthChecks: healthChecks, logger: logger)
         let (triggers, trigger) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         (self.triggers, self.trigger) = (triggers, trigger)
         client = SyncClient(
@@ -125,6 +127,7 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
                 health.state.withLock { $0 = (WallClock.nowUnixNanos(), false) }
                 retryAt = nil
                 retryBackoff = .seconds(1)
+                await applier.removeStaleFlows()
             case .failed:
                 health.state.withLock { $0.failing = true }
                 retryAt = clock.now + retryBackoff

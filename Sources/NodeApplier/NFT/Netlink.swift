@@ -43,22 +43,27 @@ final class NetlinkSocket {
         guard sent == length else { throw NFTError("netlink: sending \(length) bytes: \(sent < 0 ? Self.lastError : "\(sent) sent")") }
     }
 
-    /// Reads the answers to a batch, all queued before `sendmsg` returned: success is the
-    /// acknowledgement of `sequence` and no error anywhere (a failed commit is answered last).
+    /// Reads the answers to a batch or to requests that each asked for one, all queued before
+    /// `sendmsg` returned: success is the acknowledgement of `sequence` and no error anywhere (a
+    /// failed commit is answered last) but `tolerated` (an errno), whose answers are counted.
     /// `naming` says what a message held, for the error text.
-    func awaitAcknowledgement(of sequence: UInt32, naming: (UInt32) -> String?) throws {
+    @discardableResult
+    func awaitAcknowledgement(of sequence: UInt32, tolerating tolerated: Int32? = nil, naming: (UInt32) -> String?) throws -> Int {
         var acknowledged = false
+        var toleratedAnswers = 0
         while true {
             let received = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
             if received < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
                 guard acknowledged else { throw NFTError("netlink: the kernel did not answer the batch") }
-                return
+                return toleratedAnswers
             }
             guard received > 0 else { throw NFTError("netlink: reading the answer to the batch: \(Self.lastError)") }
             try forEachMessage(received) { header, offset in
                 guard Int32(header.nlmsg_type) == NLMSG_ERROR else { return }
                 let answer = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset + MemoryLayout<nlmsghdr>.size, as: nlmsgerr.self) }
-                if answer.error != 0 {
+                if answer.error != 0 && -answer.error == tolerated {
+                    toleratedAnswers += 1
+                } else if answer.error != 0 {
                     let what = naming(answer.msg.nlmsg_seq).map { " (\($0))" } ?? ""
                     throw NFTError("kernel refused the batch\(what): \(String(cString: strerror(-answer.error)))")
                 }
@@ -67,19 +72,35 @@ final class NetlinkSocket {
         }
     }
 
+    /// Writes a netfilter request's headers (netlink and `nfgenmsg`) at `buffer`: `type` is the
+    /// subsystem's message type (`nftables(_:)`, `conntrack(_:)`), `family` the nfgenmsg family.
+    static func putHeader(
+        _ buffer: UnsafeMutableRawPointer, type: UInt16, flags: Int32, family: UInt8, sequence: UInt32
+    ) -> UnsafeMutablePointer<nlmsghdr> {
+        let header = mnl_nlmsg_put_header(buffer)!
+        header.pointee.nlmsg_type = type
+        header.pointee.nlmsg_flags = UInt16(NLM_F_REQUEST | flags)
+        header.pointee.nlmsg_seq = sequence
+        let generic = mnl_nlmsg_put_extra_header(header, MemoryLayout<nfgenmsg>.size)!.assumingMemoryBound(to: nfgenmsg.self)
+        generic.pointee = nfgenmsg(nfgen_family: family, version: UInt8(NFNETLINK_V0), res_id: 0)
+        return header
+    }
+
+    /// The netlink message type of an nf_tables message.
+    static func nftables(_ type: nf_tables_msg_types) -> UInt16 { UInt16(NFNL_SUBSYS_NFTABLES << 8) | UInt16(type.rawValue) }
+
     /// Dumps every object of one message type (`NFT_MSG_GETCHAIN`, `NFT_MSG_GETSET`,
-    /// `NFT_MSG_GETRULE`) in `family`: `parse` gets each reply message. No set elements are fetched.
-    /// `filter` may add attributes to the request (the kernel then dumps only what matches them).
+    /// `NFT_MSG_GETRULE`, conntrack's `IPCTNL_MSG_CT_GET`) in `family`: `parse` gets each reply
+    /// message. No set elements are fetched. `filter` may add attributes to the request (the
+    /// kernel then dumps only what matches them).
     func dump(
-        _ type: nf_tables_msg_types, family: NFTFamily, filter: (UnsafeMutablePointer<nlmsghdr>) -> Void = { _ in },
+        _ type: UInt16, family: UInt8, filter: (UnsafeMutablePointer<nlmsghdr>) -> Void = { _ in },
         parse: (UnsafePointer<nlmsghdr>) throws -> Void
     ) throws {
         var request = [UInt8](repeating: 0, count: 512)
         let sequence = UInt32(truncatingIfNeeded: time(nil))
         let length = request.withUnsafeMutableBytes { bytes in
-            let header = nftnl_nlmsg_build_hdr(
-                bytes.baseAddress!.assumingMemoryBound(to: CChar.self), UInt16(type.rawValue), family.netlinkFamily,
-                UInt16(NLM_F_DUMP), sequence)!
+            let header = Self.putHeader(bytes.baseAddress!, type: type, flags: NLM_F_DUMP, family: family, sequence: sequence)
             filter(header)
             return Int(header.pointee.nlmsg_len)
         }
@@ -132,7 +153,7 @@ enum NetlinkListing {
     /// The chains of `table` in `family` (none when there is no such table).
     static func chains(family: NFTFamily, table: String) throws -> [Chain] {
         var chains: [Chain] = []
-        try NetlinkSocket().dump(NFT_MSG_GETCHAIN, family: family) { header in
+        try NetlinkSocket().dump(NetlinkSocket.nftables(NFT_MSG_GETCHAIN), family: family.netlinkFamily) { header in
             let chain = nftnl_chain_alloc()!
             defer { nftnl_chain_free(chain) }
             guard nftnl_chain_nlmsg_parse(header, chain) == 0,
@@ -154,7 +175,7 @@ enum NetlinkListing {
             nftnl_rule_set_str(rule, UInt16(NFTNL_RULE_TABLE.rawValue), table)
             nftnl_rule_nlmsg_build_payload(header, rule)
         }
-        try NetlinkSocket().dump(NFT_MSG_GETRULE, family: family, filter: filter) { header in
+        try NetlinkSocket().dump(NetlinkSocket.nftables(NFT_MSG_GETRULE), family: family.netlinkFamily, filter: filter) { header in
             let rule = nftnl_rule_alloc()!
             defer { nftnl_rule_free(rule) }
             guard nftnl_rule_nlmsg_parse(header, rule) == 0,
@@ -169,7 +190,7 @@ enum NetlinkListing {
     /// The names of the named sets and maps of `table` in `family`.
     static func sets(family: NFTFamily, table: String) throws -> [String] {
         var sets: [String] = []
-        try NetlinkSocket().dump(NFT_MSG_GETSET, family: family) { header in
+        try NetlinkSocket().dump(NetlinkSocket.nftables(NFT_MSG_GETSET), family: family.netlinkFamily) { header in
             let set = nftnl_set_alloc()!
             defer { nftnl_set_free(set) }
             // Anonymous sets (`{ … }` written inline in rules) belong to their rules.
@@ -186,5 +207,5 @@ enum NetlinkListing {
 
 extension NFTFamily {
     /// The nfgenmsg family of netlink messages about this family's tables.
-    var netlinkFamily: UInt16 { UInt16(self == .ip ? NFPROTO_IPV4 : NFPROTO_IPV6) }
+    var netlinkFamily: UInt8 { UInt8(self == .ip ? NFPROTO_IPV4 : NFPROTO_IPV6) }
 }

@@ -112,8 +112,9 @@ public enum NetlinkElements {
         func beginMessage(table: String, set: String, family: NFTFamily) {
             let sequence = next()
             contents[sequence] = "\(family.rawValue) set \(set)"
-            let header = nftnl_nlmsg_build_hdr(
-                buffer, UInt16(NFT_MSG_NEWSETELEM.rawValue), family.netlinkFamily, UInt16(NLM_F_CREATE), sequence)!
+            let header = NetlinkSocket.putHeader(
+                buffer, type: NetlinkSocket.nftables(NFT_MSG_NEWSETELEM), flags: NLM_F_CREATE, family: family.netlinkFamily,
+                sequence: sequence)
             mnl_attr_put_strz(header, UInt16(NFTA_SET_ELEM_LIST_TABLE.rawValue), table)
             mnl_attr_put_strz(header, UInt16(NFTA_SET_ELEM_LIST_SET.rawValue), set)
             list = mnl_attr_nest_start(header, UInt16(NFTA_SET_ELEM_LIST_ELEMENTS.rawValue))

@@ -134,6 +134,7 @@ public enum NodeView {
     struct Candidate: Hashable {
         var target: EndpointTarget
         var ready: Bool
+        var serving: Bool
         var servingTerminating: Bool
         var nodeName: String?
         var hintZones: [String]
@@ -156,7 +157,8 @@ public enum NodeView {
                 let conditions = endpoint.conditions
                 result.append(
                     Candidate(
-                        target: target, ready: conditions.ready, servingTerminating: conditions.serving && conditions.terminating,
+                        target: target, ready: conditions.ready, serving: conditions.serving,
+                        servingTerminating: conditions.serving && conditions.terminating,
                         nodeName: endpoint.nodeName, hintZones: endpoint.hintZones, hintNodes: endpoint.hintNodes))
             }
         }

@@ -1,0 +1,74 @@
+import Glibc
+import ProxyModel
+import Synchronization
+
+/// One direction of a tracked flow.
+public struct ConntrackTuple: Hashable, Sendable, CustomStringConvertible {
+    public var source: IPAddress
+    public var destination: IPAddress
+    /// The IP protocol number (17 for UDP).
+    public var protocolNumber: UInt8
+    public var sourcePort: UInt16
+    public var destinationPort: UInt16
+
+    public init(source: IPAddress, destination: IPAddress, protocolNumber: UInt8, sourcePort: UInt16, destinationPort: UInt16) {
+        self.source = source
+        self.destination = destination
+        self.protocolNumber = protocolNumber
+        self.sourcePort = sourcePort
+        self.destinationPort = destinationPort
+    }
+
+    public var description: String {
+        "\(EndpointTarget(address: source, port: Int(sourcePort))) > \(EndpointTarget(address: destination, port: Int(destinationPort)))"
+    }
+}
+
+/// A flow in the kernel's connection tracking table: the tuple its first packet had, and the one
+/// its answers have. After DNAT the answers come from the endpoint the flow was sent to.
+public struct ConntrackFlow: Hashable, Sendable, CustomStringConvertible {
+    public var original: ConntrackTuple
+    public var reply: ConntrackTuple
+    /// The conntrack zone (0 unless a rule put the flow in another).
+    public var zone: UInt16
+
+    public init(original: ConntrackTuple, reply: ConntrackTuple, zone: UInt16 = 0) {
+        self.original = original
+        self.reply = reply
+        self.zone = zone
+    }
+
+    public var description: String { "\(original) (answered by \(EndpointTarget(address: reply.source, port: Int(reply.sourcePort))))" }
+}
+
+/// The kernel's connection tracking table, as the stale-flow cleanup uses it.
+/// `NetlinkConntrack` talks to the kernel; `FakeConntrack` keeps flows in memory for unit tests.
+public protocol ConntrackClient: Sendable {
+    /// The tracked UDP flows of one address family.
+    func udpFlows(_ family: IPFamily) throws -> [ConntrackFlow]
+    /// Deletes `flows`; returns how many the kernel deleted (a flow may have expired meanwhile).
+    func delete(_ flows: [ConntrackFlow]) throws -> Int
+}
+
+/// Flows in memory: what the applier's unit tests clean up.
+public final class FakeConntrack: ConntrackClient {
+    private let flows: Mutex<Set<ConntrackFlow>>
+    private let listingCount = Atomic<Int>(0)
+
+    public init(_ flows: [ConntrackFlow] = []) { self.flows = Mutex(Set(flows)) }
+
+    public var tracked: Set<ConntrackFlow> { flows.withLock { $0 } }
+    /// How often flows were listed.
+    public var listings: Int { listingCount.load(ordering: .relaxed) }
+
+    public func udpFlows(_ family: IPFamily) throws -> [ConntrackFlow] {
+        listingCount.add(1, ordering: .relaxed)
+        return flows.withLock {
+            $0.filter { $0.original.protocolNumber == UInt8(IPPROTO_UDP) && $0.original.destination.family == family }
+        }
+    }
+
+    public func delete(_ flows: [ConntrackFlow]) throws -> Int {
+        self.flows.withLock { tracked in flows.reduce(0) { $0 + (tracked.remove($1) == nil ? 0 : 1) } }
+    }
+}

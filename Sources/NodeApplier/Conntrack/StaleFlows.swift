@@ -1,0 +1,57 @@
+import Glibc
+import ProxyModel
+
+/// kube-proxy's conntrack reconciliation, for UDP. The kernel decides DNAT once per flow, on its
+/// first packet, and a UDP flow lives as long as its client keeps sending from the same port
+/// (DNS resolvers do). Without cleanup such a client keeps reaching an endpoint that was removed,
+/// or stays un-NATed after its service got endpoints. So after a sync, a UDP flow to a service
+/// frontend whose answers do not come from a serving endpoint of that service port is deleted; the
+/// next datagram starts a new flow through the current rules. TCP needs none of this: a removed
+/// endpoint's connections end (or time out) on their own, as in kube-proxy.
+public enum StaleFlows {
+    /// An address and port a UDP service port is reached on.
+    public struct Frontend: Hashable, Sendable {
+        public var address: IPAddress
+        public var port: UInt16
+
+        public init(address: IPAddress, port: Int) {
+            self.address = address
+            self.port = UInt16(truncatingIfNeeded: port)
+        }
+    }
+
+    /// The frontends of `service`'s UDP ports (ClusterIPs, external IPs, LoadBalancer IPs, and the
+    /// node's addresses with the NodePort), each with the addresses of the endpoints that serve
+    /// that port on any node. Serving counts, ready or not; traffic policies and topology do not:
+    /// they decide where new flows go, not whether an existing flow's endpoint still exists
+    /// (kube-proxy's rule). A port without serving endpoints has nothing to clean up: its flows
+    /// may resume when the endpoints come back.
+    public static func frontends(of service: Service, slices: [EndpointSlice], node: NodeConfig) -> [Frontend: Set<IPAddress>] {
+        guard service.ports.contains(where: { $0.protocol == .udp }) else { return [:] }
+        var frontends: [Frontend: Set<IPAddress>] = [:]
+        for view in NodeView.ports(of: service, slices: slices, node: node) where view.port.protocol == .udp {
+            let serving = Set(
+                NodeView.endpoints(for: view.port, in: slices.filter { $0.addressType == view.family }).filter(\.serving)
+                    .map(\.target.address))
+            guard !serving.isEmpty else { continue }
+            for address in [view.clusterIP] + view.externalIPs + view.loadBalancerIPs {
+                frontends[Frontend(address: address, port: view.port.port), default: []].formUnion(serving)
+            }
+            if let nodePort = view.port.nodePort {
+                for address in view.nodePortIPs { frontends[Frontend(address: address, port: nodePort), default: []].formUnion(serving) }
+            }
+        }
+        return frontends
+    }
+
+    /// The UDP flows among `flows` sent to one of `frontends` and answered by an address that
+    /// does not serve it (or not NATed at all: then the frontend itself answers).
+    public static func stale(_ flows: [ConntrackFlow], frontends: [Frontend: Set<IPAddress>]) -> [ConntrackFlow] {
+        flows.filter { flow in
+            guard flow.original.protocolNumber == UInt8(IPPROTO_UDP),
+                let serving = frontends[Frontend(address: flow.original.destination, port: Int(flow.original.destinationPort))]
+            else { return false }
+            return !serving.contains(flow.reply.source)
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import NodeApplier
+import ProxyAPI
+import ProxyModel
+import Testing
+
+/// A flow from `client` to `frontend`, DNATed to (answered by) `endpoint`.
+func flow(
+    _ client: String, to frontend: String, _ port: UInt16, answeredBy endpoint: String, _ endpointPort: UInt16,
+    protocolNumber: UInt8 = 17
+) -> ConntrackFlow {
+    ConntrackFlow(
+        original: ConntrackTuple(
+            source: ip(client), destination: ip(frontend), protocolNumber: protocolNumber, sourcePort: 40053, destinationPort: port),
+        reply: ConntrackTuple(
+            source: ip(endpoint), destination: ip(client), protocolNumber: protocolNumber, sourcePort: endpointPort,
+            destinationPort: 40053))
+}
+
+@Suite struct StaleFlowsTests {
+    /// Dual-stack LoadBalancer with a UDP and a TCP port, an external IP and NodePorts.
+    let dns = Service(
+        metadata: meta("dns"), type: .loadBalancer, clusterIPs: [ip("10.96.0.53"), ip("fd00:10:96::53")],
+        ipFamilies: [.ipv4, .ipv6], ipFamilyPolicy: .requireDualStack,
+        ports: [
+            ServicePort(name: "dns", protocol: .udp, port: 53, nodePort: 30053),
+            ServicePort(name: "http", protocol: .tcp, port: 80, nodePort: 30080),
+        ],
+        externalTrafficPolicy: .local, externalIPs: [ip("198.51.100.53")], loadBalancerIngressIPs: [ip("172.18.0.53")])
+    let ports = [EndpointPort(name: "dns", protocol: .udp, port: 5353), EndpointPort(name: "http", protocol: .tcp, port: 8080)]
+
+    @Test func frontendsAreEveryAddressOfAUDPPortWithTheEndpointsServingIt() {
+        let slices = [
+            slice(
+                "dns-v4", service: "dns", ports: ports,
+                [
+                    endpoint(podA1, node: "node-a"),
+                    // Serving while terminating counts; zones, nodes and policies do not.
+                    endpoint(podB1, node: "node-b", ready: false, serving: true, terminating: true, zone: "zone-b"),
+                    endpoint(podB2, node: "node-b", ready: false, serving: false),
+                ]),
+            slice("dns-v6", service: "dns", family: .ipv6, ports: ports, [endpoint("fd00:244::21", node: "node-b")]),
+        ]
+        let v4: Set = [ip(podA1), ip(podB1)]
+        let v6: Set = [ip("fd00:244::21")]
+        #expect(
+            StaleFlows.frontends(of: dns, slices: slices, node: fixtureNode) == [
+                StaleFlows.Frontend(address: ip("10.96.0.53"), port: 53): v4,
+                StaleFlows.Frontend(address: ip("198.51.100.53"), port: 53): v4,
+                StaleFlows.Frontend(address: ip("172.18.0.53"), port: 53): v4,
+                StaleFlows.Frontend(address: ip("192.168.10.1"), port: 30053): v4,
+                StaleFlows.Frontend(address: ip("fd00:10:96::53"), port: 53): v6,
+                StaleFlows.Frontend(address: ip("fd00:10::1"), port: 30053): v6,
+            ])
+    }
+
+    @Test func aPortWithoutServingEndpointsOrAServiceWithoutUDPHasNoFrontends() {
+        let notServing = slice("dns-v4", service: "dns", ports: ports, [endpoint(podA1, node: "node-a", ready: false, serving: false)])
+        #expect(StaleFlows.frontends(of: dns, slices: [notServing], node: fixtureNode).isEmpty)
+        let web = Fixture.services[0]
+        #expect(StaleFlows.frontends(of: web, slices: [Fixture.slices[0]], node: fixtureNode).isEmpty)
+    }
+
+    @Test func aFlowIsStaleWhenNoServingEndpointAnswersIt() {
+        let frontends: [StaleFlows.Frontend: Set<IPAddress>] = [
+            StaleFlows.Frontend(address: ip("10.96.0.53"), port: 53): [ip(podA1)],
+            StaleFlows.Frontend(address: ip("192.168.10.1"), port: 30053): [ip(podA1)],
+        ]
+        let current = flow(podA2, to: "10.96.0.53", 53, answeredBy: podA1, 5353)
+        let removedEndpoint = flow(podA2, to: "10.96.0.53", 53, answeredBy: podB1, 5353)
+        let notNATed = flow(podA2, to: "10.96.0.53", 53, answeredBy: "10.96.0.53", 53)
+        let nodePortToRemoved = flow("192.168.50.7", to: "192.168.10.1", 30053, answeredBy: podB1, 5353)
+        let otherPort = flow(podA2, to: "10.96.0.53", 54, answeredBy: podB1, 5353)
+        let otherAddress = flow(podA2, to: "192.168.10.2", 30053, answeredBy: podB1, 5353)
+        let tcp = flow(podA2, to: "10.96.0.53", 53, answeredBy: podB1, 5353, protocolNumber: 6)
+        let flows = [current, removedEndpoint, notNATed, nodePortToRemoved, otherPort, otherAddress, tcp]
+        #expect(StaleFlows.stale(flows, frontends: frontends) == [removedEndpoint, notNATed, nodePortToRemoved])
+    }
+
+    /// The fixture's `nodeport` service has a UDP port: 10.96.0.12:53 and NodePort 30053 on
+    /// 192.168.10.1, to port 5353 of podA1 and podB1.
+    @Test func theApplierDeletesTheFlowsItsSyncsMadeStale() async throws {
+        let current = flow(podA2, to: "10.96.0.12", 53, answeredBy: podA1, 5353)
+        let removedEndpoint = flow(podA2, to: "10.96.0.12", 53, answeredBy: "10.244.9.9", 5353)
+        let notNATed = flow(podB2, to: "10.96.0.12", 53, answeredBy: "10.96.0.12", 53)
+        let nodePort = flow("192.168.50.7", to: "192.168.10.1", 30053, answeredBy: podB1, 5353)
+        let tcp = flow(podA2, to: "10.96.0.12", 80, answeredBy: "10.244.9.9", 8080, protocolNumber: 6)
+        let conntrack = FakeConntrack([current, removedEndpoint, notNATed, nodePort, tcp])
+        let metrics = ApplierMetrics()
+        let applier = Applier(
+            node: fixtureNode, tableName: "kube-proxy-swift", nft: FakeNFTables(), conntrack: conntrack, metrics: metrics,
+            logger: quietLogger())
+        try await applier.receive(Fixture.snapshot())
+        await applier.removeStaleFlows()
+        #expect(conntrack.listings == 0, "nothing is cleaned up before the rules are programmed")
+        #expect(await applier.sync() == .applied(revision: 1))
+        await applier.removeStaleFlows()
+        #expect(conntrack.tracked == [current, nodePort, tcp])
+        let text = String(decoding: metrics.render(), as: UTF8.self)
+        #expect(text.contains(#"kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family="IPv4"} 2"#))
+
+        // podA1 leaves the service: its flow goes; podB1's stays.
+        var nodeportSlice = Fixture.slices[3]
+        nodeportSlice.endpoints.removeFirst()
+        try await applier.receive(delta(from: 1, to: 2, upserts: [.endpointSlice(nodeportSlice)]))
+        #expect(await applier.sync() == .applied(revision: 2))
+        await applier.removeStaleFlows()
+        #expect(conntrack.tracked == [nodePort, tcp])
+
+        // Syncs that change no UDP service leave the table unread, as does a second run.
+        await applier.removeStaleFlows()
+        let listings = conntrack.listings
+        var single = Fixture.slices[2]
+        single.endpoints.append(endpoint(podA2, node: "node-a"))
+        try await applier.receive(delta(from: 2, to: 3, upserts: [.endpointSlice(single)]))
+        #expect(await applier.sync() == .applied(revision: 3))
+        await applier.removeStaleFlows()
+        #expect(conntrack.listings == listings)
+    }
+}
