@@ -158,10 +158,11 @@ class Lab:
             raise RuntimeError(f"proxyctl {' '.join(args)} failed: {result.stderr}")
         return result
 
-    def probe(self, ns, proto, host, port, count=1, timeout=1.0, interval=0.0):
-        """Connections from <ns>: a list of 'pod client-address' answers or 'refused' / 'timeout'."""
+    def probe(self, ns, proto, host, port, count=1, timeout=1.0, interval=0.0, source_port=0):
+        """Connections from <ns>: a list of 'pod client-address' answers or 'refused' / 'timeout'.
+        UDP datagrams from one source_port are one conntrack flow."""
         result = self.run(ns, sys.executable, os.path.join(HERE, "probe.py"), proto, host, str(port), str(count),
-                          str(timeout), str(interval), timeout=60 + count * (timeout + interval))
+                          str(timeout), str(interval), str(source_port), timeout=60 + count * (timeout + interval))
         return json.loads(result.stdout)
 
     # --- cleanup --------------------------------------------------------------------------

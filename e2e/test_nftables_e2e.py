@@ -133,9 +133,9 @@ class Cluster:
     def set_endpoints(self, service, pods, ports=HTTP):
         self.apply(slice_yaml(service, service, pods, ports))
 
-    def probe(self, ns, proto, host, port, count=1, timeout=1.0, interval=0.0):
+    def probe(self, ns, proto, host, port, count=1, timeout=1.0, interval=0.0, source_port=0):
         return self.lab.probe(self.lab.prefix + ns if not ns.startswith(self.lab.prefix) else ns, proto, host, port,
-                              count=count, timeout=timeout, interval=interval)
+                              count=count, timeout=timeout, interval=interval, source_port=source_port)
 
     def answering(self, results):
         return {result.split()[0] for result in results}
@@ -197,6 +197,29 @@ def test_endpoint_removal_and_addition_take_effect(cluster):
     cluster.set_endpoints("web", ["p1a", "p2a", "p2b"], ports=[("http", "TCP"), ("dns", "UDP")])
     eventually(lambda: _assert_equal(
         cluster.answering(cluster.probe("p1b", "tcp", "10.96.0.10", 80, count=60)), {"p1a", "p2a", "p2b"}))
+
+
+def test_udp_flow_to_a_removed_endpoint_moves_to_a_serving_one(cluster):
+    """Datagrams from one client port are one conntrack flow, DNATed once: without the applier's
+    cleanup it would keep reaching the removed endpoint (whose pod still answers) for as long as
+    the client keeps sending. IPv4 and IPv6."""
+    udp = [("http", "TCP"), ("dns", "UDP")]
+    for host, v6, slice_name in (("10.96.0.10", False, "web"), ("fd00:10:96::10", True, "web-v6")):
+        cluster.apply(slice_yaml(slice_name, "web", ["p1a", "p2a"], udp, v6=v6))
+        eventually(lambda: _assert_equal(cluster.answering(cluster.probe("p1b", "udp", host, 53, count=20)), {"p1a", "p2a"}))
+        pinned = cluster.answering(cluster.probe("p1b", "udp", host, 53, count=10, source_port=40053))
+        assert len(pinned) == 1, pinned
+        [removed] = pinned
+        [remaining] = {"p1a", "p2a"} - pinned
+        cluster.apply(slice_yaml(slice_name, "web", [remaining], udp, v6=v6))
+        eventually(lambda: _assert_equal(
+            cluster.answering(cluster.probe("p1b", "udp", host, 53, count=3, source_port=40053)), {remaining}))
+        family = "IPv6" if v6 else "IPv4"
+        deleted = re.search(rf'^kubeproxy_conntrack_reconciler_deleted_entries_total\{{ip_family="{family}"\}} (\S+)$',
+                            cluster.metrics(1), re.M)
+        assert deleted and float(deleted.group(1)) >= 1, f"{removed} -> {remaining}: {deleted}"
+    cluster.set_endpoints("web", ["p1a", "p2a", "p2b"], ports=udp)
+    cluster.apply(slice_yaml("web-v6", "web", ["p1a", "p2a"], udp, v6=True))
 
 
 def test_no_endpoints_is_refused_at_once(cluster):

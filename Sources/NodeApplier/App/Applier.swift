@@ -308,7 +308,7 @@ public actor Applier {
     }
 
     private func udpFrontends(_ name: ServiceName) -> [StaleFlows.Frontend: Set<IPAddress>] {
-        guard let service = state.service(name) else { return [:] }
+        guard let service = state.service(name), StaleFlows.hasUDPPorts(service) else { return [:] }
         return StaleFlows.frontends(of: service, slices: state.slices(of: name), node: node)
     }
 

@@ -27,7 +27,7 @@ public enum StaleFlows {
     /// (kube-proxy's rule). A port without serving endpoints has nothing to clean up: its flows
     /// may resume when the endpoints come back.
     public static func frontends(of service: Service, slices: [EndpointSlice], node: NodeConfig) -> [Frontend: Set<IPAddress>] {
-        guard service.ports.contains(where: { $0.protocol == .udp }) else { return [:] }
+        guard hasUDPPorts(service) else { return [:] }
         var frontends: [Frontend: Set<IPAddress>] = [:]
         for view in NodeView.ports(of: service, slices: slices, node: node) where view.port.protocol == .udp {
             let serving = Set(
@@ -43,6 +43,9 @@ public enum StaleFlows {
         }
         return frontends
     }
+
+    /// Whether `service` has frontends to clean up after (lets callers skip gathering its slices).
+    public static func hasUDPPorts(_ service: Service) -> Bool { service.ports.contains { $0.protocol == .udp } }
 
     /// The UDP flows among `flows` sent to one of `frontends` and answered by an address that
     /// does not serve it (or not NATed at all: then the frontend itself answers).
