@@ -164,7 +164,7 @@ public actor Applier {
         for serviceFrontends in udpFrontends.values { frontends.merge(serviceFrontends) { $0.union($1) } }
         for family in IPFamily.allCases where frontends.keys.contains(where: { $0.address.family == family }) {
             do {
-                let stale = StaleFlows.stale(try conntrack.udpFlows(family), frontends: frontends)
+                let stale = try conntrack.udpFlows(family) { StaleFlows.isStale($0, frontends: frontends) }
                 guard !stale.isEmpty else { continue }
                 let deleted = try conntrack.delete(stale)
                 metrics.staleFlowsDeleted[family]?.increment(by: Int64(deleted))

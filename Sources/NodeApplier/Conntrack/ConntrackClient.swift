@@ -1,4 +1,3 @@
-import Glibc
 import ProxyModel
 import Synchronization
 
@@ -6,7 +5,7 @@ import Synchronization
 public struct ConntrackTuple: Hashable, Sendable, CustomStringConvertible {
     public var source: IPAddress
     public var destination: IPAddress
-    /// The IP protocol number (17 for UDP).
+    /// The IP protocol number.
     public var protocolNumber: UInt8
     public var sourcePort: UInt16
     public var destinationPort: UInt16
@@ -18,6 +17,9 @@ public struct ConntrackTuple: Hashable, Sendable, CustomStringConvertible {
         self.sourcePort = sourcePort
         self.destinationPort = destinationPort
     }
+
+    /// UDP's protocol number (`IPPROTO_UDP`).
+    public static let udp: UInt8 = 17
 
     public var description: String {
         "\(EndpointTarget(address: source, port: Int(sourcePort))) > \(EndpointTarget(address: destination, port: Int(destinationPort)))"
@@ -44,8 +46,9 @@ public struct ConntrackFlow: Hashable, Sendable, CustomStringConvertible {
 /// The kernel's connection tracking table, as the stale-flow cleanup uses it.
 /// `NetlinkConntrack` talks to the kernel; `FakeConntrack` keeps flows in memory for unit tests.
 public protocol ConntrackClient: Sendable {
-    /// The tracked UDP flows of one address family.
-    func udpFlows(_ family: IPFamily) throws -> [ConntrackFlow]
+    /// The tracked UDP flows of one address family that `include` picks (the others are not kept:
+    /// a node may track hundreds of thousands).
+    func udpFlows(_ family: IPFamily, where include: (ConntrackFlow) -> Bool) throws -> [ConntrackFlow]
     /// Deletes `flows`; returns how many the kernel deleted (a flow may have expired meanwhile).
     func delete(_ flows: [ConntrackFlow]) throws -> Int
 }
@@ -61,10 +64,10 @@ public final class FakeConntrack: ConntrackClient {
     /// How often flows were listed.
     public var listings: Int { listingCount.load(ordering: .relaxed) }
 
-    public func udpFlows(_ family: IPFamily) throws -> [ConntrackFlow] {
+    public func udpFlows(_ family: IPFamily, where include: (ConntrackFlow) -> Bool) throws -> [ConntrackFlow] {
         listingCount.add(1, ordering: .relaxed)
         return flows.withLock {
-            $0.filter { $0.original.protocolNumber == UInt8(IPPROTO_UDP) && $0.original.destination.family == family }
+            $0.filter { $0.original.protocolNumber == ConntrackTuple.udp && $0.original.destination.family == family && include($0) }
         }
     }
 

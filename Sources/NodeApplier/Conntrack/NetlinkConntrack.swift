@@ -12,16 +12,15 @@ public struct NetlinkConntrack: ConntrackClient {
     /// `CTA_FILTER_ORIG_FLAGS` bit: match the original tuple's protocol number. Defined in the
     /// kernel's `nf_internals.h`, not in its uapi headers.
     static let filterOnProtocolNumber: UInt32 = 1 << 3
-    static let udp = UInt8(IPPROTO_UDP)
 
     public init() {}
 
-    public func udpFlows(_ family: IPFamily) throws -> [ConntrackFlow] {
+    public func udpFlows(_ family: IPFamily, where include: (ConntrackFlow) -> Bool) throws -> [ConntrackFlow] {
         var flows: [ConntrackFlow] = []
         let onlyUDP = { (header: UnsafeMutablePointer<nlmsghdr>) in
             let tuple = mnl_attr_nest_start(header, Self.code(CTA_TUPLE_ORIG))
             let proto = mnl_attr_nest_start(header, Self.code(CTA_TUPLE_PROTO))
-            mnl_attr_put_u8(header, Self.code(CTA_PROTO_NUM), Self.udp)
+            mnl_attr_put_u8(header, Self.code(CTA_PROTO_NUM), ConntrackTuple.udp)
             mnl_attr_nest_end(header, proto)
             mnl_attr_nest_end(header, tuple)
             let filter = mnl_attr_nest_start(header, Self.code(CTA_FILTER))
@@ -29,7 +28,7 @@ public struct NetlinkConntrack: ConntrackClient {
             mnl_attr_nest_end(header, filter)
         }
         try NetlinkSocket().dump(Self.message(IPCTNL_MSG_CT_GET), family: family.conntrackFamily, filter: onlyUDP) { header in
-            if let flow = Self.flow(header), flow.original.protocolNumber == Self.udp { flows.append(flow) }
+            if let flow = Self.flow(header), flow.original.protocolNumber == ConntrackTuple.udp, include(flow) { flows.append(flow) }
         }
         return flows
     }

@@ -1,4 +1,3 @@
-import Glibc
 import ProxyModel
 
 /// kube-proxy's conntrack reconciliation, for UDP. The kernel decides DNAT once per flow, on its
@@ -47,14 +46,12 @@ public enum StaleFlows {
     /// Whether `service` has frontends to clean up after (lets callers skip gathering its slices).
     public static func hasUDPPorts(_ service: Service) -> Bool { service.ports.contains { $0.protocol == .udp } }
 
-    /// The UDP flows among `flows` sent to one of `frontends` and answered by an address that
+    /// Whether `flow` is a UDP flow sent to one of `frontends` and answered by an address that
     /// does not serve it (or not NATed at all: then the frontend itself answers).
-    public static func stale(_ flows: [ConntrackFlow], frontends: [Frontend: Set<IPAddress>]) -> [ConntrackFlow] {
-        flows.filter { flow in
-            guard flow.original.protocolNumber == UInt8(IPPROTO_UDP),
-                let serving = frontends[Frontend(address: flow.original.destination, port: Int(flow.original.destinationPort))]
-            else { return false }
-            return !serving.contains(flow.reply.source)
-        }
+    public static func isStale(_ flow: ConntrackFlow, frontends: [Frontend: Set<IPAddress>]) -> Bool {
+        guard flow.original.protocolNumber == ConntrackTuple.udp,
+            let serving = frontends[Frontend(address: flow.original.destination, port: Int(flow.original.destinationPort))]
+        else { return false }
+        return !serving.contains(flow.reply.source)
     }
 }
