@@ -8,7 +8,8 @@ import ProxyAPI
 import ProxyModel
 
 /// The node-applier against the real kernel, in network namespaces it creates and removes:
-/// full programs, one-endpoint changes, the applier's RSS, and first-connection latency.
+/// full programs, one-endpoint changes, stale UDP flow cleanup, the applier's RSS, and
+/// first-connection latency.
 struct NFTablesBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nftables", abstract: "node-applier benchmarks against the kernel, in network namespaces (needs root).")
@@ -26,6 +27,9 @@ struct NFTablesBench: AsyncParsableCommand {
 
     @Option(help: "Connections per target in the latency test.")
     var connections: Int = 1000
+
+    @Option(help: "UDP conntrack flows for the stale-flow cleanup test (half of them to 1,000 UDP services); 0 skips it.")
+    var conntrackFlows: Int = 100_000
 
     @Option(help: "Services (5 endpoints each) for the RSS of a real node-applier process; 0 skips it.")
     var rssServices: Int = 50000
@@ -59,6 +63,7 @@ struct NFTablesBench: AsyncParsableCommand {
         var arguments = ["netns", "exec", Self.node, CommandLine.arguments[0], "nftables", "--in-namespace"]
         arguments += ["--sizes", sizes, "--changes", "\(changes)", "--latency-services", "\(latencyServices)"]
         arguments += ["--connections", "\(connections)", "--rss-services", "\(rssServices)", "--server-binary", server.serverBinary]
+        arguments += ["--conntrack-flows", "\(conntrackFlows)"]
         // The child prints the figures: let its output through.
         let status = try Self.tool("/usr/sbin/ip", arguments, passOutput: true).status
         if status != 0 { throw ExitCode(status) }
@@ -183,8 +188,81 @@ struct NFTablesBench: AsyncParsableCommand {
             try breakdown(services: services, endpoints: endpoints, node: node, nft: nft)
             if let applier, changes > 0 { try await measureChanges(applier, services: services, endpoints: endpoints) }
         }
+        if conntrackFlows > 0 { try await measureStaleFlows(nft: nft, node: node, logger: logger) }
         try await measureLatency(nft: nft, node: node, logger: logger)
         if rssServices > 0 { try await measureRSS() }
+    }
+
+    /// The stale UDP flow cleanup against the kernel's conntrack table: flows from this namespace
+    /// to 1,000 UDP services (DNATed to one of two endpoints each) and as many to other UDP
+    /// destinations; then every service loses one endpoint (every UDP flow is dumped), and then
+    /// one service does (only the flows to its frontend are).
+    private func measureStaleFlows(nft: LibNFTables, node: NodeConfig, logger: Logger) async throws {
+        let services = 1000
+        let applier = Applier(node: node, tableName: Self.table, nft: nft, conntrack: NetlinkConntrack(), logger: logger)
+        var revision: UInt64 = 1
+        try await applier.receive(
+            .with {
+                $0.snapshot = .with {
+                    $0.revision = revision
+                    $0.services = (0..<services).map { Self.udpService($0).wire }
+                    $0.endpointSlices = (0..<services).map { Self.udpSlice($0, endpoints: [0, 1]).wire }
+                }
+            })
+        guard case .applied = await applier.sync() else { throw BenchError("full sync failed") }
+        await applier.removeStaleFlows()
+        /// The slices of `changed` services with `endpoints`, as one delta, synced; then the cleanup:
+        /// how many flows it deleted, and how long it took.
+        func setEndpoints(_ endpoints: [Int], of changed: Range<Int> = 0..<services) async throws -> (Int, Duration) {
+            try await applier.receive(
+                .with {
+                    $0.delta = .with {
+                        $0.fromRevision = revision
+                        $0.toRevision = revision + 1
+                        $0.upserts = changed.map { ProxyObject.endpointSlice(Self.udpSlice($0, endpoints: endpoints)).wire }
+                    }
+                })
+            revision += 1
+            guard case .applied = await applier.sync() else { throw BenchError("partial sync failed") }
+            let start = ContinuousClock.now
+            let deleted = await applier.removeStaleFlows()
+            return (deleted, ContinuousClock.now - start)
+        }
+        // One socket per source port; each sends once to every destination: one flow each. Unanswered
+        // UDP flows live 30 s, longer than this takes.
+        let sockets = (0..<max(1, conntrackFlows / 2 / services)).map { _ in socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0) }
+        defer { sockets.forEach { close($0) } }
+        for fd in sockets {
+            for index in 0..<services {
+                try Self.send(fd, to: Self.udpClusterIP(index), port: 53)
+                try Self.send(fd, to: IPAddress(Self.podAddress)!, port: UInt16(20_000 + index))
+            }
+        }
+        let tracked = try String(contentsOfFile: "/proc/sys/net/netfilter/nf_conntrack_count", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let (deleted, cleanup) = try await setEndpoints([0])
+        let (none, scan) = try await setEndpoints([0, 1])
+        let (one, filtered) = try await setEndpoints([1], of: 0..<1)
+        print(
+            "stale UDP flows, \(tracked) flows tracked (\(sockets.count * services) to \(services) UDP services):")
+        print(
+            String(
+                format: "  every service loses one of two endpoints: %ld deleted in %.1f ms; nothing stale (%ld deleted): %.1f ms; "
+                    + "one service loses one (its frontend's flows dumped): %ld deleted in %.2f ms",
+                deleted, cleanup.milliseconds, none, scan.milliseconds, one, filtered.milliseconds))
+    }
+
+    /// Sends one datagram from `fd` to `address`:`port`.
+    private static func send(_ fd: Int32, to address: IPAddress, port: UInt16) throws {
+        guard case .v4(let value) = address else { throw BenchError("IPv4 only") }
+        var target = sockaddr_in()
+        target.sin_family = sa_family_t(AF_INET)
+        target.sin_port = port.bigEndian
+        target.sin_addr.s_addr = value.bigEndian
+        let sent = withUnsafePointer(to: &target) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, "x", 1, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard sent == 1 else { throw BenchError("sendto \(address):\(port): errno \(errno)") }
     }
 
     /// Where a full program's time goes, phase by phase, through the same public APIs the applier
@@ -423,6 +501,22 @@ struct NFTablesBench: AsyncParsableCommand {
     }
 
     // MARK: objects
+
+    static func udpClusterIP(_ index: Int) -> IPAddress { .v4(0x0A70_0000 + UInt32(index) + 1) }
+
+    static func udpService(_ index: Int) -> Service {
+        Service(
+            metadata: ObjectMeta(namespace: "bench", name: "dns-\(index)"), clusterIPs: [udpClusterIP(index)],
+            ports: [ServicePort(name: "dns", protocol: .udp, port: 53, targetPort: .number(5353))])
+    }
+
+    /// UDP service `index`'s slice with some of its two endpoints (0 and 1).
+    static func udpSlice(_ index: Int, endpoints: [Int]) -> EndpointSlice {
+        EndpointSlice(
+            metadata: ObjectMeta(namespace: "bench", name: "dns-\(index)-1"), serviceName: "dns-\(index)", addressType: .ipv4,
+            ports: [EndpointPort(name: "dns", protocol: .udp, port: 5353)],
+            endpoints: endpoints.map { Endpoint(addresses: [.v4(0x0A71_0000 + UInt32(index * 4 + $0))], nodeName: "node-\($0)") })
+    }
 
     static func service(_ index: Int) -> Service {
         Service(

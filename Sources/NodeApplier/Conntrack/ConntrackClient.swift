@@ -46,9 +46,10 @@ public struct ConntrackFlow: Hashable, Sendable, CustomStringConvertible {
 /// The kernel's connection tracking table, as the stale-flow cleanup uses it.
 /// `NetlinkConntrack` talks to the kernel; `FakeConntrack` keeps flows in memory for unit tests.
 public protocol ConntrackClient: Sendable {
-    /// The tracked UDP flows of one address family that `include` picks (the others are not kept:
-    /// a node may track hundreds of thousands).
-    func udpFlows(_ family: IPFamily, where include: (ConntrackFlow) -> Bool) throws -> [ConntrackFlow]
+    /// The tracked UDP flows of one address family, or only those sent to `destination`, that
+    /// `include` picks (the others are not kept: a node may track hundreds of thousands).
+    func udpFlows(_ family: IPFamily, to destination: StaleFlows.Frontend?, where include: (ConntrackFlow) -> Bool) throws
+        -> [ConntrackFlow]
     /// Deletes `flows`; returns how many the kernel deleted (a flow may have expired meanwhile).
     func delete(_ flows: [ConntrackFlow]) throws -> Int
 }
@@ -56,18 +57,24 @@ public protocol ConntrackClient: Sendable {
 /// Flows in memory: what the applier's unit tests clean up.
 public final class FakeConntrack: ConntrackClient {
     private let flows: Mutex<Set<ConntrackFlow>>
-    private let listingCount = Atomic<Int>(0)
+    private let listed = Mutex<[String]>([])
 
     public init(_ flows: [ConntrackFlow] = []) { self.flows = Mutex(Set(flows)) }
 
     public var tracked: Set<ConntrackFlow> { flows.withLock { $0 } }
-    /// How often flows were listed.
-    public var listings: Int { listingCount.load(ordering: .relaxed) }
+    /// The listings asked for, in order: every flow of a family, or the flows to one frontend.
+    public var listings: [String] { listed.withLock { $0 } }
 
-    public func udpFlows(_ family: IPFamily, where include: (ConntrackFlow) -> Bool) throws -> [ConntrackFlow] {
-        listingCount.add(1, ordering: .relaxed)
-        return flows.withLock {
-            $0.filter { $0.original.protocolNumber == ConntrackTuple.udp && $0.original.destination.family == family && include($0) }
+    public func udpFlows(_ family: IPFamily, to destination: StaleFlows.Frontend?, where include: (ConntrackFlow) -> Bool) throws
+        -> [ConntrackFlow]
+    {
+        listed.withLock { $0.append(destination.map { "\(EndpointTarget(address: $0.address, port: Int($0.port)))" } ?? family.rawValue) }
+        return flows.withLock { flows in
+            flows.filter { flow in
+                let frontend = StaleFlows.Frontend(address: flow.original.destination, port: Int(flow.original.destinationPort))
+                return flow.original.protocolNumber == ConntrackTuple.udp && flow.original.destination.family == family
+                    && (destination == nil || destination == frontend) && include(flow)
+            }
         }
     }
 

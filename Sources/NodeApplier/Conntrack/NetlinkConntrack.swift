@@ -2,33 +2,59 @@ import CNFTables
 import Glibc
 import ProxyModel
 
-/// The kernel's connection tracking table through ctnetlink: a dump of one family's UDP flows
-/// (the kernel filters on the protocol), and deletions by original tuple, many per `sendmsg`.
+/// The kernel's connection tracking table through ctnetlink: dumps of one family's UDP flows, or
+/// of those to one frontend (the kernel filters: it walks every flow, but writes out only the
+/// matching ones), and deletions by original tuple, many per `sendmsg`.
+///
+/// The kernel's IPv6 address filter is inverted (`ctnetlink_filter_match_tuple` skips flows whose
+/// address *equals* the filter's: `!ipv6_addr_cmp`, on this machine's 6.18 kernel too), so for
+/// IPv6 the kernel filters on the protocol and port only. Every flow is checked against the
+/// frontend here as well.
 public struct NetlinkConntrack: ConntrackClient {
     /// Deletions per `sendmsg`: their acknowledgements must fit in the socket's receive queue.
     static let deletionsPerSend = 64
     /// Room for one deletion: headers, the original tuple with IPv6 addresses, the zone.
     static let deletionBytes = 128
-    /// `CTA_FILTER_ORIG_FLAGS` bit: match the original tuple's protocol number. Defined in the
-    /// kernel's `nf_internals.h`, not in its uapi headers.
+    /// `CTA_FILTER_ORIG_FLAGS` bits: which fields of the original tuple a dump matches. Defined
+    /// in the kernel's `nf_internals.h`, not in its uapi headers.
+    static let filterOnDestinationAddress: UInt32 = 1 << 1
     static let filterOnProtocolNumber: UInt32 = 1 << 3
+    static let filterOnDestinationPort: UInt32 = 1 << 5
 
     public init() {}
 
-    public func udpFlows(_ family: IPFamily, where include: (ConntrackFlow) -> Bool) throws -> [ConntrackFlow] {
+    public func udpFlows(_ family: IPFamily, to destination: StaleFlows.Frontend?, where include: (ConntrackFlow) -> Bool) throws
+        -> [ConntrackFlow]
+    {
         var flows: [ConntrackFlow] = []
-        let onlyUDP = { (header: UnsafeMutablePointer<nlmsghdr>) in
+        let filterOnAddress = destination?.address.family == .ipv4
+        let filter = { (header: UnsafeMutablePointer<nlmsghdr>) in
             let tuple = mnl_attr_nest_start(header, Self.code(CTA_TUPLE_ORIG))
+            if let destination, filterOnAddress {
+                let addresses = mnl_attr_nest_start(header, Self.code(CTA_TUPLE_IP))
+                Self.put(destination.address, v4: CTA_IP_V4_DST, v6: CTA_IP_V6_DST, in: header)
+                mnl_attr_nest_end(header, addresses)
+            }
             let proto = mnl_attr_nest_start(header, Self.code(CTA_TUPLE_PROTO))
             mnl_attr_put_u8(header, Self.code(CTA_PROTO_NUM), ConntrackTuple.udp)
+            if let destination { mnl_attr_put_u16(header, Self.code(CTA_PROTO_DST_PORT), destination.port.bigEndian) }
             mnl_attr_nest_end(header, proto)
             mnl_attr_nest_end(header, tuple)
+            let fields =
+                Self.filterOnProtocolNumber | (destination == nil ? 0 : Self.filterOnDestinationPort)
+                | (filterOnAddress ? Self.filterOnDestinationAddress : 0)
             let filter = mnl_attr_nest_start(header, Self.code(CTA_FILTER))
-            mnl_attr_put_u32(header, Self.code(CTA_FILTER_ORIG_FLAGS), Self.filterOnProtocolNumber)
+            mnl_attr_put_u32(header, Self.code(CTA_FILTER_ORIG_FLAGS), fields)
             mnl_attr_nest_end(header, filter)
         }
-        try NetlinkSocket().dump(Self.message(IPCTNL_MSG_CT_GET), family: family.conntrackFamily, filter: onlyUDP) { header in
-            if let flow = Self.flow(header), flow.original.protocolNumber == ConntrackTuple.udp, include(flow) { flows.append(flow) }
+        try NetlinkSocket().dump(Self.message(IPCTNL_MSG_CT_GET), family: family.conntrackFamily, filter: filter) { header in
+            guard let flow = Self.flow(header), flow.original.protocolNumber == ConntrackTuple.udp else { return }
+            if let destination,
+                destination != StaleFlows.Frontend(address: flow.original.destination, port: Int(flow.original.destinationPort))
+            {
+                return
+            }
+            if include(flow) { flows.append(flow) }
         }
         return flows
     }
@@ -71,12 +97,8 @@ public struct NetlinkConntrack: ConntrackClient {
     private static func put(_ tuple: ConntrackTuple, as type: ctattr_type, in header: UnsafeMutablePointer<nlmsghdr>) {
         let nest = mnl_attr_nest_start(header, code(type))
         let addresses = mnl_attr_nest_start(header, code(CTA_TUPLE_IP))
-        for (address, v4, v6) in [(tuple.source, CTA_IP_V4_SRC, CTA_IP_V6_SRC), (tuple.destination, CTA_IP_V4_DST, CTA_IP_V6_DST)] {
-            switch address {
-            case .v4(let value): withUnsafeBytes(of: value.bigEndian) { mnl_attr_put(header, code(v4), 4, $0.baseAddress) }
-            case .v6(let value): withUnsafeBytes(of: value.bigEndian) { mnl_attr_put(header, code(v6), 16, $0.baseAddress) }
-            }
-        }
+        put(tuple.source, v4: CTA_IP_V4_SRC, v6: CTA_IP_V6_SRC, in: header)
+        put(tuple.destination, v4: CTA_IP_V4_DST, v6: CTA_IP_V6_DST, in: header)
         mnl_attr_nest_end(header, addresses)
         let proto = mnl_attr_nest_start(header, code(CTA_TUPLE_PROTO))
         mnl_attr_put_u8(header, code(CTA_PROTO_NUM), tuple.protocolNumber)
@@ -84,6 +106,14 @@ public struct NetlinkConntrack: ConntrackClient {
         mnl_attr_put_u16(header, code(CTA_PROTO_DST_PORT), tuple.destinationPort.bigEndian)
         mnl_attr_nest_end(header, proto)
         mnl_attr_nest_end(header, nest)
+    }
+
+    /// `address` as the attribute of its family.
+    private static func put(_ address: IPAddress, v4: ctattr_ip, v6: ctattr_ip, in header: UnsafeMutablePointer<nlmsghdr>) {
+        switch address {
+        case .v4(let value): withUnsafeBytes(of: value.bigEndian) { mnl_attr_put(header, code(v4), 4, $0.baseAddress) }
+        case .v6(let value): withUnsafeBytes(of: value.bigEndian) { mnl_attr_put(header, code(v6), 16, $0.baseAddress) }
+        }
     }
 
     /// The flow one dump message describes.
