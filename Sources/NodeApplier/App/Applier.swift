@@ -161,8 +161,9 @@ public actor Applier {
     }
 
     /// Deletes the UDP flows the last syncs left pointing where no serving endpoint is (see
-    /// `StaleFlows`). Runs after a sync was acknowledged, so it adds nothing to the programming
-    /// latency; flows created meanwhile already went through the new rules. After partial syncs
+    /// `StaleFlows`). The daemon calls it once a sync's acknowledgement is on its way, so it adds
+    /// nothing to the programming latency; flows created meanwhile went through the new rules
+    /// already. After partial syncs
     /// only the changed services' frontends are looked at; after a full sync, every UDP flow.
     /// Failures are logged: the rules are right regardless, and the next change tries again.
     /// Returns how many flows were deleted.

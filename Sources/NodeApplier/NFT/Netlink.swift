@@ -54,10 +54,10 @@ final class NetlinkSocket {
         while true {
             let received = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
             if received < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
-                guard acknowledged else { throw NFTError("netlink: the kernel did not answer the batch") }
+                guard acknowledged else { throw NFTError("netlink: the kernel did not answer the request") }
                 return toleratedAnswers
             }
-            guard received > 0 else { throw NFTError("netlink: reading the answer to the batch: \(Self.lastError)") }
+            guard received > 0 else { throw NFTError("netlink: reading the kernel's answer: \(Self.lastError)") }
             try forEachMessage(received) { header, offset in
                 guard Int32(header.nlmsg_type) == NLMSG_ERROR else { return }
                 let answer = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset + MemoryLayout<nlmsghdr>.size, as: nlmsgerr.self) }
@@ -65,7 +65,7 @@ final class NetlinkSocket {
                     toleratedAnswers += 1
                 } else if answer.error != 0 {
                     let what = naming(answer.msg.nlmsg_seq).map { " (\($0))" } ?? ""
-                    throw NFTError("kernel refused the batch\(what): \(String(cString: strerror(-answer.error)))")
+                    throw NFTError("kernel refused the request\(what): \(String(cString: strerror(-answer.error)))")
                 }
                 if answer.msg.nlmsg_seq == sequence { acknowledged = true }
             }
@@ -73,7 +73,8 @@ final class NetlinkSocket {
     }
 
     /// Writes a netfilter request's headers (netlink and `nfgenmsg`) at `buffer`: `type` is the
-    /// subsystem's message type (`nftables(_:)`, `conntrack(_:)`), `family` the nfgenmsg family.
+    /// subsystem's message type (`nftables(_:)`, `NetlinkConntrack.message(_:)`), `family` the
+    /// nfgenmsg family.
     static func putHeader(
         _ buffer: UnsafeMutableRawPointer, type: UInt16, flags: Int32, family: UInt8, sequence: UInt32
     ) -> UnsafeMutablePointer<nlmsghdr> {
