@@ -3,7 +3,8 @@ import ProxyModel
 /// kube-proxy's conntrack reconciliation, for UDP. The kernel decides DNAT once per flow, on its
 /// first packet, and a UDP flow lives as long as its client keeps sending from the same port
 /// (DNS resolvers do). Without cleanup such a client keeps reaching an endpoint that was removed,
-/// or stays un-NATed after its service got endpoints. So after a sync, a UDP flow to a service
+/// or stays un-NATed once our rules are back (a flow that began while they were missing: before
+/// the first program, or with our table deleted by hand). So after a sync, a UDP flow to a service
 /// frontend whose answers do not come from a serving endpoint of that service port is deleted; the
 /// next datagram starts a new flow through the current rules. TCP needs none of this: a removed
 /// endpoint's connections end (or time out) on their own, as in kube-proxy.
@@ -23,8 +24,8 @@ public enum StaleFlows {
     /// node's addresses with the NodePort), each with the addresses of the endpoints that serve
     /// that port on any node. Serving counts, ready or not; traffic policies and topology do not:
     /// they decide where new flows go, not whether an existing flow's endpoint still exists
-    /// (kube-proxy's rule). A port without serving endpoints has nothing to clean up: its flows
-    /// may resume when the endpoints come back.
+    /// (kube-proxy's rule). A port without serving endpoints is left alone, as in kube-proxy: no
+    /// endpoint could take its flows over.
     public static func frontends(of service: Service, slices: [EndpointSlice], node: NodeConfig) -> [Frontend: Set<IPAddress>] {
         guard hasUDPPorts(service) else { return [:] }
         var frontends: [Frontend: Set<IPAddress>] = [:]
