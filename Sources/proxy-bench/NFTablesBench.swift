@@ -243,6 +243,35 @@ struct NFTablesBench: AsyncParsableCommand {
         let (deleted, cleanup) = try await setEndpoints([0])
         let (none, scan) = try await setEndpoints([0, 1])
         let (one, filtered) = try await setEndpoints([1], of: 0..<1)
+        // A change that arrives while a cleanup reads every UDP flow (as after a full sync): how
+        // long from its arrival until it is programmed.
+        revision += 1
+        try await applier.receive(
+            .with {
+                $0.snapshot = .with {
+                    $0.revision = revision
+                    $0.services = (0..<services).map { Self.udpService($0).wire }
+                    $0.endpointSlices = (0..<services).map { Self.udpSlice($0, endpoints: $0 == 0 ? [1] : [0, 1]).wire }
+                }
+            })
+        guard case .applied = await applier.sync() else { throw BenchError("full sync failed") }
+        let cleanupStart = ContinuousClock.now
+        let fullCleanup = Task { await applier.removeStaleFlows() }
+        try await Task.sleep(for: .milliseconds(20))
+        let changeStart = ContinuousClock.now
+        try await applier.receive(
+            .with {
+                $0.delta = .with {
+                    $0.fromRevision = revision
+                    $0.toRevision = revision + 1
+                    $0.upserts = [ProxyObject.endpointSlice(Self.udpSlice(1, endpoints: [0])).wire]
+                }
+            })
+        revision += 1
+        guard case .applied = await applier.sync() else { throw BenchError("partial sync failed") }
+        let changeDuration = ContinuousClock.now - changeStart
+        _ = await fullCleanup.value
+        let fullCleanupDuration = ContinuousClock.now - cleanupStart
         print(
             "stale UDP flows, \(tracked) flows tracked (\(sockets.count * services) to \(services) UDP services):")
         print(
@@ -250,6 +279,11 @@ struct NFTablesBench: AsyncParsableCommand {
                 format: "  every service loses one of two endpoints: %ld deleted in %.1f ms; nothing stale (%ld deleted): %.1f ms; "
                     + "one service loses one (its frontend's flows dumped): %ld deleted in %.2f ms",
                 deleted, cleanup.milliseconds, none, scan.milliseconds, one, filtered.milliseconds))
+        print(
+            String(
+                format: "  a change arriving 20 ms into a cleanup of every flow: programmed %.1f ms after it arrived "
+                    + "(the cleanup ran for %.1f ms)",
+                changeDuration.milliseconds, fullCleanupDuration.milliseconds))
     }
 
     /// Sends one datagram from `fd` to `address`:`port`.
