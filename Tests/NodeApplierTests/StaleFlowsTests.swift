@@ -1,3 +1,4 @@
+import Dispatch
 import NodeApplier
 import ProxyAPI
 import ProxyModel
@@ -13,7 +14,8 @@ func flow(
             source: ip(client), destination: ip(frontend), protocolNumber: protocolNumber, sourcePort: 40053, destinationPort: port),
         reply: ConntrackTuple(
             source: ip(endpoint), destination: ip(client), protocolNumber: protocolNumber, sourcePort: endpointPort,
-            destinationPort: 40053))
+            destinationPort: 40053),
+        id: 7)
 }
 
 @Suite struct StaleFlowsTests {
@@ -116,6 +118,36 @@ func flow(
         #expect(await applier.sync() == .applied(revision: 3))
         await applier.removeStaleFlows()
         #expect(conntrack.listings.count == 3)
+    }
+
+    /// The cleanup reads the kernel off the applier's executor: a sync runs while it reads (were
+    /// it blocked, this test would wait forever and fail on its time limit), and a flow that sync
+    /// made current again is not deleted.
+    @Test(.timeLimit(.minutes(1))) func aFlowASyncMadeCurrentWhileItWasReadStays() async throws {
+        let returning = flow(podA2, to: "10.96.0.12", 53, answeredBy: podA1, 5353)
+        let removedEndpoint = flow(podB2, to: "10.96.0.12", 53, answeredBy: "10.244.9.9", 5353)
+        let (listing, listingStarted) = AsyncStream<Void>.makeStream()
+        let proceed = DispatchSemaphore(value: 0)
+        let conntrack = FakeConntrack([returning, removedEndpoint]) {
+            listingStarted.yield()
+            proceed.wait()
+        }
+        let applier = Applier(node: fixtureNode, tableName: "kube-proxy-swift", nft: FakeNFTables(), conntrack: conntrack, logger: quietLogger())
+        try await applier.receive(Fixture.snapshot())
+        #expect(await applier.sync() == .applied(revision: 1))
+        // podA1 leaves the service (its flow is stale now), and comes back while the flows are read.
+        var nodeportSlice = Fixture.slices[3]
+        nodeportSlice.endpoints.removeAll { $0.addresses == [ip(podA1)] }
+        try await applier.receive(delta(from: 1, to: 2, upserts: [.endpointSlice(nodeportSlice)]))
+        #expect(await applier.sync() == .applied(revision: 2))
+        let cleanup = Task { await applier.removeStaleFlows() }
+        for await _ in listing { break }
+        try await applier.receive(delta(from: 2, to: 3, upserts: [.endpointSlice(Fixture.slices[3])]))
+        #expect(await applier.sync() == .applied(revision: 3))
+        proceed.signal()
+        #expect(await cleanup.value == 1)
+        #expect(conntrack.tracked == [returning])
+        #expect(conntrack.listings == ["IPv4"])
     }
 
     @Test func manyChangedFrontendsAreLookedAtInOneDump() async throws {

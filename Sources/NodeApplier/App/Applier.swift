@@ -30,7 +30,7 @@ public actor Applier {
     private let metrics: ApplierMetrics
     private let logger: Logger
     private let healthChecks: HealthCheckRegistry?
-    private let conntrack: (any ConntrackClient)?
+    private let conntrack: ConntrackWorker?
     private let executor = SerialQueueExecutor(label: "node-applier")
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
@@ -67,7 +67,7 @@ public actor Applier {
         self.node = node
         self.tableName = tableName
         self.nft = nft
-        self.conntrack = conntrack
+        self.conntrack = conntrack.map(ConntrackWorker.init)
         self.metrics = metrics
         self.healthChecks = healthChecks
         self.logger = logger
@@ -161,30 +161,27 @@ public actor Applier {
     }
 
     /// Deletes the UDP flows the last syncs left pointing where no serving endpoint is (see
-    /// `StaleFlows`). The daemon calls it once a sync's acknowledgement is on its way, so it adds
-    /// nothing to the programming latency; flows created meanwhile went through the new rules
-    /// already. After partial syncs
-    /// only the changed services' frontends are looked at; after a full sync, every UDP flow.
+    /// `StaleFlows`). The daemon runs it beside the sync loop once a sync is acknowledged, so it
+    /// adds nothing to the programming latency; flows created meanwhile went through the new rules
+    /// already. After partial syncs only the changed services' frontends are looked at; after a
+    /// full sync, every UDP flow. The kernel is read and written off the applier's executor: syncs
+    /// go on meanwhile. So the flows read are checked again against the last sync before they are
+    /// deleted (a flow a sync sent to an endpoint it added stays), and each is deleted by its id (a
+    /// flow that expired and started again since stays too).
     /// Failures are logged: the rules are right regardless, and the next change tries again.
     /// Returns how many flows were deleted.
     @discardableResult
-    public func removeStaleFlows() -> Int {
-        guard let conntrack, anyUDPFlowMayBeStale || !changedUDPFrontends.isEmpty else { return 0 }
+    public nonisolated func removeStaleFlows() async -> Int {
+        guard let conntrack, let (dumps, frontends) = await takeStaleFlowDumps() else { return 0 }
         let start = ContinuousClock.now
-        var frontends: [StaleFlows.Frontend: Set<IPAddress>] = [:]
-        for serviceFrontends in udpFrontends.values { frontends.merge(serviceFrontends) { $0.union($1) } }
-        let dumps: [(IPFamily, StaleFlows.Frontend?)] =
-            !anyUDPFlowMayBeStale && changedUDPFrontends.count <= Self.filteredDumpLimit
-            ? changedUDPFrontends.sorted { $0.address < $1.address }.map { ($0.address.family, $0) }
-            : IPFamily.allCases.filter { family in frontends.keys.contains { $0.address.family == family } }.map { ($0, nil) }
-        anyUDPFlowMayBeStale = false
-        changedUDPFrontends = []
         var total = 0
         for (family, destination) in dumps {
             do {
-                let stale = try conntrack.udpFlows(family, to: destination) { StaleFlows.isStale($0, frontends: frontends) }
+                let read = try await conntrack.staleFlows(family, to: destination, frontends: frontends)
+                guard !read.isEmpty else { continue }
+                let stale = await stillStale(read)
                 guard !stale.isEmpty else { continue }
-                let deleted = try conntrack.delete(stale)
+                let deleted = try await conntrack.delete(stale)
                 total += deleted
                 metrics.staleFlowsDeleted[family]?.increment(by: Int64(deleted))
                 logger.info(
@@ -196,6 +193,32 @@ public actor Applier {
         }
         metrics.staleFlowsDuration.record(ContinuousClock.now - start)
         return total
+    }
+
+    /// The dumps the next cleanup reads, and every UDP frontend with its serving endpoints as of
+    /// the last sync; nil when no flow can have become stale. Syncs after this mark anew.
+    private func takeStaleFlowDumps() -> ([(IPFamily, StaleFlows.Frontend?)], [StaleFlows.Frontend: Set<IPAddress>])? {
+        guard anyUDPFlowMayBeStale || !changedUDPFrontends.isEmpty else { return nil }
+        let frontends = allUDPFrontends()
+        let dumps: [(IPFamily, StaleFlows.Frontend?)] =
+            !anyUDPFlowMayBeStale && changedUDPFrontends.count <= Self.filteredDumpLimit
+            ? changedUDPFrontends.sorted { $0.address < $1.address }.map { ($0.address.family, $0) }
+            : IPFamily.allCases.filter { family in frontends.keys.contains { $0.address.family == family } }.map { ($0, nil) }
+        anyUDPFlowMayBeStale = false
+        changedUDPFrontends = []
+        return (dumps, frontends)
+    }
+
+    /// Those of `flows` that are still stale after the syncs since they were read.
+    private func stillStale(_ flows: [ConntrackFlow]) -> [ConntrackFlow] {
+        let frontends = allUDPFrontends()
+        return flows.filter { StaleFlows.isStale($0, frontends: frontends) }
+    }
+
+    private func allUDPFrontends() -> [StaleFlows.Frontend: Set<IPAddress>] {
+        var frontends: [StaleFlows.Frontend: Set<IPAddress>] = [:]
+        for serviceFrontends in udpFrontends.values { frontends.merge(serviceFrontends) { $0.union($1) } }
+        return frontends
     }
 
     /// Gives freed heap pages back to the system if syncs ran since the last time: partial syncs

@@ -38,6 +38,9 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
     private let logger: Logger
     private let triggers: AsyncStream<Void>
     private let trigger: AsyncStream<Void>.Continuation
+    /// Wakes the stale-flow cleanup, which runs beside the sync loop.
+    private let cleanups: AsyncStream<Void>
+    private let cleanup: AsyncStream<Void>.Continuation
     /// For `/healthz`: when the last sync succeeded, and whether the last attempt failed.
     private let health = SyncHealth()
 
@@ -53,6 +56,7 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
             healthChecks: healthChecks, logger: logger)
         let (triggers, trigger) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         (self.triggers, self.trigger) = (triggers, trigger)
+        (cleanups, cleanup) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         client = SyncClient(
             configuration: configuration.sync, node: configuration.node, applier: applier, logger: logger, metrics: metrics
         ) {
@@ -87,8 +91,10 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
             group.addTask { try await untilShutdown { try await self.client.run() } }
             group.addTask { try await untilShutdown { try await self.ticker() } }
             group.addTask { try await untilShutdown { await self.syncLoop() } }
+            group.addTask { try await untilShutdown { for await _ in self.cleanups { await self.applier.removeStaleFlows() } } }
             try? await gracefulShutdown()
             trigger.finish()
+            cleanup.finish()
             healthChecks.finish()
         }
         logger.info("stopped; rules left in place")
@@ -127,7 +133,7 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
                 health.state.withLock { $0 = (WallClock.nowUnixNanos(), false) }
                 retryAt = nil
                 retryBackoff = .seconds(1)
-                await applier.removeStaleFlows()
+                cleanup.yield()
             case .failed:
                 health.state.withLock { $0.failing = true }
                 retryAt = clock.now + retryBackoff

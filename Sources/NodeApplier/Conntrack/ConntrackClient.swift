@@ -33,11 +33,15 @@ public struct ConntrackFlow: Hashable, Sendable, CustomStringConvertible {
     public var reply: ConntrackTuple
     /// The conntrack zone (0 unless a rule put the flow in another).
     public var zone: UInt16
+    /// The kernel's id of this entry. A flow that expires and starts again from the same client
+    /// port gets another, so a deletion that names it cannot hit the new flow.
+    public var id: UInt32
 
-    public init(original: ConntrackTuple, reply: ConntrackTuple, zone: UInt16 = 0) {
+    public init(original: ConntrackTuple, reply: ConntrackTuple, zone: UInt16 = 0, id: UInt32) {
         self.original = original
         self.reply = reply
         self.zone = zone
+        self.id = id
     }
 
     public var description: String { "\(original) (answered by \(EndpointTarget(address: reply.source, port: Int(reply.sourcePort))))" }
@@ -50,7 +54,8 @@ public protocol ConntrackClient: Sendable {
     /// `include` picks (the others are not kept: a node may track hundreds of thousands).
     func udpFlows(_ family: IPFamily, to destination: StaleFlows.Frontend?, where include: (ConntrackFlow) -> Bool) throws
         -> [ConntrackFlow]
-    /// Deletes `flows`; returns how many the kernel deleted (a flow may have expired meanwhile).
+    /// Deletes `flows` (as `udpFlows` returned them: each entry by its id); returns how many the
+    /// kernel deleted (a flow may have expired meanwhile).
     func delete(_ flows: [ConntrackFlow]) throws -> Int
 }
 
@@ -58,8 +63,14 @@ public protocol ConntrackClient: Sendable {
 public final class FakeConntrack: ConntrackClient {
     private let flows: Mutex<Set<ConntrackFlow>>
     private let listed = Mutex<[String]>([])
+    private let whileListing: (@Sendable () -> Void)?
 
-    public init(_ flows: [ConntrackFlow] = []) { self.flows = Mutex(Set(flows)) }
+    /// `whileListing` runs as each listing starts: a test's way to act between a read and what
+    /// follows it.
+    public init(_ flows: [ConntrackFlow] = [], whileListing: (@Sendable () -> Void)? = nil) {
+        self.flows = Mutex(Set(flows))
+        self.whileListing = whileListing
+    }
 
     public var tracked: Set<ConntrackFlow> { flows.withLock { $0 } }
     /// The listings asked for, in order: every flow of a family, or the flows to one frontend.
@@ -69,6 +80,7 @@ public final class FakeConntrack: ConntrackClient {
         -> [ConntrackFlow]
     {
         listed.withLock { $0.append(destination.map { "\(EndpointTarget(address: $0.address, port: Int($0.port)))" } ?? family.rawValue) }
+        whileListing?()
         return flows.withLock { flows in
             flows.filter { flow in
                 let frontend = StaleFlows.Frontend(address: flow.original.destination, port: Int(flow.original.destinationPort))
@@ -78,6 +90,7 @@ public final class FakeConntrack: ConntrackClient {
         }
     }
 
+    /// Deletes the flows that are tracked as they are (with the same id, as the kernel does).
     public func delete(_ flows: [ConntrackFlow]) throws -> Int {
         self.flows.withLock { tracked in flows.reduce(0) { $0 + (tracked.remove($1) == nil ? 0 : 1) } }
     }

@@ -4,7 +4,7 @@ import ProxyModel
 
 /// The kernel's connection tracking table through ctnetlink: dumps of one family's UDP flows, or
 /// of those to one frontend (the kernel filters: it walks every flow, but writes out only the
-/// matching ones), and deletions by original tuple, many per `sendmsg`.
+/// matching ones), and deletions by original tuple and id, many per `sendmsg`.
 ///
 /// The kernel's IPv6 address filter is inverted (`ctnetlink_filter_match_tuple` skips flows whose
 /// address *equals* the filter's: `!ipv6_addr_cmp`, on this machine's 6.18 kernel too), so for
@@ -78,6 +78,7 @@ public struct NetlinkConntrack: ConntrackClient {
                         family: flow.original.source.family.conntrackFamily, sequence: sequence)
                     Self.put(flow.original, as: CTA_TUPLE_ORIG, in: header)
                     if flow.zone != 0 { mnl_attr_put_u16(header, Self.code(CTA_ZONE), flow.zone.bigEndian) }
+                    mnl_attr_put_u32(header, Self.code(CTA_ID), flow.id.bigEndian)
                     used += Int(header.pointee.nlmsg_len)
                 }
                 return used
@@ -124,16 +125,18 @@ public struct NetlinkConntrack: ConntrackClient {
         var original: ConntrackTuple?
         var reply: ConntrackTuple?
         var zone: UInt16 = 0
+        var id: UInt32?
         forEachAttribute(UnsafeRawBufferPointer(rebasing: message[attributes...])) { type, payload in
             switch type {
             case Int(CTA_TUPLE_ORIG.rawValue): original = tuple(payload)
             case Int(CTA_TUPLE_REPLY.rawValue): reply = tuple(payload)
             case Int(CTA_ZONE.rawValue) where payload.count >= 2: zone = UInt16(bigEndian: payload.loadUnaligned(as: UInt16.self))
+            case Int(CTA_ID.rawValue) where payload.count >= 4: id = UInt32(bigEndian: payload.loadUnaligned(as: UInt32.self))
             default: break
             }
         }
-        guard let original, let reply else { return nil }
-        return ConntrackFlow(original: original, reply: reply, zone: zone)
+        guard let original, let reply, let id else { return nil }
+        return ConntrackFlow(original: original, reply: reply, zone: zone, id: id)
     }
 
     private static func tuple(_ nest: UnsafeRawBufferPointer) -> ConntrackTuple? {
