@@ -459,6 +459,31 @@ def test_applier_restart_does_not_interrupt_traffic(cluster):
     cluster.set_endpoints("np", ["p2a"])
 
 
+def test_cleanup_deletes_our_tables_and_nothing_else(cluster):
+    """Stopping an applier leaves its rules in place; `node-applier --cleanup` (kube-proxy's
+    `--cleanup`) then deletes its tables, leaves other tables alone, and can run again."""
+    lab = cluster.lab
+    ns = lab.lan_host("cleanup", 33)
+    lab.run(ns, "nft", "add table ip host-firewall; add chain ip host-firewall input { type filter hook input priority 0; }")
+    lab.start_applier(1, ns=ns, key="applier-cleanup")
+    try:
+        lab.wait_listening(ns, "127.0.0.1", 10256)
+        def synced():
+            revision = cluster.applied_revision(1, ns)
+            assert revision and revision == cluster.applied_revision(1), revision
+        eventually(synced, timeout=30)
+    finally:
+        lab.stop("applier-cleanup")
+    assert _tables(lab, ns) == {"ip host-firewall", "ip kube-proxy-swift", "ip6 kube-proxy-swift"}
+    for _ in range(2):
+        lab.run(ns, os.path.join(BUILD, "node-applier"), "--cleanup")
+        assert _tables(lab, ns) == {"ip host-firewall"}
+
+
+def _tables(lab, ns):
+    return {line.removeprefix("table ") for line in lab.run(ns, "nft", "list", "tables").stdout.splitlines()}
+
+
 def test_control_server_down_traffic_keeps_flowing_and_nodes_catch_up(cluster):
     lab = cluster.lab
     lab.stop("control-server", sig=signal.SIGKILL)

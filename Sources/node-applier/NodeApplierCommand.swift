@@ -15,8 +15,8 @@ struct NodeApplierCommand: AsyncParsableCommand {
     @Option(help: "Control server gRPC address, HOST:PORT or [IPv6]:PORT.")
     var server: String = "127.0.0.1:7700"
 
-    @Option(help: "This node's name (as EndpointSlices' nodeName refers to it).")
-    var node: String
+    @Option(help: "This node's name (as EndpointSlices' nodeName refers to it). Required unless --cleanup.")
+    var node: String?
 
     @Option(name: .customLong("node-ip"), help: "An address NodePorts listen on; repeat for more (e.g. one per family).")
     var nodeIPs: [String] = []
@@ -50,8 +50,11 @@ struct NodeApplierCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
+    @Flag(help: "Delete the ip and ip6 tables named by --table, then exit: takes this node off the proxy (stopping the daemon leaves its rules in place).")
+    var cleanup = false
+
     func validate() throws {
-        _ = try nodeConfig()
+        if !cleanup { _ = try nodeConfig() }
         if HostPort(server) == nil { throw ValidationError("--server: expected HOST:PORT or [IPv6]:PORT, got \"\(server)\"") }
         if HostPort(httpListen) == nil { throw ValidationError("--http-listen: expected HOST:PORT, got \"\(httpListen)\"") }
         if !Self.isTableName(table) { throw ValidationError("--table: expected 1-64 letters, digits, '-' or '_' starting with a letter, got \"\(table)\"") }
@@ -68,6 +71,7 @@ struct NodeApplierCommand: AsyncParsableCommand {
     }
 
     func nodeConfig() throws -> NodeConfig {
+        guard let node else { throw ValidationError("--node: required (this node's name)") }
         if let problem = Names.dnsSubdomainProblem(node) { throw ValidationError("--node: \(problem)") }
         let ips = try nodeIPs.map { text in
             guard let ip = IPAddress(text) else { throw ValidationError("--node-ip: invalid IP address \"\(text)\"") }
@@ -98,15 +102,24 @@ struct NodeApplierCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "node-applier")
+        let nft: LibNFTables
+        do { nft = try LibNFTables() } catch { throw ValidationError("libnftables: \(error)") }
+        if cleanup {
+            try Applier.removeTables(table, nft: nft)
+            logger.info("none of this applier's tables is left", metadata: ["tables": "ip \(table), ip6 \(table)"])
+            return
+        }
         func seconds(_ value: Double) -> Duration { .milliseconds(Int64(value * 1000)) }
         let configuration = NodeApplierConfiguration(
             node: try nodeConfig(), tableName: table,
             sync: SyncClientConfiguration(server: HostPort(server)!, heartbeatInterval: seconds(heartbeatInterval)),
             httpListen: HostPort(httpListen)!, minSyncInterval: seconds(minSyncInterval),
             driftCheckInterval: seconds(driftCheckInterval))
-        let nft: LibNFTables
-        do { nft = try LibNFTables() } catch { throw ValidationError("libnftables: \(error)") }
-        logger.info("starting", metadata: ["version": "\(BuildInfo.version)", "node": "\(node)", "server": "\(server)", "table": "\(table)"])
+        logger.info(
+            "starting",
+            metadata: [
+                "version": "\(BuildInfo.version)", "node": "\(configuration.node.nodeName)", "server": "\(server)", "table": "\(table)",
+            ])
         let app = NodeApplierApp(configuration: configuration, nft: nft, conntrack: NetlinkConntrack(), logger: logger)
         let group = ServiceGroup(
             configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -131,6 +131,16 @@ import Testing
         #expect(tables(nft) == before)
     }
 
+    /// `node-applier --cleanup`: both tables go, whether or not they are there.
+    @Test func removingTheTablesLeavesNoneAndCanBeRepeated() async throws {
+        let (_, nft) = try await fixtureApplier()
+        #expect(tables(nft).allSatisfy { $0 != nil })
+        try Applier.removeTables("kube-proxy-swift", nft: nft)
+        #expect(tables(nft) == [nil, nil])
+        try Applier.removeTables("kube-proxy-swift", nft: nft)
+        #expect(tables(nft) == [nil, nil])
+    }
+
     @Test func nothingIsTouchedBeforeTheFirstSnapshot() async throws {
         let nft = FakeNFTables()
         let applier = Applier(node: fixtureNode, tableName: "kube-proxy-swift", nft: nft, logger: quietLogger())

@@ -269,6 +269,15 @@ public actor Applier {
         return false
     }
 
+    /// Deletes the `ip` and `ip6` tables named `tableName` where they exist, in one transaction, and
+    /// nothing else: what `node-applier --cleanup` does, as kube-proxy's `--cleanup`, to take a node
+    /// off this proxy (stopping the daemon leaves its rules in place).
+    public static func removeTables(_ tableName: String, nft: any NFTablesClient) throws {
+        // Adding a table that exists changes nothing; the deletion then finds one either way.
+        try nft.apply(
+            NFTTransaction(table: tableName, operations: NFTFamily.allCases.flatMap { [.addTable($0), .deleteTable($0)] }))
+    }
+
     private func contribution(_ name: ServiceName) -> [NFTFamily: Contribution]? {
         Self.contribution(name, state: state, node: node)
     }
