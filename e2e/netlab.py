@@ -94,6 +94,9 @@ class Lab:
         host_end = f"v{name}"[:15]
         sh("ip", "link", "add", host_end, "netns", node_ns, "type", "veth", "peer", "name", "eth0", "netns", ns)
         sh("ip", "-n", node_ns, "link", "set", host_end, "master", "pods", "up")
+        # As CNI's bridge plugin with hairpinMode (kubelet's default): with br_netfilter, a pod's
+        # packets DNATed back to itself are bridged out of the port they came in on.
+        sh("ip", "-n", node_ns, "link", "set", host_end, "type", "bridge_slave", "hairpin", "on")
         sh("ip", "-n", ns, "addr", "add", f"10.244.{node_number}.{index}/24", "dev", "eth0")
         sh("ip", "-n", ns, "addr", "add", f"fd00:244:{node_number}::{index}/64", "dev", "eth0", "nodad")
         sh("ip", "-n", ns, "link", "set", "eth0", "up")

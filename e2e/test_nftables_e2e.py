@@ -240,10 +240,24 @@ def test_node_port_from_outside_client_is_masqueraded(cluster):
 
 
 def test_session_affinity_sticks(cluster):
-    results = cluster.probe("p1b", "tcp", "10.96.0.14", 80, count=30)
-    assert len(cluster.answering(results)) == 1, results
-    other = cluster.probe("p2b", "tcp", "10.96.0.14", 80, count=30)
-    assert len(cluster.answering(other)) == 1, other
+    """Each client stays with one of the three endpoints (p2b may stay with itself: hairpin)."""
+    for client in ("p1b", "p2b"):
+        results = cluster.probe(client, "tcp", "10.96.0.14", 80, count=30)
+        assert len(cluster.answering(results)) == 1 and cluster.answering(results) <= {"p1a", "p2a", "p2b"}, results
+
+
+def test_pod_reaches_itself_through_its_service_masqueraded(cluster):
+    """Hairpin: a pod whose connection is DNATed back to itself must see it come from its node (the
+    pod bridge's address), or it would answer itself directly and the client would never hear back."""
+    cluster.set_endpoints("np", ["p2b"])
+    cluster.apply(slice_yaml("web-v6", "web", ["p2b"], [("http", "TCP"), ("dns", "UDP")], v6=True))
+    try:
+        for host, bridge in (("10.96.0.12", "10.244.2.1"), ("fd00:10:96::10", "fd00:244:2::1")):
+            eventually(lambda: _assert_equal(cluster.probe("p2b", "tcp", host, 80, count=3), [f"p2b {bridge}"] * 3))
+    finally:
+        cluster.set_endpoints("np", ["p2a"])
+        cluster.apply(slice_yaml("web-v6", "web", ["p1a", "p2a"], [("http", "TCP"), ("dns", "UDP")], v6=True))
+    eventually(lambda: _assert_equal(cluster.probe("client", "tcp", "192.168.100.11", 30080), [via(1, "p2a")]))
 
 
 def test_external_policy_local_preserves_client_and_drops_without_local_endpoints(cluster):
