@@ -500,8 +500,11 @@ def _tables(lab, ns):
 
 def test_control_server_down_traffic_keeps_flowing_and_nodes_catch_up(cluster):
     lab = cluster.lab
+    assert _healthz(cluster, 1) == (200, {"connected": True, "failing": False, "pendingSeconds": 0})
     lab.stop("control-server", sig=signal.SIGKILL)
     time.sleep(2)
+    # Fail static: the rules are as the server left them, so the node stays healthy.
+    assert _healthz(cluster, 1) == (200, {"connected": False, "failing": False, "pendingSeconds": 0})
     for number in (1, 2):
         assert cluster.probe("client", "tcp", f"192.168.100.1{number}", 30080, count=5) == [via(number, "p2a")] * 5
     assert cluster.answering(cluster.probe("p1b", "tcp", "10.96.0.10", 80, count=20)) == {"p1a", "p2a", "p2b"}
@@ -510,6 +513,18 @@ def test_control_server_down_traffic_keeps_flowing_and_nodes_catch_up(cluster):
     for number in (1, 2):
         eventually(lambda: _assert_equal(cluster.probe("client", "tcp", f"192.168.100.1{number}", 30080), [via(number, "p1a")]),
                    timeout=60)
+
+
+def _healthz(cluster, number):
+    """The status and body of node <number>'s applier /healthz, but for the time of its last sync."""
+    code = ("import urllib.request, urllib.error\n"
+            "try: response = urllib.request.urlopen('http://127.0.0.1:10256/healthz')\n"
+            "except urllib.error.HTTPError as error: response = error\n"
+            "print(response.status); print(response.read().decode())")
+    status, body = cluster.lab.run(cluster.nodes[number], sys.executable, "-c", code).stdout.split("\n", 1)
+    state = json.loads(body)
+    assert state.pop("lastUpdated") > 0, state
+    return int(status), state
 
 
 def via(node, pod):

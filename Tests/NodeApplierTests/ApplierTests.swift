@@ -131,6 +131,44 @@ import Testing
         #expect(tables(nft) == before)
     }
 
+    /// `/healthz` (kube-proxy's meaning): unhealthy before the first sync, after a failed one, and
+    /// while a received change has waited a minute without being programmed (a sync that hangs).
+    @Test func healthFollowsSyncsAndChangesLeftWaiting() {
+        let second: Int64 = 1_000_000_000
+        var health = SyncHealth()
+        #expect(!health.isHealthy(now: 100 * second))
+        health.applied(at: 100 * second)
+        #expect(health.isHealthy(now: 1000 * second), "no change waiting: healthy however long ago the last sync")
+        health.pendingSinceUnixNanos = 200 * second
+        #expect(health.isHealthy(now: 259 * second))
+        #expect(health.pendingSeconds(now: 259 * second) == 59)
+        #expect(!health.isHealthy(now: 260 * second))
+        health.failed()
+        health.pendingSinceUnixNanos = 0
+        #expect(!health.isHealthy(now: 261 * second))
+        health.applied(at: 262 * second)
+        #expect(health.isHealthy(now: 262 * second))
+    }
+
+    @Test func aChangeIsPendingFromItsArrivalUntilItIsProgrammed() async throws {
+        let applier = Applier(node: fixtureNode, tableName: "kube-proxy-swift", nft: FakeNFTables(), logger: quietLogger())
+        #expect(applier.oldestPendingChangeUnixNanos == 0)
+        let before = WallClock.nowUnixNanos()
+        try await applier.receive(Fixture.snapshot())
+        #expect(applier.oldestPendingChangeUnixNanos >= before)
+        #expect(await applier.sync() == .applied(revision: 1))
+        #expect(applier.oldestPendingChangeUnixNanos == 0)
+        try await applier.receive(.with { $0.heartbeat = .init() })
+        #expect(applier.oldestPendingChangeUnixNanos == 0, "a heartbeat changes nothing")
+        try await applier.receive(delta(from: 1, to: 2))
+        let pending = applier.oldestPendingChangeUnixNanos
+        #expect(pending >= before)
+        try await applier.receive(delta(from: 2, to: 3))
+        #expect(applier.oldestPendingChangeUnixNanos == pending, "the oldest change counts")
+        #expect(await applier.sync() == .applied(revision: 3))
+        #expect(applier.oldestPendingChangeUnixNanos == 0)
+    }
+
     /// `node-applier --cleanup`: both tables go, whether or not they are there.
     @Test func removingTheTablesLeavesNoneAndCanBeRepeated() async throws {
         let (_, nft) = try await fixtureApplier()

@@ -42,6 +42,7 @@ public actor Applier {
     private var before: [ServiceName: [NFTFamily: Contribution]] = [:]
     /// Commit times of received changes not yet applied (network-programming latency).
     private var pendingCommitTimes: [Int64] = []
+    private let pendingSince = Atomic<Int64>(0)
     /// Whether partial syncs ran since the heap was last trimmed.
     private var freedSinceTrim = false
     /// Every UDP service's frontends and serving endpoints, as of the last sync (`StaleFlows`).
@@ -73,6 +74,10 @@ public actor Applier {
         self.logger = logger
     }
 
+    /// When the oldest Snapshot or Delta that is not programmed yet arrived (0: none), for
+    /// `/healthz`: readable while a sync runs.
+    public nonisolated var oldestPendingChangeUnixNanos: Int64 { pendingSince.load(ordering: .relaxed) }
+
     /// What a Hello reports: the revision and store the held state belongs to.
     public var held: (revision: UInt64, storeID: String) { (state.revision, state.storeID) }
 
@@ -93,6 +98,7 @@ public actor Applier {
             before = [:]
             // A snapshot's commit time can be arbitrarily old (a restart): not a programming latency.
             pendingCommitTimes = []
+            markPending()
             logger.info(
                 "snapshot received",
                 metadata: [
@@ -112,9 +118,14 @@ public actor Applier {
             }
             dirty.formUnion(state.apply(to: delta.toRevision, upserts: upserts, deletes: deletes))
             pendingCommitTimes.append(delta.commitTimeUnixNanos)
+            markPending()
         case .heartbeat, nil:
             break
         }
+    }
+
+    private func markPending() {
+        if pendingSince.load(ordering: .relaxed) == 0 { pendingSince.store(WallClock.nowUnixNanos(), ordering: .relaxed) }
     }
 
     /// Programs the kernel with the held state, when there is anything to do.
@@ -155,6 +166,7 @@ public actor Applier {
         metrics.appliedRevision.set(Double(revision))
         metrics.services.set(Double(planner?.serviceCount ?? 0))
         appliedRevision = revision
+        pendingSince.store(0, ordering: .relaxed)
         logger.debug(
             "synced", metadata: ["revision": "\(revision)", "mode": "\(full ? "full" : "partial")", "duration": "\(elapsed)"])
         return .applied(revision: revision)

@@ -41,8 +41,8 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
     /// Wakes the stale-flow cleanup, which runs beside the sync loop.
     private let cleanups: AsyncStream<Void>
     private let cleanup: AsyncStream<Void>.Continuation
-    /// For `/healthz`: when the last sync succeeded, and whether the last attempt failed.
-    private let health = SyncHealth()
+    /// For `/healthz`.
+    private let health = SharedSyncHealth()
 
     public init(
         configuration: NodeApplierConfiguration, nft: any NFTablesClient, conntrack: any ConntrackClient, logger: Logger
@@ -57,24 +57,28 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
         let (triggers, trigger) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         (self.triggers, self.trigger) = (triggers, trigger)
         (cleanups, cleanup) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let health = self.health
         client = SyncClient(
             configuration: configuration.sync, node: configuration.node, applier: applier, logger: logger, metrics: metrics
         ) {
             trigger.yield()
         }
-        let health = self.health
         let client = self.client
+        let applier = self.applier
         http = StatusHTTPServer(
             host: configuration.httpListen.host, port: configuration.httpListen.port,
             routes: [
                 "/livez": { (.ok, "text/plain; charset=utf-8", Array("ok\n".utf8)) },
                 "/healthz": {
-                    let (last, failing) = health.state.withLock { $0 }
+                    var state = health.state.withLock { $0 }
+                    state.pendingSinceUnixNanos = applier.oldestPendingChangeUnixNanos
+                    let now = WallClock.nowUnixNanos()
                     let body = """
-                        {"lastUpdated":\(last / 1_000_000_000),"connected":\(client.isConnected),"failing":\(failing)}
+                        {"lastUpdated":\(state.lastSuccessUnixNanos / 1_000_000_000),"connected":\(client.isConnected),\
+                        "failing":\(state.failing),"pendingSeconds":\(state.pendingSeconds(now: now))}
 
                         """
-                    return (last > 0 && !failing ? .ok : .serviceUnavailable, "application/json", Array(body.utf8))
+                    return (state.isHealthy(now: now) ? .ok : .serviceUnavailable, "application/json", Array(body.utf8))
                 },
                 "/metrics": { (.ok, "text/plain; version=0.0.4; charset=utf-8", metrics.render()) },
             ], logger: logger)
@@ -130,12 +134,12 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
             client.report(outcome)
             switch outcome {
             case .applied:
-                health.state.withLock { $0 = (WallClock.nowUnixNanos(), false) }
+                health.state.withLock { $0.applied(at: WallClock.nowUnixNanos()) }
                 retryAt = nil
                 retryBackoff = .seconds(1)
                 cleanup.yield()
             case .failed:
-                health.state.withLock { $0.failing = true }
+                health.state.withLock { $0.failed() }
                 retryAt = clock.now + retryBackoff
                 retryBackoff = min(retryBackoff * 2, .seconds(30))
             }
@@ -143,6 +147,35 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
     }
 }
 
-private final class SyncHealth: Sendable {
-    let state = Mutex<(lastSuccessUnixNanos: Int64, failing: Bool)>((0, false))
+/// What `/healthz` answers, with kube-proxy's meaning: healthy once a sync succeeded, unless the
+/// last attempt failed or a received change has waited `staleAfterNanos` without being programmed (a
+/// sync that hangs). An unreachable control server alone is healthy: the rules are as it left them.
+public struct SyncHealth: Hashable, Sendable {
+    /// 60 s, kube-proxy's default: twice its 30 s sync period.
+    public static let staleAfterNanos: Int64 = 60_000_000_000
+
+    public private(set) var lastSuccessUnixNanos: Int64 = 0
+    public private(set) var failing = false
+    /// When the oldest change not yet programmed arrived (0: none): `Applier.oldestPendingChangeUnixNanos`.
+    public var pendingSinceUnixNanos: Int64 = 0
+
+    public init() {}
+
+    public mutating func applied(at now: Int64) {
+        lastSuccessUnixNanos = now
+        failing = false
+    }
+
+    public mutating func failed() { failing = true }
+
+    /// How long the oldest change not yet programmed has waited, in whole seconds.
+    public func pendingSeconds(now: Int64) -> Int64 { pendingSinceUnixNanos == 0 ? 0 : (now - pendingSinceUnixNanos) / 1_000_000_000 }
+
+    public func isHealthy(now: Int64) -> Bool {
+        lastSuccessUnixNanos > 0 && !failing && (pendingSinceUnixNanos == 0 || now - pendingSinceUnixNanos < Self.staleAfterNanos)
+    }
+}
+
+private final class SharedSyncHealth: Sendable {
+    let state = Mutex(SyncHealth())
 }
