@@ -136,18 +136,16 @@ import Testing
     @Test func healthFollowsSyncsAndChangesLeftWaiting() {
         let second: Int64 = 1_000_000_000
         var health = SyncHealth()
-        #expect(!health.isHealthy(now: 100 * second))
+        #expect(!health.isHealthy(now: 100 * second, pendingSince: 0))
         health.applied(at: 100 * second)
-        #expect(health.isHealthy(now: 1000 * second), "no change waiting: healthy however long ago the last sync")
-        health.pendingSinceUnixNanos = 200 * second
-        #expect(health.isHealthy(now: 259 * second))
-        #expect(health.pendingSeconds(now: 259 * second) == 59)
-        #expect(!health.isHealthy(now: 260 * second))
+        #expect(health.isHealthy(now: 1000 * second, pendingSince: 0), "no change waiting: healthy however long ago the last sync")
+        #expect(health.isHealthy(now: 259 * second, pendingSince: 200 * second))
+        #expect(SyncHealth.pendingSeconds(since: 200 * second, now: 259 * second) == 59)
+        #expect(!health.isHealthy(now: 260 * second, pendingSince: 200 * second))
         health.failed()
-        health.pendingSinceUnixNanos = 0
-        #expect(!health.isHealthy(now: 261 * second))
+        #expect(!health.isHealthy(now: 261 * second, pendingSince: 0))
         health.applied(at: 262 * second)
-        #expect(health.isHealthy(now: 262 * second))
+        #expect(health.isHealthy(now: 262 * second, pendingSince: 0))
     }
 
     @Test func aChangeIsPendingFromItsArrivalUntilItIsProgrammed() async throws {

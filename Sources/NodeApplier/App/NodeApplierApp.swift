@@ -70,15 +70,16 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
             routes: [
                 "/livez": { (.ok, "text/plain; charset=utf-8", Array("ok\n".utf8)) },
                 "/healthz": {
-                    var state = health.state.withLock { $0 }
-                    state.pendingSinceUnixNanos = applier.oldestPendingChangeUnixNanos
+                    let state = health.state.withLock { $0 }
+                    let pendingSince = applier.oldestPendingChangeUnixNanos
                     let now = WallClock.nowUnixNanos()
                     let body = """
                         {"lastUpdated":\(state.lastSuccessUnixNanos / 1_000_000_000),"connected":\(client.isConnected),\
-                        "failing":\(state.failing),"pendingSeconds":\(state.pendingSeconds(now: now))}
+                        "failing":\(state.failing),"pendingSeconds":\(SyncHealth.pendingSeconds(since: pendingSince, now: now))}
 
                         """
-                    return (state.isHealthy(now: now) ? .ok : .serviceUnavailable, "application/json", Array(body.utf8))
+                    let healthy = state.isHealthy(now: now, pendingSince: pendingSince)
+                    return (healthy ? .ok : .serviceUnavailable, "application/json", Array(body.utf8))
                 },
                 "/metrics": { (.ok, "text/plain; version=0.0.4; charset=utf-8", metrics.render()) },
             ], logger: logger)
@@ -156,8 +157,6 @@ public struct SyncHealth: Hashable, Sendable {
 
     public private(set) var lastSuccessUnixNanos: Int64 = 0
     public private(set) var failing = false
-    /// When the oldest change not yet programmed arrived (0: none): `Applier.oldestPendingChangeUnixNanos`.
-    public var pendingSinceUnixNanos: Int64 = 0
 
     public init() {}
 
@@ -168,11 +167,13 @@ public struct SyncHealth: Hashable, Sendable {
 
     public mutating func failed() { failing = true }
 
-    /// How long the oldest change not yet programmed has waited, in whole seconds.
-    public func pendingSeconds(now: Int64) -> Int64 { pendingSinceUnixNanos == 0 ? 0 : (now - pendingSinceUnixNanos) / 1_000_000_000 }
+    /// How long a change that arrived at `since` (0: none is waiting) has waited, in whole seconds.
+    public static func pendingSeconds(since: Int64, now: Int64) -> Int64 { since == 0 ? 0 : (now - since) / 1_000_000_000 }
 
-    public func isHealthy(now: Int64) -> Bool {
-        lastSuccessUnixNanos > 0 && !failing && (pendingSinceUnixNanos == 0 || now - pendingSinceUnixNanos < Self.staleAfterNanos)
+    /// `pendingSince`: when the oldest change not yet programmed arrived, 0 for none
+    /// (`Applier.oldestPendingChangeUnixNanos`).
+    public func isHealthy(now: Int64, pendingSince: Int64) -> Bool {
+        lastSuccessUnixNanos > 0 && !failing && (pendingSince == 0 || now - pendingSince < Self.staleAfterNanos)
     }
 }
 

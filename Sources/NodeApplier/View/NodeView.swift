@@ -135,10 +135,12 @@ public enum NodeView {
         var target: EndpointTarget
         var ready: Bool
         var serving: Bool
-        var servingTerminating: Bool
+        var terminating: Bool
         var nodeName: String?
         var hintZones: [String]
         var hintNodes: [String]
+
+        var servingTerminating: Bool { serving && terminating }
     }
 
     /// Endpoints of the slices for one service port: the slice port with the service port's name
@@ -157,8 +159,7 @@ public enum NodeView {
                 let conditions = endpoint.conditions
                 result.append(
                     Candidate(
-                        target: target, ready: conditions.ready, serving: conditions.serving,
-                        servingTerminating: conditions.serving && conditions.terminating,
+                        target: target, ready: conditions.ready, serving: conditions.serving, terminating: conditions.terminating,
                         nodeName: endpoint.nodeName, hintZones: endpoint.hintZones, hintNodes: endpoint.hintNodes))
             }
         }
