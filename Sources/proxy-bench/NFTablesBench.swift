@@ -19,6 +19,9 @@ struct NFTablesBench: AsyncParsableCommand {
     @Option(help: "Full-program sizes, SERVICES:ENDPOINTS_PER_SERVICE, comma-separated.")
     var sizes: String = "10000:10,50000:5"
 
+    @Option(help: "The protocol of the full-program services' port (TCP, UDP or SCTP); UDP services' frontends are also kept for the stale-flow cleanup.")
+    var serviceProtocol: L4Protocol = .tcp
+
     @Option(help: "One-endpoint changes measured at each size.")
     var changes: Int = 200
 
@@ -63,7 +66,7 @@ struct NFTablesBench: AsyncParsableCommand {
         var arguments = ["netns", "exec", Self.node, CommandLine.arguments[0], "nftables", "--in-namespace"]
         arguments += ["--sizes", sizes, "--changes", "\(changes)", "--latency-services", "\(latencyServices)"]
         arguments += ["--connections", "\(connections)", "--rss-services", "\(rssServices)", "--server-binary", server.serverBinary]
-        arguments += ["--conntrack-flows", "\(conntrackFlows)"]
+        arguments += ["--conntrack-flows", "\(conntrackFlows)", "--service-protocol", serviceProtocol.rawValue]
         // The child prints the figures: let its output through.
         let status = try Self.tool("/usr/sbin/ip", arguments, passOutput: true).status
         if status != 0 { throw ExitCode(status) }
@@ -160,7 +163,7 @@ struct NFTablesBench: AsyncParsableCommand {
         let node = NodeConfig(nodeName: "node-0", nodeIPs: [IPAddress("10.250.0.1")!], clusterCIDRs: [CIDR("10.0.0.0/8")!])
         var logger = Logger(label: "bench")
         logger.logLevel = .error
-        print("full program: services x endpoints, snapshot -> rules in the kernel")
+        print("full program: services x endpoints (one \(serviceProtocol.rawValue) port each), snapshot -> rules in the kernel")
         print("  staged: into a kernel without the tables (node boot; after the tables were deleted)")
         print("  swapped: staged under the other generation's names next to the live tables, swapped in with the base chains")
         print("           (applier restart, resync over existing tables)")
@@ -172,7 +175,7 @@ struct NFTablesBench: AsyncParsableCommand {
             for run in 0..<6 {
                 if run < 3 { try Self.deleteTables() }
                 let current = Applier(node: node, tableName: Self.table, nft: nft, logger: logger)
-                let snapshot = Self.snapshot(services: services, endpoints: endpoints, revision: UInt64(run + 1))
+                let snapshot = Self.snapshot(services: services, endpoints: endpoints, revision: UInt64(run + 1), protocol: serviceProtocol)
                 let decodeStart = ContinuousClock.now
                 try await current.receive(snapshot)
                 decode = (ContinuousClock.now - decodeStart).inSeconds
@@ -319,8 +322,8 @@ struct NFTablesBench: AsyncParsableCommand {
         }
         var state = ClusterState(revision: 1, storeID: "")
         for index in 0..<services {
-            state.insert(.service(Self.service(index)))
-            state.insert(.endpointSlice(benchSliceModel(service: index, endpoints: endpoints, generation: 0)))
+            state.insert(.service(Self.service(index, protocol: serviceProtocol)))
+            state.insert(.endpointSlice(benchSliceModel(service: index, endpoints: endpoints, generation: 0, protocol: serviceProtocol)))
         }
         _ = lap()
         let heapState = liveHeapMB()
@@ -363,7 +366,7 @@ struct NFTablesBench: AsyncParsableCommand {
         var samples: [Duration] = []
         for change in 0..<changes {
             let service = (change * 7919) % services
-            let slice = benchSliceModel(service: service, endpoints: endpoints, generation: change + 1)
+            let slice = benchSliceModel(service: service, endpoints: endpoints, generation: change + 1, protocol: serviceProtocol)
             let message = Kubeproxy_V1_ServerMessage.with {
                 $0.delta = .with {
                     $0.fromRevision = revision
@@ -558,18 +561,18 @@ struct NFTablesBench: AsyncParsableCommand {
             endpoints: endpoints.map { Endpoint(addresses: [.v4(0x0A71_0000 + UInt32(index * 4 + $0))], nodeName: "node-\($0)") })
     }
 
-    static func service(_ index: Int) -> Service {
+    static func service(_ index: Int, protocol: L4Protocol = .tcp) -> Service {
         Service(
             metadata: ObjectMeta(namespace: "bench", name: "svc-\(index)"), clusterIPs: [.v4(0x0A60_0000 + UInt32(index) + 1)],
-            ports: [ServicePort(name: "http", port: 80, targetPort: .number(8080))])
+            ports: [ServicePort(name: "http", protocol: `protocol`, port: 80, targetPort: .number(8080))])
     }
 
-    static func snapshot(services: Int, endpoints: Int, revision: UInt64) -> Kubeproxy_V1_ServerMessage {
+    static func snapshot(services: Int, endpoints: Int, revision: UInt64, protocol: L4Protocol = .tcp) -> Kubeproxy_V1_ServerMessage {
         .with {
             $0.snapshot = .with {
                 $0.revision = revision
-                $0.services = (0..<services).map { service($0).wire }
-                $0.endpointSlices = (0..<services).map { benchSliceModel(service: $0, endpoints: endpoints, generation: 0).wire }
+                $0.services = (0..<services).map { service($0, protocol: `protocol`).wire }
+                $0.endpointSlices = (0..<services).map { benchSliceModel(service: $0, endpoints: endpoints, generation: 0, protocol: `protocol`).wire }
             }
         }
     }
@@ -581,3 +584,6 @@ extension Duration {
         return Double(seconds) + Double(attoseconds) / 1e18
     }
 }
+
+/// `--service-protocol TCP|UDP|SCTP`, spelled as in a Service.
+extension L4Protocol: ExpressibleByArgument {}
