@@ -327,7 +327,7 @@ struct NFTablesBench: AsyncParsableCommand {
         }
         _ = lap()
         let heapState = liveHeapMB()
-        var contributions = Applier.contributions(of: state, node: node)
+        var contributions = Applier.derive(state, node: node).contributions
         let derive = lap()
         let heapContributions = liveHeapMB()
         let (planner, transaction) = Planner.full(tableName: Self.table, node: node, contributions: contributions)

@@ -45,7 +45,7 @@ func flow(
         let v4: Set = [ip(podA1), ip(podB1)]
         let v6: Set = [ip("fd00:244::21")]
         #expect(
-            StaleFlows.frontends(of: dns, slices: slices, node: fixtureNode) == [
+            StaleFlows.frontends(of: NodeView.ports(of: dns, slices: slices, node: fixtureNode), slices: slices) == [
                 StaleFlows.Frontend(address: ip("10.96.0.53"), port: 53): v4,
                 StaleFlows.Frontend(address: ip("198.51.100.53"), port: 53): v4,
                 StaleFlows.Frontend(address: ip("172.18.0.53"), port: 53): v4,
@@ -57,9 +57,9 @@ func flow(
 
     @Test func aPortWithoutServingEndpointsOrAServiceWithoutUDPHasNoFrontends() {
         let notServing = slice("dns-v4", service: "dns", ports: ports, [endpoint(podA1, node: "node-a", ready: false, serving: false)])
-        #expect(StaleFlows.frontends(of: dns, slices: [notServing], node: fixtureNode).isEmpty)
+        #expect(StaleFlows.frontends(of: NodeView.ports(of: dns, slices: [notServing], node: fixtureNode), slices: [notServing]).isEmpty)
         let web = Fixture.services[0]
-        #expect(StaleFlows.frontends(of: web, slices: [Fixture.slices[0]], node: fixtureNode).isEmpty)
+        #expect(StaleFlows.frontends(of: NodeView.ports(of: web, slices: [Fixture.slices[0]], node: fixtureNode), slices: [Fixture.slices[0]]).isEmpty)
     }
 
     @Test func aFlowIsStaleWhenNoServingEndpointAnswersIt() {

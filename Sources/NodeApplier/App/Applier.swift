@@ -113,7 +113,7 @@ public actor Applier {
             let deletes = try delta.deletes.map { (ref) throws -> ObjectKey in try ObjectKey(wire: ref) }
             if planner != nil {
                 for name in state.affected(upserts: upserts, deletes: deletes) where before[name] == nil && !dirty.contains(name) {
-                    before[name] = contribution(name) ?? [:]
+                    before[name] = derive(name)?.contribution ?? [:]
                 }
             }
             dirty.formUnion(state.apply(to: delta.toRevision, upserts: upserts, deletes: deletes))
@@ -290,17 +290,23 @@ public actor Applier {
             NFTTransaction(table: tableName, operations: NFTFamily.allCases.flatMap { [.addTable($0), .deleteTable($0)] }))
     }
 
-    private func contribution(_ name: ServiceName) -> [NFTFamily: Contribution]? {
-        Self.contribution(name, state: state, node: node)
+    /// What a service gives this node: its share of the rules and its UDP frontends (for the
+    /// stale-flow cleanup), both from one node view.
+    private func derive(_ name: ServiceName) -> (contribution: [NFTFamily: Contribution], udpFrontends: [StaleFlows.Frontend: Set<IPAddress>])? {
+        Self.derive(name, state: state, node: node)
     }
 
-    private static func contribution(_ name: ServiceName, state: ClusterState, node: NodeConfig) -> [NFTFamily: Contribution]? {
+    private static func derive(_ name: ServiceName, state: ClusterState, node: NodeConfig) -> (
+        contribution: [NFTFamily: Contribution], udpFrontends: [StaleFlows.Frontend: Set<IPAddress>]
+    )? {
         guard let service = state.service(name) else { return nil }
-        return Layout.contribution(of: NodeView.ports(of: service, slices: state.slices(of: name), node: node))
+        let slices = state.slices(of: name)
+        let ports = NodeView.ports(of: service, slices: slices, node: node)
+        return (Layout.contribution(of: ports), StaleFlows.frontends(of: ports, slices: slices))
     }
 
     private func fullSync() throws {
-        let contributions = Self.contributions(of: state, node: node)
+        let (contributions, frontends) = Self.derive(state, node: node)
         let (plan, transaction) = Planner.full(tableName: tableName, node: node, contributions: contributions)
         // The per-service contributions are as large as the transaction itself; freeing them
         // (0.2 s at 50k services) overlaps the kernel's work.
@@ -313,34 +319,39 @@ public actor Applier {
         dirty = []
         before = [:]
         healthChecks?.replaceAll(state.serviceNames.compactMap(healthCheck))
-        udpFrontends = [:]
-        for name in state.serviceNames {
-            let frontends = udpFrontends(name)
-            if !frontends.isEmpty { udpFrontends[name] = frontends }
-        }
+        udpFrontends = frontends
         anyUDPFlowMayBeStale = !udpFrontends.isEmpty
         changedUDPFrontends = []
         logger.info("full sync", metadata: ["revision": "\(state.revision)", "services": "\(plan.serviceCount)"])
     }
 
-    /// Every service's contribution, derived on every core: each depends on the service's own
-    /// objects only. At 50k services 0.50–0.63 s on two cores, 0.65–1.10 s on one.
-    public static func contributions(of state: ClusterState, node: NodeConfig) -> [ServiceName: [NFTFamily: Contribution]] {
+    /// Every service's contribution, and the UDP frontends of those that have any, derived on
+    /// every core: each depends on the service's own objects only. At 50k services 0.50–0.63 s on
+    /// two cores, 0.65–1.10 s on one.
+    public static func derive(_ state: ClusterState, node: NodeConfig) -> (
+        contributions: [ServiceName: [NFTFamily: Contribution]], udpFrontends: [ServiceName: [StaleFlows.Frontend: Set<IPAddress>]]
+    ) {
         let names = Array(state.serviceNames)
         let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, names.count / 1000))
-        let parts = Mutex([[ServiceName: [NFTFamily: Contribution]]](repeating: [:], count: workers))
+        typealias Part = (contributions: [ServiceName: [NFTFamily: Contribution]], udpFrontends: [ServiceName: [StaleFlows.Frontend: Set<IPAddress>]])
+        let parts = Mutex([Part](repeating: ([:], [:]), count: workers))
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
-            var part: [ServiceName: [NFTFamily: Contribution]] = Dictionary(minimumCapacity: names.count / workers + 1)
+            var part: Part = (Dictionary(minimumCapacity: names.count / workers + 1), [:])
             for index in stride(from: worker, to: names.count, by: workers) {
-                if let contribution = contribution(names[index], state: state, node: node) { part[names[index]] = contribution }
+                guard let derived = derive(names[index], state: state, node: node) else { continue }
+                part.contributions[names[index]] = derived.contribution
+                if !derived.udpFrontends.isEmpty { part.udpFrontends[names[index]] = derived.udpFrontends }
             }
             parts.withLock { $0[worker] = part }
         }
         return parts.withLock { parts in
-            var contributions = parts.removeFirst()
-            contributions.reserveCapacity(names.count)
-            for part in parts { contributions.merge(part) { first, _ in first } }
-            return contributions
+            var derived = parts.removeFirst()
+            derived.contributions.reserveCapacity(names.count)
+            for part in parts {
+                derived.contributions.merge(part.contributions) { first, _ in first }
+                derived.udpFrontends.merge(part.udpFrontends) { first, _ in first }
+            }
+            return derived
         }
     }
 
@@ -348,9 +359,14 @@ public actor Applier {
         guard var plan = planner else { return }
         let changed = dirty
         var changes: [ServiceName: Planner.Change] = [:]
-        for name in changed { changes[name] = Planner.Change(old: before[name] ?? [:], new: contribution(name) ?? [:]) }
+        var frontends: [ServiceName: [StaleFlows.Frontend: Set<IPAddress>]] = [:]
+        for name in changed {
+            let derived = derive(name)
+            changes[name] = Planner.Change(old: before[name] ?? [:], new: derived?.contribution ?? [:])
+            frontends[name] = derived?.udpFrontends ?? [:]
+        }
         planner = nil  // restored only when the kernel took the transaction
-        guard let transaction = plan.update(changes, current: { contribution($0) ?? [:] }) else {
+        guard let transaction = plan.update(changes, current: { derive($0)?.contribution ?? [:] }) else {
             try fullSync()
             return
         }
@@ -363,19 +379,12 @@ public actor Applier {
         if let healthChecks {
             for name in changed { healthChecks.update(name, healthCheck(name)) }
         }
-        for name in changed {
-            let frontends = udpFrontends(name)
-            guard frontends != udpFrontends[name] ?? [:] else { continue }
+        for (name, frontends) in frontends where frontends != udpFrontends[name] ?? [:] {
             udpFrontends[name] = frontends.isEmpty ? nil : frontends
             // A frontend no longer there has nothing to clean up (its service or its serving
             // endpoints are gone); the others' flows are checked.
             changedUDPFrontends.formUnion(frontends.keys)
         }
-    }
-
-    private func udpFrontends(_ name: ServiceName) -> [StaleFlows.Frontend: Set<IPAddress>] {
-        guard let service = state.service(name), StaleFlows.hasUDPPorts(service) else { return [:] }
-        return StaleFlows.frontends(of: service, slices: state.slices(of: name), node: node)
     }
 
     private func healthCheck(_ name: ServiceName) -> HealthCheckRegistry.Entry? {

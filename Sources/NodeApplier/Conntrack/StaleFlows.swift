@@ -20,16 +20,15 @@ public enum StaleFlows {
         }
     }
 
-    /// The frontends of `service`'s UDP ports (ClusterIPs, external IPs, LoadBalancer IPs, and the
-    /// node's addresses with the NodePort), each with the addresses of the endpoints that serve
-    /// that port on any node. Serving counts, ready or not; traffic policies and topology do not:
-    /// they decide where new flows go, not whether an existing flow's endpoint still exists
-    /// (kube-proxy's rule). A port without serving endpoints is left alone, as in kube-proxy: no
-    /// endpoint could take its flows over.
-    public static func frontends(of service: Service, slices: [EndpointSlice], node: NodeConfig) -> [Frontend: Set<IPAddress>] {
-        guard hasUDPPorts(service) else { return [:] }
+    /// The frontends of a service's UDP ports (ClusterIPs, external IPs, LoadBalancer IPs, and the
+    /// node's addresses with the NodePort), from its node view `ports` and its `slices`, each with
+    /// the addresses of the endpoints that serve that port on any node. Serving counts, ready or
+    /// not; traffic policies and topology do not: they decide where new flows go, not whether an
+    /// existing flow's endpoint still exists (kube-proxy's rule). A port without serving endpoints
+    /// is left alone, as in kube-proxy: no endpoint could take its flows over.
+    public static func frontends(of ports: [ServicePortView], slices: [EndpointSlice]) -> [Frontend: Set<IPAddress>] {
         var frontends: [Frontend: Set<IPAddress>] = [:]
-        for view in NodeView.ports(of: service, slices: slices, node: node) where view.port.protocol == .udp {
+        for view in ports where view.port.protocol == .udp {
             let serving = Set(
                 NodeView.endpoints(for: view.port, in: slices.filter { $0.addressType == view.family }).filter(\.serving)
                     .map(\.target.address))
@@ -43,9 +42,6 @@ public enum StaleFlows {
         }
         return frontends
     }
-
-    /// Whether `service` has frontends to clean up after (lets callers skip gathering its slices).
-    public static func hasUDPPorts(_ service: Service) -> Bool { service.ports.contains { $0.protocol == .udp } }
 
     /// Whether `flow` is a UDP flow sent to one of `frontends` and answered by an address that
     /// does not serve it (or not NATed at all: then the frontend itself answers).
