@@ -130,7 +130,9 @@ func flow(
         let proceed = DispatchSemaphore(value: 0)
         let conntrack = FakeConntrack([returning, removedEndpoint]) {
             listingStarted.yield()
-            proceed.wait()
+            // Bounded: were the test to fail before it signals, a wait forever would keep the
+            // test process from exiting.
+            _ = proceed.wait(timeout: .now() + .seconds(70))
         }
         let applier = Applier(node: fixtureNode, tableName: "kube-proxy-swift", nft: FakeNFTables(), conntrack: conntrack, logger: quietLogger())
         try await applier.receive(Fixture.snapshot())
