@@ -2,12 +2,12 @@ import ProxyAPI
 import ProxyModel
 
 /// The objects the benchmarks write: slice `index` of a service, with `endpoints` endpoints,
-/// where `generation` rotates the address of one endpoint (a one-endpoint change); its port is
-/// `protocol`'s.
+/// where `generation` rotates the address of one endpoint (a one-endpoint change).
 func benchSlice(service: Int, endpoints: Int, generation: Int) -> Kubeproxy_V1_Object {
     ProxyObject.endpointSlice(benchSliceModel(service: service, endpoints: endpoints, generation: generation)).wire
 }
 
+/// `benchSlice` as the model, its port of `protocol`.
 func benchSliceModel(service: Int, endpoints: Int, generation: Int, protocol: L4Protocol = .tcp) -> EndpointSlice {
     let base: UInt32 = 0x0A00_0000 + UInt32(service % 60_000) * 256
     var addresses = (0..<endpoints).map { IPAddress.v4(base + UInt32($0) + 1) }

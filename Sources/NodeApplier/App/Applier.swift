@@ -326,8 +326,10 @@ public actor Applier {
     }
 
     /// Every service's contribution, and the UDP frontends of those that have any, derived on
-    /// every core: each depends on the service's own objects only. At 50k services 0.50–0.63 s on
-    /// two cores, 0.65–1.10 s on one.
+    /// every core: each depends on the service's own objects only. At 50k TCP services 0.50–0.63 s
+    /// on two cores, 0.65–1.10 s on one (fifth session). UDP services' frontends add about half: in
+    /// one later period 0.29–0.35 s for TCP services, 0.43–0.65 s for UDP ones (`proxy-bench
+    /// nftables --service-protocol UDP`).
     public static func derive(_ state: ClusterState, node: NodeConfig) -> (
         contributions: [ServiceName: [NFTFamily: Contribution]], udpFrontends: [ServiceName: [StaleFlows.Frontend: Set<IPAddress>]]
     ) {
@@ -359,11 +361,11 @@ public actor Applier {
         guard var plan = planner else { return }
         let changed = dirty
         var changes: [ServiceName: Planner.Change] = [:]
-        var frontends: [ServiceName: [StaleFlows.Frontend: Set<IPAddress>]] = [:]
+        var derivedFrontends: [ServiceName: [StaleFlows.Frontend: Set<IPAddress>]] = [:]
         for name in changed {
             let derived = derive(name)
             changes[name] = Planner.Change(old: before[name] ?? [:], new: derived?.contribution ?? [:])
-            frontends[name] = derived?.udpFrontends ?? [:]
+            derivedFrontends[name] = derived?.udpFrontends ?? [:]
         }
         planner = nil  // restored only when the kernel took the transaction
         guard let transaction = plan.update(changes, current: { derive($0)?.contribution ?? [:] }) else {
@@ -379,7 +381,7 @@ public actor Applier {
         if let healthChecks {
             for name in changed { healthChecks.update(name, healthCheck(name)) }
         }
-        for (name, frontends) in frontends where frontends != udpFrontends[name] ?? [:] {
+        for (name, frontends) in derivedFrontends where frontends != udpFrontends[name] ?? [:] {
             udpFrontends[name] = frontends.isEmpty ? nil : frontends
             // A frontend no longer there has nothing to clean up (its service or its serving
             // endpoints are gone); the others' flows are checked.
