@@ -28,8 +28,11 @@ struct NFTablesBench: AsyncParsableCommand {
     @Option(help: "Services programmed for the first-connection latency test.")
     var latencyServices: Int = 30000
 
-    @Option(help: "Connections per target in the latency test.")
+    @Option(help: "Connections per target in each pass of the latency test.")
     var connections: Int = 1000
+
+    @Option(help: "Passes of the latency test.")
+    var passes: Int = 10
 
     @Option(help: "UDP conntrack flows for the stale-flow cleanup test (half of them to 1,000 UDP services); 0 skips it.")
     var conntrackFlows: Int = 100_000
@@ -47,9 +50,14 @@ struct NFTablesBench: AsyncParsableCommand {
     /// pod-to-service traffic is (prerouting and forward hooks).
     static let client = "kpbench-client"
 
+    func validate() throws {
+        guard connections > 0 else { throw ValidationError("--connections must be at least 1") }
+        guard passes > 0 else { throw ValidationError("--passes must be at least 1") }
+    }
+
     func run() async throws {
         if connectionsOnly {
-            print(try Self.compareConnects(connections))
+            print(try Self.compareConnects(connections, passes: passes))
             return
         }
         if inNamespace {
@@ -65,7 +73,7 @@ struct NFTablesBench: AsyncParsableCommand {
         // Measure inside the node namespace: this binary again, in it.
         var arguments = ["netns", "exec", Self.node, CommandLine.arguments[0], "nftables", "--in-namespace"]
         arguments += ["--sizes", sizes, "--changes", "\(changes)", "--latency-services", "\(latencyServices)"]
-        arguments += ["--connections", "\(connections)", "--rss-services", "\(rssServices)", "--server-binary", server.serverBinary]
+        arguments += ["--connections", "\(connections)", "--passes", "\(passes)", "--rss-services", "\(rssServices)", "--server-binary", server.serverBinary]
         arguments += ["--conntrack-flows", "\(conntrackFlows)", "--service-protocol", serviceProtocol.rawValue]
         // The child prints the figures: let its output through.
         let status = try Self.tool("/usr/sbin/ip", arguments, passOutput: true).status
@@ -392,7 +400,7 @@ struct NFTablesBench: AsyncParsableCommand {
         var snapshot = Self.snapshot(services: latencyServices, endpoints: 5, revision: 1)
         // One more service, backed by the pod.
         let target = Service(
-            metadata: ObjectMeta(namespace: "bench", name: "target"), clusterIPs: [IPAddress("10.111.0.1")!],
+            metadata: ObjectMeta(namespace: "bench", name: "target"), clusterIPs: [IPAddress(Self.connectTargets[1].address)!],
             ports: [ServicePort(name: "http", port: 80)])
         let targetSlice = EndpointSlice(
             metadata: ObjectMeta(namespace: "bench", name: "target-1"), serviceName: "target", addressType: .ipv4,
@@ -410,50 +418,82 @@ struct NFTablesBench: AsyncParsableCommand {
                 try await Task.sleep(for: .milliseconds(100))
             }
         }
-        print("first-connection latency, \(latencyServices + 1) services programmed, \(connections) connections each, interleaved:")
-        print("  the applier's rules (10.111.0.1 is a ClusterIP):")
-        print("    from the node (output hook): " + (try Self.compareConnects(connections)))
-        print("    from a pod the node routes (prerouting): " + (try compareConnectsFromClient()))
-        // The floor any DNAT-based proxy pays: one hand-written DNAT rule per hook, our tables removed.
-        let dnat = "ip daddr 10.111.0.1 tcp dport 80 dnat to \(Self.podAddress):8080"
-        for command in [
-            ["delete", "table", "ip", Self.table], ["delete", "table", "ip6", Self.table], ["add", "table", "ip", "kpbench-dnat"],
-            ["add", "chain", "ip", "kpbench-dnat", "out", "{ type nat hook output priority -100; }"],
-            ["add", "chain", "ip", "kpbench-dnat", "pre", "{ type nat hook prerouting priority -100; }"],
-            ["add", "rule", "ip", "kpbench-dnat", "out", dnat], ["add", "rule", "ip", "kpbench-dnat", "pre", dnat],
-        ] where try Self.nft(command).status != 0 {
+        // The floor any DNAT-based proxy pays: one hand-written DNAT rule to the pod, for an address
+        // outside the service CIDR, in a table of its own. Its chain after ours translates connections
+        // that crossed our chains as a direct one does (our lookups miss); the one before ours, those
+        // that skip our nat chains (a translated packet skips later nat chains): the difference is what
+        // our nat chains cost a new connection they do not translate.
+        var commands = [["add", "table", "ip", "kpbench-dnat"]]
+        for (hook, name) in [("output", "out"), ("prerouting", "pre")] {
+            for (floor, priority) in [(Self.connectTargets[2], -95), (Self.connectTargets[3], -105)] {
+                let chain = "\(name)\(priority)"
+                commands.append(["add", "chain", "ip", "kpbench-dnat", chain, "{ type nat hook \(hook) priority \(priority); }"])
+                commands.append(["add", "rule", "ip", "kpbench-dnat", chain, "ip daddr \(floor.address) tcp dport 80 dnat to \(Self.podAddress):8080"])
+            }
+        }
+        for command in commands where try Self.nft(command).status != 0 {
             throw BenchError("nft \(command.joined(separator: " ")) failed")
         }
         defer { _ = try? Self.nft(["delete", "table", "ip", "kpbench-dnat"]) }
-        print("  one hand-written DNAT rule for 10.111.0.1, no proxy tables:")
-        print("    from the node (output hook): " + (try Self.compareConnects(connections)))
-        print("    from a pod the node routes (prerouting): " + (try compareConnectsFromClient()))
+        print(
+            "first-connection latency, \(latencyServices + 1) services programmed: \(passes) passes, each \(connections) rounds of one "
+                + "connect to every target; per pass, each target's p50 over the direct p50 and minus it (medians over passes):")
+        print("  from the node (output hook):\n" + (try Self.compareConnects(connections, passes: passes)))
+        print("  from a pod the node routes (prerouting):\n" + (try compareConnectsFromClient()))
     }
 
     /// The connection comparison from the client pod: this binary again, in its namespace.
     private func compareConnectsFromClient() throws -> String {
-        let arguments = ["netns", "exec", Self.client, CommandLine.arguments[0], "nftables", "--connections-only", "--connections", "\(connections)"]
+        let arguments = [
+            "netns", "exec", Self.client, CommandLine.arguments[0], "nftables", "--connections-only", "--connections", "\(connections)",
+            "--passes", "\(passes)",
+        ]
         let (status, output) = try Self.tool("/usr/sbin/ip", arguments)
         guard status == 0 else { throw BenchError("connections from \(Self.client) failed (exit status \(status))") }
-        return output.trimmingCharacters(in: .whitespacesAndNewlines)
+        return output.trimmingCharacters(in: .newlines)
     }
 
-    /// Connects alternately to the pod and through 10.111.0.1:80; the two means and medians.
-    private static func compareConnects(_ connections: Int) throws -> String {
-        var direct: [Duration] = []
-        var viaService: [Duration] = []
-        for _ in 0..<connections {
-            direct.append(try Self.connectTime(Self.podAddress, 8080))
-            viaService.append(try Self.connectTime("10.111.0.1", 80))
+    /// The latency test's destinations, all reaching the pod's server: directly, through the
+    /// bench's ClusterIP, through the floor's rule after our chains and through the one before them.
+    static let connectTargets: [(label: String, address: String, port: UInt16)] = [
+        ("direct to the pod", podAddress, 8080), ("our rules (ClusterIP 10.111.0.1)", "10.111.0.1", 80),
+        ("one DNAT rule after our chains", "10.120.0.1", 80), ("one DNAT rule before our chains", "10.120.0.2", 80),
+    ]
+
+    /// `passes` passes of `connections` rounds, each round one connect to every target of
+    /// `connectTargets`. Per pass, each target's p50 over the direct p50 and minus it; then, over
+    /// passes, the median, range and count over 1.1 of the ratios and the median of the differences.
+    private static func compareConnects(_ connections: Int, passes: Int) throws -> String {
+        var directP50s: [Duration] = []
+        var ratios = [[Double]](repeating: [], count: connectTargets.count)
+        var differences = [[Duration]](repeating: [], count: connectTargets.count)
+        for _ in 0..<passes {
+            var times = [[Duration]](repeating: [], count: connectTargets.count)
+            // Each round starts with another target, so none always follows the same one.
+            for round in 0..<connections {
+                for offset in 0..<connectTargets.count {
+                    let target = (round + offset) % connectTargets.count
+                    times[target].append(try connectTime(connectTargets[target].address, connectTargets[target].port))
+                }
+            }
+            let p50s = times.map { percentile($0.sorted(), 50) }
+            directP50s.append(p50s[0])
+            for target in 1..<connectTargets.count {
+                ratios[target].append(p50s[target].inSeconds / p50s[0].inSeconds)
+                differences[target].append(p50s[target] - p50s[0])
+            }
         }
-        let meanDirect = direct.map(\.inSeconds).reduce(0, +) / Double(direct.count)
-        let meanService = viaService.map(\.inSeconds).reduce(0, +) / Double(viaService.count)
-        direct.sort()
-        viaService.sort()
-        return String(
-            format: "direct to pod: mean %.1f us, p50 %.1f us; through 10.111.0.1: mean %.1f us, p50 %.1f us; ratio of means %.3f, of p50 %.3f",
-            meanDirect * 1e6, percentile(direct, 50).inSeconds * 1e6, meanService * 1e6, percentile(viaService, 50).inSeconds * 1e6,
-            meanService / meanDirect, percentile(viaService, 50).inSeconds / percentile(direct, 50).inSeconds)
+        var lines = [String(format: "    direct p50: %.1f us", percentile(directP50s.sorted(), 50).inSeconds * 1e6)]
+        for target in 1..<connectTargets.count {
+            let sorted = ratios[target].sorted()
+            lines.append(
+                String(
+                    format: "    %@: p50 ratio %.3f (%.3f-%.3f, over 1.1 in %ld of %ld passes), %+.1f us; per pass:",
+                    connectTargets[target].label, percentile(sorted, 50), sorted[0], sorted[sorted.count - 1],
+                    sorted.filter { $0 > 1.1 }.count, sorted.count, percentile(differences[target].sorted(), 50).inSeconds * 1e6)
+                    + ratios[target].map { String(format: " %.3f", $0) }.joined())
+        }
+        return lines.joined(separator: "\n")
     }
 
     /// Time until a TCP connection to address:port is established (blocking connect).

@@ -91,8 +91,8 @@ func withClient<T: Sendable>(
     return try await withGRPCClient(transport: transport) { try await body($0) }
 }
 
-/// Percentile of sorted durations (nearest rank).
-func percentile(_ sorted: [Duration], _ p: Double) -> Duration {
+/// Percentile of sorted values (nearest rank).
+func percentile<Value: AdditiveArithmetic>(_ sorted: [Value], _ p: Double) -> Value {
     guard !sorted.isEmpty else { return .zero }
     let rank = Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1
     return sorted[max(0, min(sorted.count - 1, rank))]
