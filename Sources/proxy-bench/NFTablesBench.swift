@@ -34,8 +34,11 @@ struct NFTablesBench: AsyncParsableCommand {
     @Option(help: "Passes of the latency test.")
     var passes: Int = 10
 
-    @Option(help: "UDP conntrack flows for the stale-flow cleanup test (half of them to 1,000 UDP services); 0 skips it.")
+    @Option(help: "UDP conntrack flows for the stale-flow cleanup test (half of them to its UDP services); 0 skips it.")
     var conntrackFlows: Int = 100_000
+
+    @Option(help: "UDP services (two endpoints each) in the stale-flow cleanup test.")
+    var staleFlowServices: Int = 1000
 
     @Option(help: "Services (5 endpoints each) for the RSS of a real node-applier process; 0 skips it.")
     var rssServices: Int = 50000
@@ -53,6 +56,7 @@ struct NFTablesBench: AsyncParsableCommand {
     func validate() throws {
         guard connections > 0 else { throw ValidationError("--connections must be at least 1") }
         guard passes > 0 else { throw ValidationError("--passes must be at least 1") }
+        guard staleFlowServices > 0 else { throw ValidationError("--stale-flow-services must be at least 1") }
     }
 
     func run() async throws {
@@ -74,7 +78,8 @@ struct NFTablesBench: AsyncParsableCommand {
         var arguments = ["netns", "exec", Self.node, CommandLine.arguments[0], "nftables", "--in-namespace"]
         arguments += ["--sizes", sizes, "--changes", "\(changes)", "--latency-services", "\(latencyServices)"]
         arguments += ["--connections", "\(connections)", "--passes", "\(passes)", "--rss-services", "\(rssServices)", "--server-binary", server.serverBinary]
-        arguments += ["--conntrack-flows", "\(conntrackFlows)", "--service-protocol", serviceProtocol.rawValue]
+        arguments += ["--conntrack-flows", "\(conntrackFlows)", "--stale-flow-services", "\(staleFlowServices)"]
+        arguments += ["--service-protocol", serviceProtocol.rawValue]
         // The child prints the figures: let its output through.
         let status = try Self.tool("/usr/sbin/ip", arguments, passOutput: true).status
         if status != 0 { throw ExitCode(status) }
@@ -205,12 +210,12 @@ struct NFTablesBench: AsyncParsableCommand {
     }
 
     /// The stale UDP flow cleanup against the kernel's conntrack table: flows from this namespace
-    /// to 1,000 UDP services (DNATed to one of two endpoints each) and as many to other UDP
+    /// to `staleFlowServices` UDP services (DNATed to one of two endpoints each) and as many to other UDP
     /// destinations; then every service loses one endpoint (every UDP flow is dumped), and then
     /// one service does (only the flows to its frontend are). Last, how long a change waits that
     /// arrives while a cleanup dumps every flow.
     private func measureStaleFlows(nft: LibNFTables, node: NodeConfig, logger: Logger) async throws {
-        let services = 1000
+        let services = staleFlowServices
         let applier = Applier(node: node, tableName: Self.table, nft: nft, conntrack: NetlinkConntrack(), logger: logger)
         var revision: UInt64 = 1
         try await applier.receive(
@@ -253,7 +258,7 @@ struct NFTablesBench: AsyncParsableCommand {
         for fd in sockets {
             for index in 0..<services {
                 try Self.send(fd, to: Self.udpClusterIP(index), port: 53)
-                try Self.send(fd, to: IPAddress(Self.podAddress)!, port: UInt16(20_000 + index))
+                try Self.send(fd, to: IPAddress(Self.podAddress)!, port: UInt16(1024 + index % 64_000))
             }
         }
         let tracked = try String(contentsOfFile: "/proc/sys/net/netfilter/nf_conntrack_count", encoding: .utf8)
