@@ -75,7 +75,35 @@ func flow(
         let otherAddress = flow(podA2, to: "192.168.10.2", 30053, answeredBy: podB1, 5353)
         let tcp = flow(podA2, to: "10.96.0.53", 53, answeredBy: podB1, 5353, protocolNumber: 6)
         let flows = [current, removedEndpoint, notNATed, nodePortToRemoved, otherPort, otherAddress, tcp]
-        #expect(flows.filter { StaleFlows.isStale($0, frontends: frontends) } == [removedEndpoint, notNATed, nodePortToRemoved])
+        let index = StaleFlows.FrontendIndex([ServiceName(namespace: "default", name: "dns"): frontends])
+        #expect(flows.filter { StaleFlows.isStale($0, in: index) } == [removedEndpoint, notNATed, nodePortToRemoved])
+    }
+
+    @Test func theIndexServesASharedFrontendFromEveryServiceThatHasIt() {
+        let a = ServiceName(namespace: "default", name: "a")
+        let b = ServiceName(namespace: "default", name: "b")
+        let shared = StaleFlows.Frontend(address: ip("198.51.100.53"), port: 53)
+        let own = StaleFlows.Frontend(address: ip("10.96.0.53"), port: 53)
+        var index = StaleFlows.FrontendIndex([a: [shared: [ip(podA1)], own: [ip(podA1)]], b: [shared: [ip(podB1)]]])
+        #expect(index.serves(shared, from: ip(podA1)) == true)
+        #expect(index.serves(shared, from: ip(podB1)) == true)
+        #expect(index.serves(shared, from: ip(podA2)) == false)
+        #expect(index.serves(StaleFlows.Frontend(address: ip("10.96.0.54"), port: 53), from: ip(podA1)) == nil)
+        #expect(index.frontends(of: a) == [shared: [ip(podA1)], own: [ip(podA1)]])
+
+        let unchanged = index.replace(b, with: [shared: [ip(podB1)]])
+        #expect(!unchanged, "the same frontends change nothing")
+        let removed = index.replace(b, with: [:])
+        #expect(removed)
+        #expect(index.serves(shared, from: ip(podB1)) == false)
+        #expect(index.frontends(of: b).isEmpty)
+        let replaced = index.replace(a, with: [own: [ip(podA2)]])
+        #expect(replaced)
+        #expect(index.serves(shared, from: ip(podA1)) == nil, "a frontend no service has any more is gone")
+        #expect(index.serves(own, from: ip(podA2)) == true)
+        #expect(index.contains(.ipv4) && !index.contains(.ipv6))
+        index.replace(a, with: [:])
+        #expect(index.isEmpty)
     }
 
     /// The fixture's `nodeport` service has a UDP port: 10.96.0.12:53 and NodePort 30053 on

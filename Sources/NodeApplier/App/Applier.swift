@@ -46,7 +46,7 @@ public actor Applier {
     /// Whether partial syncs ran since the heap was last trimmed.
     private var freedSinceTrim = false
     /// Every UDP service's frontends and serving endpoints, as of the last sync (`StaleFlows`).
-    private var udpFrontends: [ServiceName: [StaleFlows.Frontend: Set<IPAddress>]] = [:]
+    private var udpFrontends = StaleFlows.FrontendIndex()
     /// Frontends whose service or endpoints partial syncs changed since stale flows were last
     /// removed: only flows to them can have become stale.
     private var changedUDPFrontends: Set<StaleFlows.Frontend> = []
@@ -209,28 +209,20 @@ public actor Applier {
 
     /// The dumps the next cleanup reads, and every UDP frontend with its serving endpoints as of
     /// the last sync; nil when no flow can have become stale. Syncs after this mark anew.
-    private func takeStaleFlowDumps() -> ([(IPFamily, StaleFlows.Frontend?)], [StaleFlows.Frontend: Set<IPAddress>])? {
+    private func takeStaleFlowDumps() -> ([(IPFamily, StaleFlows.Frontend?)], StaleFlows.FrontendIndex)? {
         guard anyUDPFlowMayBeStale || !changedUDPFrontends.isEmpty else { return nil }
-        let frontends = allUDPFrontends()
         let dumps: [(IPFamily, StaleFlows.Frontend?)] =
             !anyUDPFlowMayBeStale && changedUDPFrontends.count <= Self.filteredDumpLimit
             ? changedUDPFrontends.sorted { $0.address < $1.address }.map { ($0.address.family, $0) }
-            : IPFamily.allCases.filter { family in frontends.keys.contains { $0.address.family == family } }.map { ($0, nil) }
+            : IPFamily.allCases.filter(udpFrontends.contains).map { ($0, nil) }
         anyUDPFlowMayBeStale = false
         changedUDPFrontends = []
-        return (dumps, frontends)
+        return (dumps, udpFrontends)
     }
 
     /// Those of `flows` that are still stale after the syncs since they were read.
     private func stillStale(_ flows: [ConntrackFlow]) -> [ConntrackFlow] {
-        let frontends = allUDPFrontends()
-        return flows.filter { StaleFlows.isStale($0, frontends: frontends) }
-    }
-
-    private func allUDPFrontends() -> [StaleFlows.Frontend: Set<IPAddress>] {
-        var frontends: [StaleFlows.Frontend: Set<IPAddress>] = [:]
-        for serviceFrontends in udpFrontends.values { frontends.merge(serviceFrontends) { $0.union($1) } }
-        return frontends
+        flows.filter { StaleFlows.isStale($0, in: udpFrontends) }
     }
 
     /// Gives freed heap pages back to the system if syncs ran since the last time: partial syncs
@@ -319,7 +311,7 @@ public actor Applier {
         dirty = []
         before = [:]
         healthChecks?.replaceAll(state.serviceNames.compactMap(healthCheck))
-        udpFrontends = frontends
+        udpFrontends = StaleFlows.FrontendIndex(frontends)
         anyUDPFlowMayBeStale = !udpFrontends.isEmpty
         changedUDPFrontends = []
         logger.info("full sync", metadata: ["revision": "\(state.revision)", "services": "\(plan.serviceCount)"])
@@ -381,8 +373,7 @@ public actor Applier {
         if let healthChecks {
             for name in changed { healthChecks.update(name, healthCheck(name)) }
         }
-        for (name, frontends) in derivedFrontends where frontends != udpFrontends[name] ?? [:] {
-            udpFrontends[name] = frontends.isEmpty ? nil : frontends
+        for (name, frontends) in derivedFrontends where udpFrontends.replace(name, with: frontends) {
             // A frontend no longer there has nothing to clean up (its service or its serving
             // endpoints are gone); the others' flows are checked.
             changedUDPFrontends.formUnion(frontends.keys)

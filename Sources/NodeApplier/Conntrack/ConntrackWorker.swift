@@ -11,10 +11,10 @@ actor ConntrackWorker {
     init(_ conntrack: any ConntrackClient) { self.conntrack = conntrack }
 
     /// The UDP flows of `family` (or only those to `destination`) that are stale as `frontends` say.
-    func staleFlows(
-        _ family: IPFamily, to destination: StaleFlows.Frontend?, frontends: [StaleFlows.Frontend: Set<IPAddress>]
-    ) throws -> [ConntrackFlow] {
-        try conntrack.udpFlows(family, to: destination) { StaleFlows.isStale($0, frontends: frontends) }
+    func staleFlows(_ family: IPFamily, to destination: StaleFlows.Frontend?, frontends: StaleFlows.FrontendIndex) throws
+        -> [ConntrackFlow]
+    {
+        try conntrack.udpFlows(family, to: destination) { StaleFlows.isStale($0, in: frontends) }
     }
 
     func delete(_ flows: [ConntrackFlow]) throws -> Int { try conntrack.delete(flows) }

@@ -43,12 +43,61 @@ public enum StaleFlows {
         return frontends
     }
 
-    /// Whether `flow` is a UDP flow sent to one of `frontends` and answered by an address that
-    /// does not serve it (or not NATed at all: then the frontend itself answers).
-    public static func isStale(_ flow: ConntrackFlow, frontends: [Frontend: Set<IPAddress>]) -> Bool {
-        guard flow.original.protocolNumber == ConntrackTuple.udp,
-            let serving = frontends[Frontend(address: flow.original.destination, port: Int(flow.original.destinationPort))]
-        else { return false }
-        return !serving.contains(flow.reply.source)
+    /// Whether `flow` is a UDP flow sent to one of the frontends of `index` and answered by an
+    /// address that does not serve it (or not NATed at all: then the frontend itself answers).
+    public static func isStale(_ flow: ConntrackFlow, in index: FrontendIndex) -> Bool {
+        guard flow.original.protocolNumber == ConntrackTuple.udp else { return false }
+        let frontend = Frontend(address: flow.original.destination, port: Int(flow.original.destinationPort))
+        return index.serves(frontend, from: flow.reply.source) == false
+    }
+
+    /// Every UDP service's frontends, by frontend: what a cleanup checks flows against. Kept up to
+    /// date service by service as syncs change them, so a cleanup takes it as it is (a
+    /// copy-on-write value) instead of merging every service's frontends, which at 50k UDP services
+    /// held up the syncs behind it. A frontend two services share is served by the endpoints of both.
+    public struct FrontendIndex: Sendable {
+        private var byFrontend: [Frontend: [ServiceName: Set<IPAddress>]] = [:]
+        private var byService: [ServiceName: [Frontend]] = [:]
+
+        public init() {}
+
+        /// The index of these services' frontends (`frontends(of:slices:)` of each).
+        public init(_ services: [ServiceName: [Frontend: Set<IPAddress>]]) {
+            byFrontend.reserveCapacity(services.count)
+            byService.reserveCapacity(services.count)
+            for (name, frontends) in services { replace(name, with: frontends) }
+        }
+
+        public var isEmpty: Bool { byFrontend.isEmpty }
+
+        /// Whether a frontend of `family` is indexed.
+        public func contains(_ family: IPFamily) -> Bool { byFrontend.keys.contains { $0.address.family == family } }
+
+        /// The frontends of `name`, with their serving endpoints.
+        public func frontends(of name: ServiceName) -> [Frontend: Set<IPAddress>] {
+            var frontends: [Frontend: Set<IPAddress>] = [:]
+            for frontend in byService[name] ?? [] { frontends[frontend] = byFrontend[frontend]?[name] }
+            return frontends
+        }
+
+        /// Gives `name` these frontends (none: takes it out); returns whether that changed any.
+        @discardableResult
+        public mutating func replace(_ name: ServiceName, with frontends: [Frontend: Set<IPAddress>]) -> Bool {
+            guard frontends != self.frontends(of: name) else { return false }
+            for frontend in byService.removeValue(forKey: name) ?? [] {
+                byFrontend[frontend]?[name] = nil
+                if byFrontend[frontend]?.isEmpty == true { byFrontend[frontend] = nil }
+            }
+            for (frontend, serving) in frontends { byFrontend[frontend, default: [:]][name] = serving }
+            if !frontends.isEmpty { byService[name] = Array(frontends.keys) }
+            return true
+        }
+
+        /// Whether a service with `frontend` has `address` among its serving endpoints; nil when no
+        /// service has the frontend.
+        public func serves(_ frontend: Frontend, from address: IPAddress) -> Bool? {
+            guard let services = byFrontend[frontend] else { return nil }
+            return services.values.contains { $0.contains(address) }
+        }
     }
 }
