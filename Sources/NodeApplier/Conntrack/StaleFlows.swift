@@ -56,48 +56,48 @@ public enum StaleFlows {
     /// copy-on-write value) instead of merging every service's frontends, which at 50k UDP services
     /// held up the syncs behind it. A frontend two services share is served by the endpoints of both.
     public struct FrontendIndex: Sendable {
-        private var byFrontend: [Frontend: [ServiceName: Set<IPAddress>]] = [:]
-        private var byService: [ServiceName: [Frontend]] = [:]
+        private var byService: [ServiceName: [Frontend: Set<IPAddress>]] = [:]
+        /// The services that have each frontend (almost always one).
+        private var owners: [Frontend: [ServiceName]] = [:]
 
         public init() {}
 
         /// The index of these services' frontends (`frontends(of:slices:)` of each).
         public init(_ services: [ServiceName: [Frontend: Set<IPAddress>]]) {
-            byFrontend.reserveCapacity(services.count)
-            byService.reserveCapacity(services.count)
-            for (name, frontends) in services { replace(name, with: frontends) }
+            byService = services.filter { !$0.value.isEmpty }
+            owners.reserveCapacity(byService.count)
+            for (name, frontends) in byService {
+                for frontend in frontends.keys { owners[frontend, default: []].append(name) }
+            }
         }
 
-        public var isEmpty: Bool { byFrontend.isEmpty }
+        public var isEmpty: Bool { owners.isEmpty }
 
         /// Whether a frontend of `family` is indexed.
-        public func contains(_ family: IPFamily) -> Bool { byFrontend.keys.contains { $0.address.family == family } }
+        public func contains(_ family: IPFamily) -> Bool { owners.keys.contains { $0.address.family == family } }
 
         /// The frontends of `name`, with their serving endpoints.
-        public func frontends(of name: ServiceName) -> [Frontend: Set<IPAddress>] {
-            var frontends: [Frontend: Set<IPAddress>] = [:]
-            for frontend in byService[name] ?? [] { frontends[frontend] = byFrontend[frontend]?[name] }
-            return frontends
-        }
+        public func frontends(of name: ServiceName) -> [Frontend: Set<IPAddress>] { byService[name] ?? [:] }
 
         /// Gives `name` these frontends (none: takes it out); returns whether that changed any.
         @discardableResult
         public mutating func replace(_ name: ServiceName, with frontends: [Frontend: Set<IPAddress>]) -> Bool {
             guard frontends != self.frontends(of: name) else { return false }
-            for frontend in byService.removeValue(forKey: name) ?? [] {
-                byFrontend[frontend]?[name] = nil
-                if byFrontend[frontend]?.isEmpty == true { byFrontend[frontend] = nil }
+            for frontend in (byService.removeValue(forKey: name) ?? [:]).keys {
+                owners[frontend]?.removeAll { $0 == name }
+                if owners[frontend]?.isEmpty == true { owners[frontend] = nil }
             }
-            for (frontend, serving) in frontends { byFrontend[frontend, default: [:]][name] = serving }
-            if !frontends.isEmpty { byService[name] = Array(frontends.keys) }
+            guard !frontends.isEmpty else { return true }
+            byService[name] = frontends
+            for frontend in frontends.keys { owners[frontend, default: []].append(name) }
             return true
         }
 
         /// Whether a service with `frontend` has `address` among its serving endpoints; nil when no
         /// service has the frontend.
         public func serves(_ frontend: Frontend, from address: IPAddress) -> Bool? {
-            guard let services = byFrontend[frontend] else { return nil }
-            return services.values.contains { $0.contains(address) }
+            guard let names = owners[frontend] else { return nil }
+            return names.contains { byService[$0]?[frontend]?.contains(address) == true }
         }
     }
 }
