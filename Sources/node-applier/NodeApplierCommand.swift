@@ -90,7 +90,7 @@ struct NodeApplierCommand: AsyncParsableCommand {
 
     static func main() async {
         // Before any other thread allocates: a thread that allocated keeps the arena it got.
-        Applier.useOneHeapArena()
+        Applier.configureHeap()
         await main(nil)
     }
 

@@ -66,7 +66,7 @@ struct NFTablesBench: AsyncParsableCommand {
         }
         if inNamespace {
             // As node-applier does; it also keeps the live-heap figures (glibc's main arena) whole.
-            Applier.useOneHeapArena()
+            Applier.configureHeap()
             try await measure()
             return
         }
