@@ -374,30 +374,46 @@ struct NFTablesBench: AsyncParsableCommand {
         return Double(info.uordblks + info.hblkhd) / 1e6
     }
 
+    /// Two kinds of one-endpoint change, `changes` of each: an endpoint of one slice replaced (the
+    /// service keeps its endpoint count), and one removed and added back by turns (the count
+    /// changes, and with it the service's verdict-map element).
     private func measureChanges(_ applier: Applier, services: Int, endpoints: Int) async throws {
         var revision = await applier.held.revision
-        var samples: [Duration] = []
-        for change in 0..<changes {
-            let service = (change * 7919) % services
-            let slice = benchSliceModel(service: service, endpoints: endpoints, generation: change + 1, protocol: serviceProtocol)
-            let message = Kubeproxy_V1_ServerMessage.with {
-                $0.delta = .with {
-                    $0.fromRevision = revision
-                    $0.toRevision = revision + 1
-                    $0.upserts = [ProxyObject.endpointSlice(slice).wire]
-                }
-            }
-            try await applier.receive(message)
+        func apply(_ slice: EndpointSlice) async throws -> Duration {
+            try await applier.receive(
+                .with {
+                    $0.delta = .with {
+                        $0.fromRevision = revision
+                        $0.toRevision = revision + 1
+                        $0.upserts = [ProxyObject.endpointSlice(slice).wire]
+                    }
+                })
             revision += 1
             let start = ContinuousClock.now
             guard case .applied = await applier.sync() else { throw BenchError("partial sync failed") }
-            samples.append(ContinuousClock.now - start)
+            return ContinuousClock.now - start
         }
-        samples.sort()
-        print(
-            "one-endpoint change at \(services) services (\(changes) changes, one transaction each): p50 "
-                + String(format: "%.2f ms, p99 %.2f ms, max %.2f ms", percentile(samples, 50).milliseconds, percentile(samples, 99).milliseconds,
-                    samples.last!.milliseconds))
+        var replaced: [Duration] = []
+        var counted: [Duration] = []
+        for change in 0..<changes {
+            let service = (change * 7919) % services
+            replaced.append(
+                try await apply(benchSliceModel(service: service, endpoints: endpoints, generation: change + 1, protocol: serviceProtocol)))
+        }
+        for change in 0..<changes {
+            // Every slice holds `endpoints` endpoints: one service loses one, the next change gives it back.
+            let service = (change / 2 * 7919 + 1) % services
+            let count = change % 2 == 0 ? endpoints - 1 : endpoints
+            counted.append(
+                try await apply(benchSliceModel(service: service, endpoints: count, generation: change + 1, protocol: serviceProtocol)))
+        }
+        for (kind, samples) in [("replaced", replaced), ("removed or added (the count changes)", counted)] {
+            let sorted = samples.sorted()
+            print(
+                "one-endpoint change at \(services) services, an endpoint \(kind) (\(changes) changes, one transaction each): p50 "
+                    + String(format: "%.2f ms, p99 %.2f ms, max %.2f ms", percentile(sorted, 50).milliseconds, percentile(sorted, 99).milliseconds,
+                        sorted.last!.milliseconds))
+        }
     }
 
     private func measureLatency(nft: LibNFTables, node: NodeConfig, logger: Logger) async throws {
