@@ -44,6 +44,11 @@ struct NodeApplierCommand: AsyncParsableCommand {
     @Option(name: .customLong("drift-check-interval"), help: "Seconds between comparisons of the kernel's tables with the plan.")
     var driftCheckInterval: Double = 10
 
+    @Option(
+        name: .customLong("rehome-delay"),
+        help: "Seconds without a sync before services whose endpoint count changed get the verdicts of their counts (one table validation by the kernel for all).")
+    var rehomeDelay: Double = 1
+
     @Option(name: .customLong("heartbeat-interval"), help: "Seconds between NodeSync heartbeats; a silent stream is dropped after three.")
     var heartbeatInterval: Double = 5
 
@@ -58,8 +63,11 @@ struct NodeApplierCommand: AsyncParsableCommand {
         if HostPort(server) == nil { throw ValidationError("--server: expected HOST:PORT or [IPv6]:PORT, got \"\(server)\"") }
         if HostPort(httpListen) == nil { throw ValidationError("--http-listen: expected HOST:PORT, got \"\(httpListen)\"") }
         if !Self.isTableName(table) { throw ValidationError("--table: expected 1-64 letters, digits, '-' or '_' starting with a letter, got \"\(table)\"") }
-        for (flag, value) in [("--min-sync-interval", minSyncInterval), ("--drift-check-interval", driftCheckInterval), ("--heartbeat-interval", heartbeatInterval)]
-        where !(value > 0) {
+        let intervals = [
+            ("--min-sync-interval", minSyncInterval), ("--drift-check-interval", driftCheckInterval), ("--rehome-delay", rehomeDelay),
+            ("--heartbeat-interval", heartbeatInterval),
+        ]
+        for (flag, value) in intervals where !(value > 0) {
             throw ValidationError("\(flag): must be a positive number of seconds")
         }
         if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level: unknown level \"\(logLevel)\"") }
@@ -114,7 +122,7 @@ struct NodeApplierCommand: AsyncParsableCommand {
             node: try nodeConfig(), tableName: table,
             sync: SyncClientConfiguration(server: HostPort(server)!, heartbeatInterval: seconds(heartbeatInterval)),
             httpListen: HostPort(httpListen)!, minSyncInterval: seconds(minSyncInterval),
-            driftCheckInterval: seconds(driftCheckInterval))
+            driftCheckInterval: seconds(driftCheckInterval), rehomeDelay: seconds(rehomeDelay))
         logger.info(
             "starting",
             metadata: [

@@ -6,7 +6,8 @@ import Testing
 @Suite struct ApplierTests {
     func tables(_ nft: FakeNFTables) -> [NFTTable?] { NFTFamily.allCases.map { nft.table($0) } }
 
-    /// Partial syncs (after one or two deltas) must leave exactly the tables a full sync of the same state builds.
+    /// Partial syncs (after one or two deltas) must send every packet where a full sync of the same
+    /// state does, and after `rehome` leave exactly the tables it builds.
     @Test func partialSyncsEqualAFullSyncOfTheSameState() async throws {
         let (applier, nft) = try await fixtureApplier()
         var revision: UInt64 = 1
@@ -74,25 +75,81 @@ import Testing
         for family in NFTFamily.allCases {
             let incremental = try #require(nft.table(family))
             let full = try #require(fresh.table(family))
+            #expect(Self.everyFrontendTraced(incremental) == Self.everyFrontendTraced(full))
+        }
+        await applier.rehome()
+        #expect(await applier.needsSync == false)
+        for family in NFTFamily.allCases {
+            let incremental = try #require(nft.table(family))
+            let full = try #require(fresh.table(family))
             #expect(incremental.sets == full.sets)
             #expect(incremental.chains == full.chains)
             #expect(incremental.elements.filter { !$0.value.isEmpty } == full.elements.filter { !$0.value.isEmpty })
         }
     }
 
-    @Test func oneEndpointChangeIsAHandfulOfElementUpdates() async throws {
+    /// Where every frontend of the table's verdict maps sends a packet from a pod, from outside
+    /// the cluster and from the node itself.
+    static func everyFrontendTraced(_ table: NFTTable) -> [PacketTracer.Packet: Set<PacketTracer.Outcome>] {
+        let tracer = PacketTracer(table: table, localAddresses: fixtureNode.nodeIPs)
+        let family = table.family.ipFamily
+        let pod = ip(family == .ipv4 ? podA1 : "fd00:10:244:1::11")
+        let outside = family == .ipv4 ? outsideClient : ip("2001:db8:50::7")
+        let frontends = Set(
+            ["service-ips", "local-service-ips", "no-endpoint-services"].flatMap { table.elements[$0]?.keys.map(\.values) ?? [] })
+        var traced: [PacketTracer.Packet: Set<PacketTracer.Outcome>] = [:]
+        for frontend in frontends {
+            guard case .address(let address) = frontend[0], case .proto(let proto) = frontend[1], case .port(let port) = frontend[2] else {
+                continue
+            }
+            for (source, origin) in [(pod, PacketTracer.Origin.network), (outside, .network), (fixtureNode.nodeIPs[0], .localHost)] {
+                let packet = PacketTracer.Packet(from: source, to: address, proto, port: port, origin: origin)
+                traced[packet] = tracer.trace(packet)
+            }
+        }
+        return traced
+    }
+
+    /// An endpoint count change touches slot elements only: the frontend keeps its verdict (the
+    /// kernel validates the whole table for a new one) and reaches its endpoints through the scan
+    /// chain until `rehome` gives it the verdict of its count.
+    @Test func endpointCountChangeLeavesTheVerdictUntilRehome() async throws {
         let (applier, nft) = try await fixtureApplier()
+        let web: [NFTTuple] = [[.address(ip("10.96.0.10")), .proto(.tcp), .port(80)]]
         let before = nft.transactions
-        var web = Fixture.slices[0]
-        web.endpoints.removeLast()
-        try await applier.receive(delta(from: 1, to: 2, upserts: [.endpointSlice(web)]))
+        var slice = Fixture.slices[0]
+        let removed = EndpointTarget(address: slice.endpoints.removeLast().addresses[0], port: 8080)
+        try await applier.receive(delta(from: 1, to: 2, upserts: [.endpointSlice(slice)]))
         #expect(await applier.sync() == .applied(revision: 2))
-        // The change, then the deletion of the chain nobody uses any more (pick-tcp-3).
-        #expect(nft.transactions == before + 2)
-        let table = try #require(nft.table(.ip))
-        #expect(table.chains["pick-tcp-3"] == nil)
-        #expect(
-            table.elements["service-ips"]?[[.address(ip("10.96.0.10")), .proto(.tcp), .port(80)]] == [.verdict(.goto("pick-tcp-2"))])
+        #expect(nft.transactions == before + 1)
+        let changed = try #require(nft.lastTransaction)
+        #expect(changed.operations.allSatisfy { operation in
+            if case .addElements(_, let set, _) = operation { return set == "backends-tcp" }
+            if case .deleteElements(_, let set, _) = operation { return set == "backends-tcp" }
+            return false
+        })
+        let away = try #require(nft.table(.ip))
+        #expect(away.elements["service-ips"]?[web[0]] == [.verdict(.goto("pick-tcp-3"))])
+        let tracer = PacketTracer(table: away, localAddresses: fixtureNode.nodeIPs)
+        let reached = Set(tracer.trace(.init(from: ip(podA1), to: ip("10.96.0.10"), .tcp, port: 80)).map(\.result))
+        #expect(reached.count == 2 && !reached.contains(.delivered(removed, masqueraded: false)))
+        #expect(await applier.awayFrontends == 1)
+
+        // Back to three endpoints: home again, nothing left for rehome.
+        try await applier.receive(delta(from: 2, to: 3, upserts: [.endpointSlice(Fixture.slices[0])]))
+        #expect(await applier.sync() == .applied(revision: 3))
+        #expect(await applier.awayFrontends == 0)
+        try await applier.receive(delta(from: 3, to: 4, upserts: [.endpointSlice(slice)]))
+        #expect(await applier.sync() == .applied(revision: 4))
+        let syncs = nft.transactions
+        await applier.rehome()
+        #expect(nft.transactions == syncs + 1)
+        #expect(await applier.awayFrontends == 0)
+        let rehomed = try #require(nft.table(.ip))
+        #expect(rehomed.elements["service-ips"]?[web[0]] == [.verdict(.goto("pick-tcp-2"))])
+        #expect(PacketTracer(table: rehomed, localAddresses: fixtureNode.nodeIPs).trace(.init(from: ip(podA1), to: ip("10.96.0.10"), .tcp, port: 80)).map(\.result).count == 2)
+        await applier.rehome()
+        #expect(nft.transactions == syncs + 1)
     }
 
     @Test func refusedTransactionIsReportedAndLeavesTheRulesAsTheyWere() async throws {
@@ -191,17 +248,23 @@ import Testing
         #expect(await applier.held.revision == 1)
     }
 
-    @Test func pickChainsComeAndGoWithTheEndpointCounts() async throws {
+    /// Counts beyond the scan chains' come with their own `pick-N` chains, and the frontend's
+    /// verdict follows them at once.
+    @Test func pickChainsBeyondTheScanComeAndGoWithTheEndpointCounts() async throws {
         let (applier, nft) = try await fixtureApplier()
         let many = (0..<40).map { endpoint("10.244.3.\($0 + 1)", node: "node-b") }
         try await applier.receive(delta(from: 1, to: 2, upserts: [.endpointSlice(slice("web-v4", service: "web", many))]))
         #expect(await applier.sync() == .applied(revision: 2))
+        #expect(await applier.awayFrontends == 0)
         let table = try #require(nft.table(.ip))
         #expect(table.chains["pick-tcp-40"] != nil)
-        #expect(table.chains["pick-tcp-3"] == nil)  // web had the only 3-endpoint set
+        #expect(table.elements["service-ips"]?[[.address(ip("10.96.0.10")), .proto(.tcp), .port(80)]] == [.verdict(.goto("pick-tcp-40"))])
         let tracer = PacketTracer(table: table, localAddresses: fixtureNode.nodeIPs)
         let outcomes = tracer.trace(.init(from: ip(podA1), to: ip("10.96.0.10"), .tcp, port: 80))
         #expect(outcomes.count == many.count)
+        try await applier.receive(delta(from: 2, to: 3, upserts: [.endpointSlice(Fixture.slices[0])]))
+        #expect(await applier.sync() == .applied(revision: 3))
+        #expect(try #require(nft.table(.ip)).chains["pick-tcp-40"] == nil)
     }
 
     @Test func healthCheckCountsLocalReadyEndpoints() {

@@ -81,6 +81,9 @@ public actor Applier {
     /// What a Hello reports: the revision and store the held state belongs to.
     public var held: (revision: UInt64, storeID: String) { (state.revision, state.storeID) }
 
+    /// Frontends whose verdict waits for `rehome` (see `Layout`).
+    public var awayFrontends: Int { planner?.awayFrontends ?? 0 }
+
     /// Whether a sync has work to do.
     public var needsSync: Bool { hasState && (planner == nil || !dirty.isEmpty || appliedRevision != state.revision) }
 
@@ -165,6 +168,7 @@ public actor Applier {
         metrics.lastSyncTimestamp.set(Double(now) / 1e9)
         metrics.appliedRevision.set(Double(revision))
         metrics.services.set(Double(planner?.serviceCount ?? 0))
+        metrics.awayFrontends.set(Double(planner?.awayFrontends ?? 0))
         appliedRevision = revision
         pendingSince.store(0, ordering: .relaxed)
         logger.debug(
@@ -253,6 +257,29 @@ public actor Applier {
     public static func configureHeap() {
         mallopt(M_ARENA_MAX, 1)
         mallopt(M_MXFAST, 0)
+    }
+
+    /// Sends the frontends whose endpoint count changed to the `pick-N` chains of their counts, in
+    /// one transaction (see `Layout`): the kernel validates the whole table for it, which is why a
+    /// sync leaves it for a quiet moment. A failure schedules a full resync.
+    public func rehome() {
+        guard var plan = planner else { return }
+        let frontends = plan.awayFrontends
+        guard let transaction = plan.rehome() else { return }
+        let start = ContinuousClock.now
+        planner = nil  // restored only when the kernel took the transaction
+        do {
+            try nft.apply(transaction)
+        } catch {
+            metrics.syncFailures.increment()
+            let text = (error as? NFTError)?.message ?? "\(error)"
+            logger.error("rehome failed; resyncing", metadata: ["error": "\(text)"])
+            return
+        }
+        planner = plan
+        metrics.awayFrontends.set(Double(0))
+        metrics.rehomeDuration.record(ContinuousClock.now - start)
+        logger.debug("rehomed", metadata: ["frontends": "\(frontends)", "duration": "\(ContinuousClock.now - start)"])
     }
 
     /// Compares the kernel's tables with the plan; a difference schedules a full resync.

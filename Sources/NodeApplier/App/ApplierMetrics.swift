@@ -13,6 +13,8 @@ public struct ApplierMetrics: Sendable {
     let appliedRevision: Gauge
     let driftRepairs: Counter
     let services: Gauge
+    let awayFrontends: Gauge
+    let rehomeDuration: DurationHistogram
     let streamsOpened: Counter
     let staleFlowsDuration: DurationHistogram
     let staleFlowsDeleted: [IPFamily: Counter]
@@ -50,6 +52,14 @@ public struct ApplierMetrics: Sendable {
         driftRepairs = registry.makeCounter(
             descriptor: name("node_applier", "drift_repairs", "total", "Full resyncs because the table differed from the plan."))
         services = registry.makeGauge(descriptor: name("node_applier", "services", "", "Services with rules on this node."))
+        awayFrontends = registry.makeGauge(
+            descriptor: name(
+                "node_applier", "away_frontends", "",
+                "Frontends whose endpoint count changed and whose verdict waits for the next rehome (their new connections scan the counts)."))
+        rehomeDuration = registry.makeDurationHistogram(
+            descriptor: name(
+                "node_applier", "rehome_duration", "seconds", "Duration of bringing away frontends' verdicts to their endpoint counts."),
+            buckets: syncBuckets)
         streamsOpened = registry.makeCounter(
             descriptor: name("node_applier", "sync_streams_opened", "total", "NodeSync streams opened: the first and every reconnect."))
         staleFlowsDuration = registry.makeDurationHistogram(

@@ -13,10 +13,13 @@ public struct NodeApplierConfiguration: Sendable {
     public var minSyncInterval: Duration
     /// How often the kernel's tables are compared with the plan.
     public var driftCheckInterval: Duration
+    /// How long after the last sync the frontends whose endpoint count changed get the verdicts of
+    /// their counts (`Applier.rehome`).
+    public var rehomeDelay: Duration
 
     public init(
         node: NodeConfig, tableName: String, sync: SyncClientConfiguration, httpListen: HostPort,
-        minSyncInterval: Duration = .milliseconds(100), driftCheckInterval: Duration = .seconds(10)
+        minSyncInterval: Duration = .milliseconds(100), driftCheckInterval: Duration = .seconds(10), rehomeDelay: Duration = .seconds(1)
     ) {
         self.node = node
         self.tableName = tableName
@@ -24,6 +27,7 @@ public struct NodeApplierConfiguration: Sendable {
         self.httpListen = httpListen
         self.minSyncInterval = minSyncInterval
         self.driftCheckInterval = driftCheckInterval
+        self.rehomeDelay = rehomeDelay
     }
 }
 
@@ -126,7 +130,11 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
                 await applier.releaseFreedMemory()
                 nextDriftCheck = clock.now + configuration.driftCheckInterval
             }
-            guard await applier.needsSync else { continue }
+            guard await applier.needsSync else {
+                // A quiet moment: away frontends' verdicts can take the kernel's table validation.
+                if clock.now >= lastSync + configuration.rehomeDelay { await applier.rehome() }
+                continue
+            }
             if let retryAt, clock.now < retryAt { continue }
             let due = lastSync + configuration.minSyncInterval
             if clock.now < due { try? await Task.sleep(until: due, clock: clock) }

@@ -8,6 +8,7 @@ public final class FakeNFTables: NFTablesClient {
         var tables: [NFTFamily: NFTTable] = [:]
         var failure: String?
         var transactions = 0
+        var last: NFTTransaction?
     }
 
     private let state = Mutex(State())
@@ -30,6 +31,9 @@ public final class FakeNFTables: NFTablesClient {
     /// Transactions committed so far.
     public var transactions: Int { state.withLock { $0.transactions } }
 
+    /// The last transaction committed.
+    public var lastTransaction: NFTTransaction? { state.withLock { $0.last } }
+
     public func shape(family: NFTFamily, table: String) throws -> NFTTableShape? {
         state.withLock { $0.tables[family] }.map(NFTTableShape.init)
     }
@@ -45,6 +49,7 @@ public final class FakeNFTables: NFTablesClient {
             for table in tables.values { try Self.checkReferences(table) }
             state.tables = tables
             state.transactions += 1
+            state.last = transaction
         }
     }
 
@@ -152,7 +157,7 @@ public final class FakeNFTables: NFTablesClient {
                 for statement in rule.statements {
                     switch statement {
                     case .verdict(let verdict): add(verdict)
-                    case .frontendVerdictMap(let set), .dnatSlot(let set, _), .dnatFrontend(let set), .updateSaddr(let set):
+                    case .frontendVerdictMap(let set), .dnatSlot(let set, _, _), .dnatFrontend(let set), .updateSaddr(let set):
                         sets.insert(set)
                     case .randomGoto(let targets): chains.formUnion(targets)
                     case .reject, .dnat, .markOr, .markXor, .masquerade, .return: break

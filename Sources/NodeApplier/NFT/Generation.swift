@@ -60,7 +60,7 @@ extension NFTStatement {
         switch self {
         case .verdict(let verdict): .verdict(verdict.named(generation))
         case .frontendVerdictMap(let map): .frontendVerdictMap(generation.name(map))
-        case .dnatSlot(let map, let count): .dnatSlot(map: generation.name(map), count: count)
+        case .dnatSlot(let map, let count, let offset): .dnatSlot(map: generation.name(map), count: count, offset: offset)
         case .dnatFrontend(let map): .dnatFrontend(map: generation.name(map))
         case .randomGoto(let chains): .randomGoto(chains.map(generation.name))
         case .updateSaddr(let set): .updateSaddr(set: generation.name(set))

@@ -131,8 +131,9 @@ public enum NFTStatement: Hashable, Sendable {
     case reject
     /// `daddr . l4proto . dport vmap @map`.
     case frontendVerdictMap(String)
-    /// `dnat to daddr . l4proto . dport . numgen random mod count map @map`.
-    case dnatSlot(map: String, count: Int)
+    /// `dnat to daddr . l4proto . dport . numgen random mod count offset offset map @map`: one of
+    /// the slots `offset ..< offset + count` of a frontend.
+    case dnatSlot(map: String, count: Int, offset: Int)
     /// `dnat to daddr . l4proto . dport map @map`: the one endpoint of a frontend.
     case dnatFrontend(map: String)
     case dnat(IPAddress, port: Int)

@@ -151,8 +151,8 @@ public enum NFTRenderer {
             case .verdict(let verdict): parts.append(text(of: .verdict(verdict)))
             case .reject: parts.append("reject")
             case .frontendVerdictMap(let map): parts.append("\(frontend) vmap @\(map)")
-            case .dnatSlot(let map, let count):
-                parts.append("dnat \(ip) to \(frontend) . numgen random mod \(count) map @\(map)")
+            case .dnatSlot(let map, let count, let offset):
+                parts.append("dnat \(ip) to \(frontend) . numgen random mod \(count) offset \(offset) map @\(map)")
             case .dnatFrontend(let map): parts.append("dnat \(ip) to \(frontend) map @\(map)")
             case .dnat(let address, let port):
                 parts.append(address.family == .ipv4 ? "dnat to \(address):\(port)" : "dnat to [\(address)]:\(port)")

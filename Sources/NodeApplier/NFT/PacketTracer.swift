@@ -165,8 +165,8 @@ public struct PacketTracer {
         case .frontendVerdictMap(let map):
             guard let verdict = table.elements[map]?[frontendKey(current, packet)]?.verdict else { return continuation(current) }
             return follow(verdict)
-        case .dnatSlot(let map, let count):
-            let targets = (0..<count).compactMap { table.elements[map]?[frontendKey(current, packet).appending(.integer($0))] }
+        case .dnatSlot(let map, let count, let offset):
+            let targets = (offset..<offset + count).compactMap { table.elements[map]?[frontendKey(current, packet).appending(.integer($0))] }
             guard !targets.isEmpty else { return continuation(current) }
             return targets.flatMap { dnat(current, $0) }
         case .dnatFrontend(let map):

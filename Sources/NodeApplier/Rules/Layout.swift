@@ -1,14 +1,12 @@
 import ProxyModel
 
 /// What one service adds to one family's table: its own chains and dynamic sets, and elements of
-/// the shared sets and maps. Shared chains (`pick-N`) appear in the contribution of every service
-/// that uses them.
+/// the shared sets and maps. Shared chains (`pick-N` beyond `Layout.scanLimit`) appear in the
+/// contribution of every service that uses them.
 public struct Contribution: Hashable, Sendable {
     public var chains: [String: NFTChain] = [:]
     public var sets: [String: NFTSetDefinition] = [:]
     public var elements: [String: [NFTTuple: NFTTuple]] = [:]
-    /// The largest endpoint count dispatched through a `pick-N` chain.
-    public var maxPick = 0
 
     public init() {}
 
@@ -20,12 +18,34 @@ public struct Contribution: Hashable, Sendable {
 /// an endpoint slot at random from a map. Per-service chains only for ClientIP affinity (per-endpoint
 /// dynamic sets) and loadBalancerSourceRanges firewalls.
 ///
-/// The `pick-N` chains (N = 1…capacity) are created with the table: nft 1.0.6 cannot add a rule
-/// that looks up a `typeof … th dport` map read back from the kernel ("conflicting protocols"), so
-/// rules using the slot maps are only ever written in the batch that defines the maps. A service
-/// with more endpoints than the capacity triggers a full sync with a larger capacity.
+/// A frontend with N endpoints keeps them in the slots `slotOffset(N) ..< slotOffset(N) + N` of its
+/// protocol's slot map (N = 1: the single-endpoint map), so each count has a key space of its own.
+/// Adding a verdict-map element that jumps makes the kernel validate the whole table, every element
+/// of every verdict map (12–20 ms at 50k services), so an endpoint count change does not touch the
+/// frontend's verdict: each `pick-N` chain (N ≤ `scanLimit`, part of every table) falls through to
+/// its `scan` chain, which tries every count's slots in turn. The frontend's verdict is brought to
+/// its new count later, in one transaction for every such frontend (`Planner.rehome`).
 public enum Layout {
     public static let masqueradeMark: UInt32 = 0x4000
+    /// The largest endpoint count with a `pick-N` chain in every table and a rule in the scan chains.
+    /// A service with more endpoints gets its `pick-N` chain with its contribution, and its verdict
+    /// follows its count at once.
+    static let scanLimit = 16
+
+    /// The first slot of a frontend with `count` endpoints: the counts' slot ranges follow each other.
+    static func slotOffset(_ count: Int) -> Int { count * (count - 1) / 2 }
+
+    /// The scan chain a `goto <static pick-N chain>` verdict falls through to; nil for any other
+    /// value. Two verdicts with the same scan chain reach the same endpoints, whatever the count.
+    static func scanChain(of value: NFTTuple) -> String? {
+        guard case .verdict(.goto(let chain))? = value.values.first else { return nil }
+        return staticPicks[chain]
+    }
+
+    private static let staticPicks: [String: String] = Dictionary(
+        uniqueKeysWithValues: [EndpointSet.cluster, .local].flatMap { set in
+            L4Protocol.allCases.flatMap { proto in (1...scanLimit).map { (set.pickChain(proto, $0), set.scanChain(proto)) } }
+        })
 
     enum Name {
         static let clusterCIDRs = "cluster-cidrs"
@@ -51,6 +71,14 @@ public enum Layout {
         func slotMap(_ proto: L4Protocol) -> String { prefix + "backends-" + proto.keyword }
         func singleMap(_ proto: L4Protocol) -> String { prefix + "single-backends-" + proto.keyword }
         func pickChain(_ proto: L4Protocol, _ count: Int) -> String { "\(prefix)pick-\(proto.keyword)-\(count)" }
+        func scanChain(_ proto: L4Protocol) -> String { "\(prefix)scan-\(proto.keyword)" }
+
+        /// The DNAT to one of a frontend's `count` endpoints.
+        func pick(_ proto: L4Protocol, _ count: Int) -> NFTRule {
+            count == 1
+                ? NFTRule([], [.dnatFrontend(map: singleMap(proto))])
+                : NFTRule([], [.dnatSlot(map: slotMap(proto), count: count, offset: Layout.slotOffset(count))])
+        }
     }
 
     /// The fixed part of a family's table: sets, maps and the chains every ruleset has.
@@ -67,6 +95,14 @@ public enum Layout {
             for proto in L4Protocol.allCases {
                 set(endpointSet.slotMap(proto), .slotMap(proto))
                 set(endpointSet.singleMap(proto), .frontendMap(proto))
+                // A frontend whose verdict waits for its new count: its pick-N chain misses and
+                // falls through to the scan, which finds its slots whatever the count.
+                let scan = endpointSet.scanChain(proto)
+                table.chains[scan] = NFTChain(name: scan, rules: (1...scanLimit).map { endpointSet.pick(proto, $0) })
+                for count in 1...scanLimit {
+                    let pick = endpointSet.pickChain(proto, count)
+                    table.chains[pick] = NFTChain(name: pick, rules: [endpointSet.pick(proto, count), NFTRule([], [.verdict(.goto(scan))])])
+                }
             }
         }
         let clusterCIDRs = node.clusterCIDRs.filter { $0.family == family.ipFamily }
@@ -172,18 +208,17 @@ public enum Layout {
                 if contribution.chains[chain] == nil { addAffinityChain(chain, endpoints: endpoints, timeout: timeout, proto: proto) }
                 return .goto(chain)
             }
-            let pick = set.pickChain(proto, endpoints.count)
-            if endpoints.count == 1 {
+            let count = endpoints.count
+            if count == 1 {
                 element(set.singleMap(proto), frontend, target(endpoints[0]))
-                contribution.chains[pick] = NFTChain(name: pick, rules: [NFTRule([], [.dnatFrontend(map: set.singleMap(proto))])])
             } else {
-                let map = set.slotMap(proto)
+                let offset = Layout.slotOffset(count)
                 for (slot, endpoint) in endpoints.enumerated() {
-                    element(map, frontend.appending(.integer(slot)), target(endpoint))
+                    element(set.slotMap(proto), frontend.appending(.integer(offset + slot)), target(endpoint))
                 }
-                contribution.chains[pick] = NFTChain(
-                    name: pick, rules: [NFTRule([], [.dnatSlot(map: map, count: endpoints.count)])])
             }
+            let pick = set.pickChain(proto, count)
+            if count > Layout.scanLimit { contribution.chains[pick] = NFTChain(name: pick, rules: [set.pick(proto, count)]) }
             return .goto(pick)
         }
 

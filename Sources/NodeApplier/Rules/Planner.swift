@@ -100,6 +100,19 @@ public struct Planner: Sendable {
         return NFTTransaction(table: tableName, operations: operations)
     }
 
+    /// Frontends whose verdict still names the `pick-N` chain of an earlier endpoint count: their
+    /// connections find their endpoints through the scan chain (see `Layout`) until `rehome()`.
+    public var awayFrontends: Int { families.values.reduce(0) { $0 + $1.awayCount } }
+
+    /// The transaction that sends every away frontend to the `pick-N` chain of its endpoint count,
+    /// nil when none is away. The kernel validates the whole table for it (tens of milliseconds at
+    /// 50k services), once for all of them. After a failure the planner must be discarded.
+    public mutating func rehome() -> NFTTransaction? {
+        guard awayFrontends > 0 else { return nil }
+        let operations = NFTFamily.allCases.flatMap { families[$0]!.rehome($0) }
+        return NFTTransaction(table: tableName, operations: operations)
+    }
+
     /// Deletes chains and sets that nobody claims any more (a separate, later transaction: the
     /// elements that referenced them are gone by then).
     public mutating func cleanup() -> NFTTransaction {
@@ -197,6 +210,14 @@ struct TouchedElement {
     var holderBefore: UInt32?
 }
 
+/// A verdict-map element the kernel holds with another value than its holder's: a `pick-N` chain
+/// of an earlier endpoint count (see `Layout`).
+struct AwayElement: Sendable {
+    var key: NFTTuple
+    var installed: NFTTuple
+    var desired: NFTTuple
+}
+
 /// The claims of one family's table, as the planner drives them (the key width is the family's).
 protocol FamilyClaims: Sendable {
     var chains: [String: Claim<NFTChain>] { get }
@@ -206,6 +227,8 @@ protocol FamilyClaims: Sendable {
     mutating func installElements(_ sets: [String: [ClaimedElements]], into table: inout NFTTable)
     mutating func reconcile(_ family: NFTFamily) -> [NFTOperation]?
     mutating func cleanup(_ family: NFTFamily) -> [NFTOperation]
+    var awayCount: Int { get }
+    mutating func rehome(_ family: NFTFamily) -> [NFTOperation]
     mutating func updateElements(
         _ changes: [ServiceName: Planner.Change], _ family: NFTFamily, _ ids: inout ServiceIDs,
         value: (ServiceName, String, NFTTuple, Bool) -> NFTTuple?
@@ -221,6 +244,8 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
     /// The holder (whose value is installed) is the claimant with the smallest name, as in a full plan.
     private var owners: [String: [Key: UInt32]] = [:]
     private var coOwners: [String: [Key: [UInt32]]] = [:]
+    /// Elements installed with another value than their holder's, by set.
+    private var away: [String: [Key: AwayElement]] = [:]
     private var touchedChains: Set<String> = []
     private var touchedSets: Set<String> = []
     private var unclaimedChains: Set<String> = []
@@ -338,9 +363,22 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
         return unclaimedChains.sorted().map { .deleteChain(family, $0) } + unclaimedSets.sorted().map { .deleteSet(family, $0) }
     }
 
+    var awayCount: Int { away.values.reduce(0) { $0 + $1.count } }
+
+    mutating func rehome(_ family: NFTFamily) -> [NFTOperation] {
+        defer { away = [:] }
+        let sets = away.sorted { $0.key < $1.key }
+        return sets.map { .deleteElements(family, set: $0.key, $0.value.values.map { NFTElement(key: $0.key, value: $0.installed) }) }
+            + sets.map { .addElements(family, set: $0.key, $0.value.values.map { NFTElement(key: $0.key, value: $0.desired) }) }
+    }
+
     /// Records the element claims the changes add and remove, and returns the deletions and
-    /// additions that bring touched elements from their holder's old value to their holder's new
+    /// additions that bring touched elements from their installed value to their holder's new
     /// one. `value(service, set, key, old)` is a claimant's old or new value.
+    ///
+    /// A verdict that only moves a frontend to the `pick-N` chain of its new endpoint count is left
+    /// as it is (see `Layout`): the element is away until `rehome`, or until its count is the
+    /// installed one's again.
     @specialized(where Storage == Bytes16)
     @specialized(where Storage == Bytes32)
     mutating func updateElements(
@@ -378,7 +416,7 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
         return touched
     }
 
-    private func elementOperations(
+    private mutating func elementOperations(
         _ touched: [String: [Key: TouchedElement]], _ family: NFTFamily, _ ids: ServiceIDs,
         value: (ServiceName, String, NFTTuple, Bool) -> NFTTuple?
     ) -> [NFTOperation] {
@@ -388,8 +426,16 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
             var deleted: [NFTElement] = []
             var added: [NFTElement] = []
             for (packed, element) in elements {
-                let installed = element.holderBefore.flatMap { value(ids.names[Int($0)], set, element.key, true) }
+                let installed =
+                    away[set]?[packed]?.installed ?? element.holderBefore.flatMap { value(ids.names[Int($0)], set, element.key, true) }
                 let desired = holder(set, packed, ids).flatMap { value(ids.names[Int($0)], set, element.key, false) }
+                if let installed, let desired, installed != desired, let scan = Layout.scanChain(of: installed),
+                    Layout.scanChain(of: desired) == scan
+                {
+                    away[set, default: [:]][packed] = AwayElement(key: element.key, installed: installed, desired: desired)
+                    continue
+                }
+                if away[set]?.removeValue(forKey: packed) != nil, away[set]!.isEmpty { away[set] = nil }
                 if let installed, installed != desired { deleted.append(NFTElement(key: element.key, value: installed)) }
                 if let desired, desired != installed { added.append(NFTElement(key: element.key, value: desired)) }
             }
