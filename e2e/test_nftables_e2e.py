@@ -199,6 +199,51 @@ def test_endpoint_removal_and_addition_take_effect(cluster):
         cluster.answering(cluster.probe("p1b", "tcp", "10.96.0.10", 80, count=60)), {"p1a", "p2a", "p2b"}))
 
 
+def test_endpoint_count_change_keeps_the_verdict_until_rehome(cluster):
+    """A new jump verdict makes the kernel validate every verdict-map element, so a count change
+    rewrites slots only: the frontend's old pick-N chain misses and falls through to the scan chain,
+    which finds the new count's slots. Node 1's applier first runs with a rehome delay that never
+    passes (the verdict stays while traffic follows the change over TCP, UDP and IPv6), then with
+    a short one (the verdict follows once syncs are quiet, in one transaction the kernel takes)."""
+    lab = cluster.lab
+    udp = [("http", "TCP"), ("dns", "UDP")]
+    def verdicts():
+        listed = lab.run(cluster.nodes[1], "nft", "list", "ruleset").stdout
+        found = dict(re.findall(r"(10\.96\.0\.10 \. (?:tcp \. 80|udp \. 53)|fd00:10:96::10 \. tcp \. 80) : goto (pick-[a-z]+-\d+)", listed))
+        assert len(found) == 3, listed
+        return found
+    def reached(pods):
+        for proto, host, port in (("tcp", "10.96.0.10", 80), ("udp", "10.96.0.10", 53), ("tcp", "fd00:10:96::10", 80)):
+            assert cluster.answering(cluster.probe("p1b", proto, host, port, count=30)) == pods, (proto, host)
+    def rehome_metrics():
+        text = cluster.metrics(1)
+        away = re.search(r"^kubeproxy_node_applier_away_frontends (\S+)$", text, re.M)
+        rehomes = re.search(r"^kubeproxy_node_applier_rehome_duration_seconds_count (\S+)$", text, re.M)
+        return float(away.group(1)), float(rehomes.group(1)) if rehomes else 0.0
+    def set_web(pods):
+        # One Apply: both families' slices change in the same revision.
+        cluster.apply(slice_yaml("web", "web", pods, udp) + "---\n" + slice_yaml("web-v6", "web", pods, udp, v6=True))
+    set_web(["p1a", "p2a", "p2b"])
+    eventually(lambda: reached({"p1a", "p2a", "p2b"}), timeout=30)
+    lab.stop("applier-n1")
+    lab.start_applier(1, extra=("--rehome-delay", "3600"))
+    try:
+        eventually(lambda: _assert_equal(set(verdicts().values()), {"pick-tcp-3", "pick-udp-3"}), timeout=30)
+        for pods in (["p2b"], ["p1a", "p2b"]):
+            set_web(pods)
+            eventually(lambda: reached(set(pods)), timeout=30)
+            assert set(verdicts().values()) == {"pick-tcp-3", "pick-udp-3"}
+            assert rehome_metrics() == (4.0, 0.0)  # web's four frontends (two ports, two families)
+    finally:
+        lab.stop("applier-n1")
+        lab.start_applier(1)
+    eventually(lambda: _assert_equal(set(verdicts().values()), {"pick-tcp-2", "pick-udp-2"}), timeout=30)
+    set_web(["p1a", "p2a", "p2b"])
+    eventually(lambda: _assert_equal(set(verdicts().values()), {"pick-tcp-3", "pick-udp-3"}), timeout=30)
+    eventually(lambda: _assert_equal(rehome_metrics(), (0.0, 1.0)), timeout=30)
+    reached({"p1a", "p2a", "p2b"})
+
+
 def test_udp_flow_to_a_removed_endpoint_moves_to_a_serving_one(cluster):
     """Datagrams from one client port are one conntrack flow, DNATed once: without the applier's
     cleanup it would keep reaching the removed endpoint (whose pod still answers) for as long as

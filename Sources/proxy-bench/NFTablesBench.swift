@@ -375,8 +375,8 @@ struct NFTablesBench: AsyncParsableCommand {
     }
 
     /// Two kinds of one-endpoint change, `changes` of each: an endpoint of one slice replaced (the
-    /// service keeps its endpoint count), and one removed and added back by turns (the count
-    /// changes, and with it the service's verdict-map element).
+    /// service keeps its endpoint count), and one removed from as many services (the count changes;
+    /// the verdict waits). Then the rehome that gives those services the verdicts of their counts.
     private func measureChanges(_ applier: Applier, services: Int, endpoints: Int) async throws {
         var revision = await applier.held.revision
         func apply(_ slice: EndpointSlice) async throws -> Duration {
@@ -401,19 +401,23 @@ struct NFTablesBench: AsyncParsableCommand {
                 try await apply(benchSliceModel(service: service, endpoints: endpoints, generation: change + 1, protocol: serviceProtocol)))
         }
         for change in 0..<changes {
-            // Every slice holds `endpoints` endpoints: one service loses one, the next change gives it back.
-            let service = (change / 2 * 7919 + 1) % services
-            let count = change % 2 == 0 ? endpoints - 1 : endpoints
+            let service = (change * 7919 + 1) % services
             counted.append(
-                try await apply(benchSliceModel(service: service, endpoints: count, generation: change + 1, protocol: serviceProtocol)))
+                try await apply(benchSliceModel(service: service, endpoints: endpoints - 1, generation: change + 1, protocol: serviceProtocol)))
         }
-        for (kind, samples) in [("replaced", replaced), ("removed or added (the count changes)", counted)] {
+        let away = await applier.awayFrontends
+        let start = ContinuousClock.now
+        await applier.rehome()
+        let rehome = ContinuousClock.now - start
+        guard await applier.awayFrontends == 0, !(await applier.needsSync) else { throw BenchError("rehome failed") }
+        for (kind, samples) in [("replaced", replaced), ("removed (the count changes)", counted)] {
             let sorted = samples.sorted()
             print(
                 "one-endpoint change at \(services) services, an endpoint \(kind) (\(changes) changes, one transaction each): p50 "
                     + String(format: "%.2f ms, p99 %.2f ms, max %.2f ms", percentile(sorted, 50).milliseconds, percentile(sorted, 99).milliseconds,
                         sorted.last!.milliseconds))
         }
+        print(String(format: "  then their verdicts brought to their counts (%ld frontends, one transaction): %.1f ms", away, rehome.milliseconds))
     }
 
     private func measureLatency(nft: LibNFTables, node: NodeConfig, logger: Logger) async throws {
