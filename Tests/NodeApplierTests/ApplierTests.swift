@@ -83,7 +83,11 @@ import Testing
             let incremental = try #require(nft.table(family))
             let full = try #require(fresh.table(family))
             #expect(incremental.sets == full.sets)
-            #expect(incremental.chains == full.chains)
+            // The applier keeps pick-N chains it added until the next full program: the only extra chains.
+            #expect(incremental.chains.filter { full.chains[$0.key] != nil } == full.chains)
+            let named = Set(incremental.elements.values.flatMap { $0.values.compactMap(\.verdict) })
+            let kept = incremental.chains.keys.filter { full.chains[$0] == nil }
+            #expect(kept.allSatisfy { $0.wholeMatch(of: /(local-)?pick-[a-z]+-[0-9]+/) != nil && !named.contains(.goto($0)) }, "\(kept)")
             #expect(incremental.elements.filter { !$0.value.isEmpty } == full.elements.filter { !$0.value.isEmpty })
         }
     }
@@ -150,6 +154,25 @@ import Testing
         #expect(PacketTracer(table: rehomed, localAddresses: fixtureNode.nodeIPs).trace(.init(from: ip(podA1), to: ip("10.96.0.10"), .tcp, port: 80)).map(\.result).count == 2)
         await applier.rehome()
         #expect(nft.transactions == syncs + 1)
+    }
+
+    /// A rehome the kernel refuses leaves the rules as they were (the frontend still reaches its
+    /// endpoints through the scan chain) and a full resync follows.
+    @Test func refusedRehomeIsRepairedByAFullSync() async throws {
+        let (applier, nft) = try await fixtureApplier()
+        var slice = Fixture.slices[0]
+        slice.endpoints.removeLast()
+        try await applier.receive(delta(from: 1, to: 2, upserts: [.endpointSlice(slice)]))
+        #expect(await applier.sync() == .applied(revision: 2))
+        let away = tables(nft)
+        nft.failNextTransaction("Error: Could not process rule: Device or resource busy")
+        await applier.rehome()
+        #expect(tables(nft) == away)
+        #expect(await applier.needsSync)
+        #expect(await applier.sync() == .applied(revision: 2))
+        #expect(await applier.awayFrontends == 0)
+        #expect(
+            nft.table(.ip)?.elements["service-ips"]?[[.address(ip("10.96.0.10")), .proto(.tcp), .port(80)]] == [.verdict(.goto("pick-tcp-2"))])
     }
 
     @Test func refusedTransactionIsReportedAndLeavesTheRulesAsTheyWere() async throws {

@@ -22,9 +22,12 @@ public struct Contribution: Hashable, Sendable {
 /// protocol's slot map (N = 1: the single-endpoint map), so each count has a key space of its own.
 /// Adding a verdict-map element that jumps makes the kernel validate the whole table, every element
 /// of every verdict map (12–20 ms at 50k services), so an endpoint count change does not touch the
-/// frontend's verdict: each `pick-N` chain (N ≤ `scanLimit`, part of every table) falls through to
-/// its `scan` chain, which tries every count's slots in turn. The frontend's verdict is brought to
-/// its new count later, in one transaction for every such frontend (`Planner.rehome`).
+/// frontend's verdict: each `pick-N` chain (N ≤ `scanLimit`) falls through to its `scan` chain
+/// (part of every table), which tries every count's slots in turn. The frontend's verdict is
+/// brought to its new count later, in one transaction for every such frontend (`Planner.rehome`).
+/// Those `pick-N` chains are the planner's: it adds one with the first verdict that names it and
+/// keeps it until the next full program, since a frontend's verdict may name it after its count
+/// moved on.
 public enum Layout {
     public static let masqueradeMark: UInt32 = 0x4000
     /// The largest endpoint count with a `pick-N` chain in every table and a rule in the scan chains.
@@ -35,16 +38,23 @@ public enum Layout {
     /// The first slot of a frontend with `count` endpoints: the counts' slot ranges follow each other.
     static func slotOffset(_ count: Int) -> Int { count * (count - 1) / 2 }
 
-    /// The scan chain a `goto <static pick-N chain>` verdict falls through to; nil for any other
-    /// value. Two verdicts with the same scan chain reach the same endpoints, whatever the count.
-    static func scanChain(of value: NFTTuple) -> String? {
-        guard case .verdict(.goto(let chain))? = value.values.first else { return nil }
-        return staticPicks[chain]
+    /// The `pick-N` chain (N ≤ `scanLimit`) a `goto` verdict names, and the scan chain it falls
+    /// through to; nil for any other value. Two verdicts with the same scan chain reach the same
+    /// endpoints, whatever the count.
+    static func pick(of value: NFTTuple) -> (chain: NFTChain, scan: String)? {
+        guard case .verdict(.goto(let name))? = value.values.first else { return nil }
+        return staticPicks[name]
     }
 
-    private static let staticPicks: [String: String] = Dictionary(
+    private static let staticPicks: [String: (chain: NFTChain, scan: String)] = Dictionary(
         uniqueKeysWithValues: [EndpointSet.cluster, .local].flatMap { set in
-            L4Protocol.allCases.flatMap { proto in (1...scanLimit).map { (set.pickChain(proto, $0), set.scanChain(proto)) } }
+            L4Protocol.allCases.flatMap { proto in
+                (1...scanLimit).map { count in
+                    let name = set.pickChain(proto, count)
+                    let scan = set.scanChain(proto)
+                    return (name, (NFTChain(name: name, rules: [set.pick(proto, count), NFTRule([], [.verdict(.goto(scan))])]), scan))
+                }
+            }
         })
 
     enum Name {
@@ -99,10 +109,6 @@ public enum Layout {
                 // falls through to the scan, which finds its slots whatever the count.
                 let scan = endpointSet.scanChain(proto)
                 table.chains[scan] = NFTChain(name: scan, rules: (1...scanLimit).map { endpointSet.pick(proto, $0) })
-                for count in 1...scanLimit {
-                    let pick = endpointSet.pickChain(proto, count)
-                    table.chains[pick] = NFTChain(name: pick, rules: [endpointSet.pick(proto, count), NFTRule([], [.verdict(.goto(scan))])])
-                }
             }
         }
         let clusterCIDRs = node.clusterCIDRs.filter { $0.family == family.ipFamily }

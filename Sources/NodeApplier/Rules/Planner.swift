@@ -69,6 +69,7 @@ public struct Planner: Sendable {
         let state = families[family]!
         for (name, claim) in state.chains { if let chain = claim.installed { shape.chains[name] = chain.rules.count } }
         for (name, claim) in state.sets where claim.installed != nil { shape.sets.insert(name) }
+        for (name, chain) in state.picks { shape.chains[name] = chain.rules.count }
         return shape
     }
 
@@ -222,6 +223,7 @@ struct AwayElement: Sendable {
 protocol FamilyClaims: Sendable {
     var chains: [String: Claim<NFTChain>] { get }
     var sets: [String: Claim<NFTSetDefinition>] { get }
+    var picks: [String: NFTChain] { get }
     mutating func claim(_ id: UInt32, old: Contribution, new: Contribution, _ ids: ServiceIDs)
     mutating func installObjects(_ id: UInt32, _ contribution: Contribution, _ ids: ServiceIDs, into table: inout NFTTable)
     mutating func installElements(_ sets: [String: [ClaimedElements]], into table: inout NFTTable)
@@ -246,6 +248,9 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
     private var coOwners: [String: [Key: [UInt32]]] = [:]
     /// Elements installed with another value than their holder's, by set.
     private var away: [String: [Key: AwayElement]] = [:]
+    /// The `pick-N` chains (N ≤ `Layout.scanLimit`) in the kernel: added with the first verdict that
+    /// names one, kept until the next full program (see `Layout`).
+    private(set) var picks: [String: NFTChain] = [:]
     private var touchedChains: Set<String> = []
     private var touchedSets: Set<String> = []
     private var unclaimedChains: Set<String> = []
@@ -317,7 +322,23 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
             owners[set] = result.owners
             if !result.coOwners.isEmpty { coOwners[set] = result.coOwners }
             table.elements[set] = result.installed
+            guard table.sets[set]?.type == .frontendVerdictMap else { continue }
+            for value in result.installed.values {
+                if let pick = Layout.pick(of: value), picks[pick.chain.name] == nil { picks[pick.chain.name] = pick.chain }
+            }
         }
+        table.chains.merge(picks) { $1 }
+    }
+
+    /// The operations that add the `pick-N` chains `values` name and the kernel lacks yet.
+    private mutating func addPicks(named values: some Sequence<NFTTuple>, _ family: NFTFamily) -> [NFTOperation] {
+        var operations: [NFTOperation] = []
+        for value in values {
+            guard let pick = Layout.pick(of: value), picks[pick.chain.name] == nil else { continue }
+            picks[pick.chain.name] = pick.chain
+            operations += [.addChain(family, pick.chain.name), .defineChain(family, pick.chain)]
+        }
+        return operations
     }
 
     /// The set and chain operations for everything touched since the last call, in an order the
@@ -368,7 +389,8 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
     mutating func rehome(_ family: NFTFamily) -> [NFTOperation] {
         defer { away = [:] }
         let sets = away.sorted { $0.key < $1.key }
-        return sets.map { .deleteElements(family, set: $0.key, $0.value.values.map { NFTElement(key: $0.key, value: $0.installed) }) }
+        return addPicks(named: sets.flatMap { $0.value.values.map(\.desired) }, family)
+            + sets.map { .deleteElements(family, set: $0.key, $0.value.values.map { NFTElement(key: $0.key, value: $0.installed) }) }
             + sets.map { .addElements(family, set: $0.key, $0.value.values.map { NFTElement(key: $0.key, value: $0.desired) }) }
     }
 
@@ -420,6 +442,7 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
         _ touched: [String: [Key: TouchedElement]], _ family: NFTFamily, _ ids: ServiceIDs,
         value: (ServiceName, String, NFTTuple, Bool) -> NFTTuple?
     ) -> [NFTOperation] {
+        var chains: [NFTOperation] = []
         var deletions: [NFTOperation] = []
         var additions: [NFTOperation] = []
         for (set, elements) in touched.sorted(by: { $0.key < $1.key }) {
@@ -429,8 +452,8 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
                 let installed =
                     away[set]?[packed]?.installed ?? element.holderBefore.flatMap { value(ids.names[Int($0)], set, element.key, true) }
                 let desired = holder(set, packed, ids).flatMap { value(ids.names[Int($0)], set, element.key, false) }
-                if let installed, let desired, installed != desired, let scan = Layout.scanChain(of: installed),
-                    Layout.scanChain(of: desired) == scan
+                if let installed, let desired, installed != desired, let scan = Layout.pick(of: installed)?.scan,
+                    Layout.pick(of: desired)?.scan == scan
                 {
                     away[set, default: [:]][packed] = AwayElement(key: element.key, installed: installed, desired: desired)
                     continue
@@ -440,9 +463,12 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
                 if let desired, desired != installed { added.append(NFTElement(key: element.key, value: desired)) }
             }
             if !deleted.isEmpty { deletions.append(.deleteElements(family, set: set, deleted)) }
-            if !added.isEmpty { additions.append(.addElements(family, set: set, added)) }
+            if !added.isEmpty {
+                chains += addPicks(named: added.lazy.map(\.value), family)
+                additions.append(.addElements(family, set: set, added))
+            }
         }
-        return deletions + additions
+        return chains + deletions + additions
     }
 
     private func holder(_ set: String, _ key: Key, _ ids: ServiceIDs) -> UInt32? {
