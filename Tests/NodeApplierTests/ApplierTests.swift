@@ -156,6 +156,31 @@ import Testing
         #expect(nft.transactions == syncs + 1)
     }
 
+    /// A new frontend whose endpoint count has no `pick-N` chain yet goes to the scan chain: a
+    /// partial sync adds no rule that reads a slot map (libnftables would fetch all its elements).
+    /// The rehome adds the chain and moves the verdict to it.
+    @Test func newFrontendOfANewCountGoesToTheScanUntilRehome() async throws {
+        let (applier, nft) = try await fixtureApplier()
+        let service = Service(metadata: meta("seven"), clusterIPs: [ip("10.96.0.77")], ports: [ServicePort(name: "http", port: 80)])
+        let seven = (1...7).map { endpoint("10.244.2.\(100 + $0)", node: "node-b") }
+        try await applier.receive(delta(from: 1, to: 2, upserts: [.service(service), .endpointSlice(slice("seven", service: "seven", seven))]))
+        #expect(await applier.sync() == .applied(revision: 2))
+        let added = try #require(nft.lastTransaction)
+        #expect(!added.operations.contains { if case .addChain = $0 { true } else { false } })
+        let frontend: NFTTuple = [.address(ip("10.96.0.77")), .proto(.tcp), .port(80)]
+        let scanning = try #require(nft.table(.ip))
+        #expect(scanning.elements["service-ips"]?[frontend] == [.verdict(.goto("scan-tcp"))])
+        #expect(scanning.chains["pick-tcp-7"] == nil)
+        let tracer = PacketTracer(table: scanning, localAddresses: fixtureNode.nodeIPs)
+        #expect(tracer.trace(.init(from: ip(podA1), to: ip("10.96.0.77"), .tcp, port: 80)).count == 7)
+        #expect(await applier.awayFrontends == 1)
+        await applier.rehome()
+        let rehomed = try #require(nft.table(.ip))
+        #expect(rehomed.elements["service-ips"]?[frontend] == [.verdict(.goto("pick-tcp-7"))])
+        #expect(rehomed.chains["pick-tcp-7"] != nil)
+        #expect(PacketTracer(table: rehomed, localAddresses: fixtureNode.nodeIPs).trace(.init(from: ip(podA1), to: ip("10.96.0.77"), .tcp, port: 80)).count == 7)
+    }
+
     /// A rehome the kernel refuses leaves the rules as they were (the frontend still reaches its
     /// endpoints through the scan chain) and a full resync follows.
     @Test func refusedRehomeIsRepairedByAFullSync() async throws {

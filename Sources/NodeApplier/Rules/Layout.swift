@@ -25,9 +25,11 @@ public struct Contribution: Hashable, Sendable {
 /// frontend's verdict: each `pick-N` chain (N ≤ `scanLimit`) falls through to its `scan` chain
 /// (part of every table), which tries every count's slots in turn. The frontend's verdict is
 /// brought to its new count later, in one transaction for every such frontend (`Planner.rehome`).
-/// Those `pick-N` chains are the planner's: it adds one with the first verdict that names it and
-/// keeps it until the next full program, since a frontend's verdict may name it after its count
-/// moved on.
+/// Those `pick-N` chains are the planner's: a full program adds those its verdicts name, a rehome
+/// those it needs (a partial sync does not: with a rule that reads a slot map libnftables fetches
+/// the map's every element, 45–60 ms at 250k; a new frontend whose count has no chain yet goes to
+/// the scan chain until the rehome). Each is kept until the next full program, since a frontend's
+/// verdict may name it after its count moved on.
 public enum Layout {
     public static let masqueradeMark: UInt32 = 0x4000
     /// The largest endpoint count with a `pick-N` chain in every table and a rule in the scan chains.
@@ -38,24 +40,29 @@ public enum Layout {
     /// The first slot of a frontend with `count` endpoints: the counts' slot ranges follow each other.
     static func slotOffset(_ count: Int) -> Int { count * (count - 1) / 2 }
 
-    /// The `pick-N` chain (N ≤ `scanLimit`) a `goto` verdict names, and the scan chain it falls
-    /// through to; nil for any other value. Two verdicts with the same scan chain reach the same
-    /// endpoints, whatever the count.
-    static func pick(of value: NFTTuple) -> (chain: NFTChain, scan: String)? {
+    /// Where a `goto` verdict to a `pick-N` chain (N ≤ `scanLimit`) or to a scan chain leads: the
+    /// `pick-N` chain (nil for a scan chain, part of every table) and the scan chain it ends in; nil
+    /// for any other value. Two values with the same scan chain reach the same endpoints, whatever
+    /// the count.
+    static func pick(of value: NFTTuple) -> (chain: NFTChain?, scan: String)? {
         guard case .verdict(.goto(let name))? = value.values.first else { return nil }
         return staticPicks[name]
     }
 
-    private static let staticPicks: [String: (chain: NFTChain, scan: String)] = Dictionary(
-        uniqueKeysWithValues: [EndpointSet.cluster, .local].flatMap { set in
-            L4Protocol.allCases.flatMap { proto in
-                (1...scanLimit).map { count in
+    private static let staticPicks: [String: (chain: NFTChain?, scan: String)] = {
+        var picks: [String: (chain: NFTChain?, scan: String)] = [:]
+        for set in [EndpointSet.cluster, .local] {
+            for proto in L4Protocol.allCases {
+                let scan = set.scanChain(proto)
+                picks[scan] = (nil, scan)
+                for count in 1...scanLimit {
                     let name = set.pickChain(proto, count)
-                    let scan = set.scanChain(proto)
-                    return (name, (NFTChain(name: name, rules: [set.pick(proto, count), NFTRule([], [.verdict(.goto(scan))])]), scan))
+                    picks[name] = (NFTChain(name: name, rules: [set.pick(proto, count), NFTRule([], [.verdict(.goto(scan))])]), scan)
                 }
             }
-        })
+        }
+        return picks
+    }()
 
     enum Name {
         static let clusterCIDRs = "cluster-cidrs"

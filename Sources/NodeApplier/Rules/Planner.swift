@@ -324,7 +324,7 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
             table.elements[set] = result.installed
             guard table.sets[set]?.type == .frontendVerdictMap else { continue }
             for value in result.installed.values {
-                if let pick = Layout.pick(of: value), picks[pick.chain.name] == nil { picks[pick.chain.name] = pick.chain }
+                if let chain = Layout.pick(of: value)?.chain, picks[chain.name] == nil { picks[chain.name] = chain }
             }
         }
         table.chains.merge(picks) { $1 }
@@ -334,9 +334,9 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
     private mutating func addPicks(named values: some Sequence<NFTTuple>, _ family: NFTFamily) -> [NFTOperation] {
         var operations: [NFTOperation] = []
         for value in values {
-            guard let pick = Layout.pick(of: value), picks[pick.chain.name] == nil else { continue }
-            picks[pick.chain.name] = pick.chain
-            operations += [.addChain(family, pick.chain.name), .defineChain(family, pick.chain)]
+            guard let chain = Layout.pick(of: value)?.chain, picks[chain.name] == nil else { continue }
+            picks[chain.name] = chain
+            operations += [.addChain(family, chain.name), .defineChain(family, chain)]
         }
         return operations
     }
@@ -442,7 +442,6 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
         _ touched: [String: [Key: TouchedElement]], _ family: NFTFamily, _ ids: ServiceIDs,
         value: (ServiceName, String, NFTTuple, Bool) -> NFTTuple?
     ) -> [NFTOperation] {
-        var chains: [NFTOperation] = []
         var deletions: [NFTOperation] = []
         var additions: [NFTOperation] = []
         for (set, elements) in touched.sorted(by: { $0.key < $1.key }) {
@@ -460,15 +459,19 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
                 }
                 if away[set]?.removeValue(forKey: packed) != nil, away[set]!.isEmpty { away[set] = nil }
                 if let installed, installed != desired { deleted.append(NFTElement(key: element.key, value: installed)) }
-                if let desired, desired != installed { added.append(NFTElement(key: element.key, value: desired)) }
+                guard var desired, desired != installed else { continue }
+                if let pick = Layout.pick(of: desired), let chain = pick.chain, picks[chain.name] == nil {
+                    // The count's chain waits for the rehome: the scan chain finds the slots meanwhile.
+                    let scan = NFTTuple().appending(.verdict(.goto(pick.scan)))
+                    away[set, default: [:]][packed] = AwayElement(key: element.key, installed: scan, desired: desired)
+                    desired = scan
+                }
+                added.append(NFTElement(key: element.key, value: desired))
             }
             if !deleted.isEmpty { deletions.append(.deleteElements(family, set: set, deleted)) }
-            if !added.isEmpty {
-                chains += addPicks(named: added.lazy.map(\.value), family)
-                additions.append(.addElements(family, set: set, added))
-            }
+            if !added.isEmpty { additions.append(.addElements(family, set: set, added)) }
         }
-        return chains + deletions + additions
+        return deletions + additions
     }
 
     private func holder(_ set: String, _ key: Key, _ ids: ServiceIDs) -> UInt32? {
