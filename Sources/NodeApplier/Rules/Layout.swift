@@ -21,20 +21,19 @@ public struct Contribution: Hashable, Sendable {
 /// A frontend with N endpoints keeps them in the slots `slotOffset(N) ..< slotOffset(N) + N` of its
 /// protocol's slot map (N = 1: the single-endpoint map), so each count has a key space of its own.
 /// Adding a verdict-map element that jumps makes the kernel validate the whole table, every element
-/// of every verdict map (12–20 ms at 50k services), so an endpoint count change does not touch the
+/// of every verdict map (10–24 ms for one at 50k services), so an endpoint count change does not touch the
 /// frontend's verdict: each `pick-N` chain (N ≤ `scanLimit`) falls through to its `scan` chain
 /// (part of every table), which tries every count's slots in turn. The frontend's verdict is
 /// brought to its new count later, in one transaction for every such frontend (`Planner.rehome`).
 /// Those `pick-N` chains are the planner's: a full program adds those its verdicts name, a rehome
 /// those it needs (a partial sync does not: with a rule that reads a slot map libnftables fetches
-/// the map's every element, 45–60 ms at 250k; a new frontend whose count has no chain yet goes to
+/// the map's every element, 49–62 ms at 250k; a new frontend whose count has no chain yet goes to
 /// the scan chain until the rehome). Each is kept until the next full program, since a frontend's
 /// verdict may name it after its count moved on.
 public enum Layout {
     public static let masqueradeMark: UInt32 = 0x4000
-    /// The largest endpoint count with a `pick-N` chain in every table and a rule in the scan chains.
-    /// A service with more endpoints gets its `pick-N` chain with its contribution, and its verdict
-    /// follows its count at once.
+    /// The largest endpoint count the scan chains try. A frontend with more endpoints gets its
+    /// `pick-N` chain with its service's contribution, and its verdict follows its count at once.
     static let scanLimit = 16
 
     /// The first slot of a frontend with `count` endpoints: the counts' slot ranges follow each other.

@@ -101,13 +101,15 @@ public struct Planner: Sendable {
         return NFTTransaction(table: tableName, operations: operations)
     }
 
-    /// Frontends whose verdict still names the `pick-N` chain of an earlier endpoint count: their
-    /// connections find their endpoints through the scan chain (see `Layout`) until `rehome()`.
+    /// Frontends whose verdict names the `pick-N` chain of an earlier endpoint count, or the scan
+    /// chain (their count's chain is not there yet): their connections find their endpoints
+    /// through the scan chain (see `Layout`) until `rehome()`.
     public var awayFrontends: Int { families.values.reduce(0) { $0 + $1.awayCount } }
 
-    /// The transaction that sends every away frontend to the `pick-N` chain of its endpoint count,
-    /// nil when none is away. The kernel validates the whole table for it (tens of milliseconds at
-    /// 50k services), once for all of them. After a failure the planner must be discarded.
+    /// The transaction that sends every away frontend to the `pick-N` chain of its endpoint count
+    /// (adding the chains missing), nil when none is away. The kernel validates the whole table for
+    /// it (tens of milliseconds at 50k services), once for all of them. After a failure the planner
+    /// must be discarded.
     public mutating func rehome() -> NFTTransaction? {
         guard awayFrontends > 0 else { return nil }
         let operations = NFTFamily.allCases.flatMap { families[$0]!.rehome($0) }
@@ -211,8 +213,8 @@ struct TouchedElement {
     var holderBefore: UInt32?
 }
 
-/// A verdict-map element the kernel holds with another value than its holder's: a `pick-N` chain
-/// of an earlier endpoint count (see `Layout`).
+/// A verdict-map element the kernel holds with another value than its holder's: the `pick-N`
+/// chain of an earlier endpoint count, or the scan chain (see `Layout`).
 struct AwayElement: Sendable {
     var key: NFTTuple
     var installed: NFTTuple
@@ -400,7 +402,8 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
     ///
     /// A verdict that only moves a frontend to the `pick-N` chain of its new endpoint count is left
     /// as it is (see `Layout`): the element is away until `rehome`, or until its count is the
-    /// installed one's again.
+    /// installed one's again. A new verdict naming a `pick-N` chain the kernel lacks goes in as
+    /// the scan chain, away too.
     @specialized(where Storage == Bytes16)
     @specialized(where Storage == Bytes32)
     mutating func updateElements(
