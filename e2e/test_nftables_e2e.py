@@ -203,8 +203,9 @@ def test_endpoint_count_change_keeps_the_verdict_until_rehome(cluster):
     """A new jump verdict makes the kernel validate every verdict-map element, so a count change
     rewrites slots only: the frontend's old pick-N chain misses and falls through to the scan chain,
     which finds the new count's slots. Node 1's applier first runs with a rehome delay that never
-    passes (the verdict stays while traffic follows the change over TCP, UDP and IPv6), then with
-    a short one (the verdict follows once syncs are quiet, in one transaction the kernel takes)."""
+    passes (the verdict stays while traffic follows the change over TCP, UDP and IPv6, and while
+    the service has no endpoints and connections are refused), then with a short one (the verdict
+    follows once syncs are quiet, in one transaction the kernel takes)."""
     lab = cluster.lab
     udp = [("http", "TCP"), ("dns", "UDP")]
     def verdicts():
@@ -234,6 +235,14 @@ def test_endpoint_count_change_keeps_the_verdict_until_rehome(cluster):
             eventually(lambda: reached(set(pods)), timeout=30)
             assert set(verdicts().values()) == {"pick-tcp-3", "pick-udp-3"}
             assert rehome_metrics() == (4.0, 0.0)  # web's four frontends (two ports, two families)
+        # No endpoints: refused at once, still without a new verdict; then back.
+        set_web([])
+        eventually(lambda: _assert_equal(cluster.probe("p1b", "tcp", "10.96.0.10", 80, timeout=5), ["refused"]), timeout=30)
+        assert cluster.probe("p1b", "tcp", "fd00:10:96::10", 80, timeout=5) == ["refused"]
+        assert set(verdicts().values()) == {"pick-tcp-3", "pick-udp-3"}
+        set_web(["p1a", "p2b"])
+        eventually(lambda: reached({"p1a", "p2b"}), timeout=30)
+        assert set(verdicts().values()) == {"pick-tcp-3", "pick-udp-3"}
     finally:
         lab.stop("applier-n1")
         lab.start_applier(1)

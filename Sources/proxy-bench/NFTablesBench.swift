@@ -374,9 +374,10 @@ struct NFTablesBench: AsyncParsableCommand {
         return Double(info.uordblks + info.hblkhd) / 1e6
     }
 
-    /// Two kinds of one-endpoint change, `changes` of each: an endpoint of one slice replaced (the
-    /// service keeps its endpoint count), and one removed from as many services (the count changes;
-    /// the verdict waits). Then the rehome that gives those services the verdicts of their counts.
+    /// Three kinds of endpoint change, `changes` of each: an endpoint of one slice replaced (the
+    /// service keeps its endpoint count); one removed from as many services (the count changes; the
+    /// verdict waits); every endpoint of a service removed, then added back. Then the rehome that
+    /// gives the services of the second kind the verdicts of their counts.
     private func measureChanges(_ applier: Applier, services: Int, endpoints: Int) async throws {
         var revision = await applier.held.revision
         func apply(_ slice: EndpointSlice) async throws -> Duration {
@@ -393,27 +394,35 @@ struct NFTablesBench: AsyncParsableCommand {
             guard case .applied = await applier.sync() else { throw BenchError("partial sync failed") }
             return ContinuousClock.now - start
         }
+        func slice(_ service: Int, _ count: Int, _ change: Int) -> EndpointSlice {
+            benchSliceModel(service: service, endpoints: count, generation: change + 1, protocol: serviceProtocol)
+        }
         var replaced: [Duration] = []
         var counted: [Duration] = []
+        var emptied: [Duration] = []
         for change in 0..<changes {
-            let service = (change * 7919) % services
-            replaced.append(
-                try await apply(benchSliceModel(service: service, endpoints: endpoints, generation: change + 1, protocol: serviceProtocol)))
+            replaced.append(try await apply(slice((change * 7919) % services, endpoints, change)))
         }
         for change in 0..<changes {
-            let service = (change * 7919 + 1) % services
-            counted.append(
-                try await apply(benchSliceModel(service: service, endpoints: endpoints - 1, generation: change + 1, protocol: serviceProtocol)))
+            counted.append(try await apply(slice((change * 7919 + 1) % services, endpoints - 1, change)))
+        }
+        // Half the changes take a service's last endpoints away, the other half give them back.
+        for change in 0..<changes {
+            emptied.append(try await apply(slice((change / 2 * 7919 + 2) % services, change % 2 == 0 ? 0 : endpoints, change)))
         }
         let away = await applier.awayFrontends
         let start = ContinuousClock.now
         await applier.rehome()
         let rehome = ContinuousClock.now - start
         guard await applier.awayFrontends == 0, !(await applier.needsSync) else { throw BenchError("rehome failed") }
-        for (kind, samples) in [("replaced", replaced), ("removed (the count changes)", counted)] {
+        let kinds = [
+            ("one endpoint replaced", replaced), ("one endpoint removed (the count changes)", counted),
+            ("every endpoint of a service removed, or added back (by turns)", emptied),
+        ]
+        for (kind, samples) in kinds {
             let sorted = samples.sorted()
             print(
-                "one-endpoint change at \(services) services, an endpoint \(kind) (\(changes) changes, one transaction each): p50 "
+                "endpoint change at \(services) services, \(kind) (\(changes) changes, one transaction each): p50 "
                     + String(format: "%.2f ms, p99 %.2f ms, max %.2f ms", percentile(sorted, 50).milliseconds, percentile(sorted, 99).milliseconds,
                         sorted.last!.milliseconds))
         }

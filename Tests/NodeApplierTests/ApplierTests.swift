@@ -75,7 +75,8 @@ import Testing
         for family in NFTFamily.allCases {
             let incremental = try #require(nft.table(family))
             let full = try #require(fresh.table(family))
-            #expect(Self.everyFrontendTraced(incremental) == Self.everyFrontendTraced(full))
+            let frontends = Self.frontends(of: incremental).union(Self.frontends(of: full))
+            #expect(Self.traced(frontends, through: incremental) == Self.traced(frontends, through: full))
         }
         await applier.rehome()
         #expect(await applier.needsSync == false)
@@ -92,15 +93,19 @@ import Testing
         }
     }
 
-    /// Where every frontend of the table's verdict maps sends a packet from a pod, from outside
-    /// the cluster and from the node itself.
-    static func everyFrontendTraced(_ table: NFTTable) -> [PacketTracer.Packet: Set<PacketTracer.Outcome>] {
+    /// The frontends a table's verdict maps and no-endpoint sets hold.
+    static func frontends(of table: NFTTable) -> Set<[NFTValue]> {
+        let sets = ["service-ips", "local-service-ips", "no-endpoint-services", "no-local-endpoint-services"]
+        return Set(sets.flatMap { table.elements[$0]?.keys.map(\.values) ?? [] })
+    }
+
+    /// Where packets to `frontends` go through `table`, from a pod, from outside the cluster and
+    /// from the node itself.
+    static func traced(_ frontends: Set<[NFTValue]>, through table: NFTTable) -> [PacketTracer.Packet: Set<PacketTracer.Outcome>] {
         let tracer = PacketTracer(table: table, localAddresses: fixtureNode.nodeIPs)
         let family = table.family.ipFamily
         let pod = ip(family == .ipv4 ? podA1 : "fd00:10:244:1::11")
         let outside = family == .ipv4 ? outsideClient : ip("2001:db8:50::7")
-        let frontends = Set(
-            ["service-ips", "local-service-ips", "no-endpoint-services"].flatMap { table.elements[$0]?.keys.map(\.values) ?? [] })
         var traced: [PacketTracer.Packet: Set<PacketTracer.Outcome>] = [:]
         for frontend in frontends {
             guard case .address(let address) = frontend[0], case .proto(let proto) = frontend[1], case .port(let port) = frontend[2] else {
@@ -154,6 +159,47 @@ import Testing
         #expect(PacketTracer(table: rehomed, localAddresses: fixtureNode.nodeIPs).trace(.init(from: ip(podA1), to: ip("10.96.0.10"), .tcp, port: 80)).map(\.result).count == 2)
         await applier.rehome()
         #expect(nft.transactions == syncs + 1)
+    }
+
+    /// A service losing its last endpoint and getting it back touches no verdict map: the frontend
+    /// keeps its verdict (its slots are empty meanwhile, and the filter chains refuse connections),
+    /// and the rehome deletes it if nobody claims it again.
+    @Test func losingTheLastEndpointTouchesNoVerdictMap() async throws {
+        let (applier, nft) = try await fixtureApplier()
+        let frontend: NFTTuple = [.address(ip("10.96.0.10")), .proto(.tcp), .port(80)]
+        func touchesVerdictMaps() throws -> Bool {
+            try #require(nft.lastTransaction).operations.contains { operation in
+                switch operation {
+                case .addElements(_, let set, _), .deleteElements(_, let set, _): set.hasSuffix("service-ips")
+                default: false
+                }
+            }
+        }
+        var empty = Fixture.slices[0]
+        empty.endpoints = []
+        try await applier.receive(delta(from: 1, to: 2, upserts: [.endpointSlice(empty)]))
+        #expect(await applier.sync() == .applied(revision: 2))
+        #expect(try !touchesVerdictMaps())
+        let refusing = try #require(nft.table(.ip))
+        #expect(refusing.elements["service-ips"]?[frontend] == [.verdict(.goto("pick-tcp-3"))])
+        #expect(refusing.elements["no-endpoint-services"]?[frontend] != nil)
+        let tracer = PacketTracer(table: refusing, localAddresses: fixtureNode.nodeIPs)
+        #expect(tracer.trace(.init(from: ip(podA1), to: ip("10.96.0.10"), .tcp, port: 80)).map(\.result) == [.rejected])
+        #expect(tracer.trace(.init(from: fixtureNode.nodeIPs[0], to: ip("10.96.0.10"), .tcp, port: 80, origin: .localHost)).map(\.result) == [.rejected])
+        #expect(await applier.awayFrontends == 1)
+
+        try await applier.receive(delta(from: 2, to: 3, upserts: [.endpointSlice(Fixture.slices[0])]))
+        #expect(await applier.sync() == .applied(revision: 3))
+        #expect(try !touchesVerdictMaps())
+        #expect(await applier.awayFrontends == 0)
+
+        // The service goes; the rehome deletes its frontend's verdict.
+        try await applier.receive(delta(from: 3, to: 4, deletes: [ObjectKey(kind: .service, namespace: "default", name: "web")]))
+        #expect(await applier.sync() == .applied(revision: 4))
+        #expect(try nft.table(.ip)?.elements["service-ips"]?[frontend] != nil)
+        await applier.rehome()
+        #expect(try nft.table(.ip)?.elements["service-ips"]?[frontend] == nil)
+        #expect(await applier.awayFrontends == 0)
     }
 
     /// A new frontend whose endpoint count has no `pick-N` chain yet goes to the scan chain: a

@@ -25,6 +25,10 @@ public struct Contribution: Hashable, Sendable {
 /// frontend's verdict: each `pick-N` chain (N ≤ `scanLimit`) falls through to its `scan` chain
 /// (part of every table), which tries every count's slots in turn. The frontend's verdict is
 /// brought to its new count later, in one transaction for every such frontend (`Planner.rehome`).
+/// A frontend left with no endpoints (or no service) keeps its verdict too, until the rehome deletes
+/// it: its slots are empty, so the scan misses, and the filter chains refuse the connection
+/// (`no-endpoint-services`) or drop it (an unallocated service address). Endpoints coming back
+/// before the rehome need no new verdict either.
 /// Those `pick-N` chains are the planner's: a full program adds those its verdicts name, a rehome
 /// those it needs (a partial sync does not: with a rule that reads a slot map libnftables fetches
 /// the map's every element, 49–62 ms at 250k; a new frontend whose count has no chain yet goes to
@@ -70,12 +74,12 @@ public enum Layout {
         static let serviceIPs = "service-ips"
         static let localServiceIPs = "local-service-ips"
         static let noEndpointServices = "no-endpoint-services"
+        static let noLocalEndpointServices = "no-local-endpoint-services"
         static let firewallIPs = "firewall-ips"
         static let masqServices = "masq-services"
         static let externalLocal = "external-local"
         static let externalLocalNone = "external-local-none"
         static let hairpin = "hairpin"
-        static let rejectChain = "reject-chain"
         static let services = "services"
     }
 
@@ -104,8 +108,11 @@ public enum Layout {
         set(Name.clusterCIDRs, .address(interval: true))
         set(Name.serviceCIDRs, .address(interval: true))
         set(Name.clusterIPs, .address(interval: false))
-        for map in [Name.serviceIPs, Name.localServiceIPs, Name.noEndpointServices, Name.firewallIPs] { set(map, .frontendVerdictMap) }
-        for frontends in [Name.masqServices, Name.externalLocal, Name.externalLocalNone] { set(frontends, .frontend) }
+        for map in [Name.serviceIPs, Name.localServiceIPs, Name.firewallIPs] { set(map, .frontendVerdictMap) }
+        // Sets, not a verdict map with a jump to a REJECT chain: a service losing its last endpoint
+        // adds no jump, so the kernel does not validate the whole table (see the type's comment).
+        let frontendSets = [Name.masqServices, Name.externalLocal, Name.externalLocalNone, Name.noEndpointServices, Name.noLocalEndpointServices]
+        for frontends in frontendSets { set(frontends, .frontend) }
         set(Name.hairpin, .addressPair)
         for endpointSet in [EndpointSet.cluster, .local] {
             for proto in L4Protocol.allCases {
@@ -152,14 +159,18 @@ public enum Layout {
                 NFTRule([new], [.verdict(.jump("firewall-check"))]),
             ])
         chain("filter-output-post-dnat", NFTHook(.filter, .output, priority: -90), [NFTRule([new], [.verdict(.jump("cluster-ips-check"))])])
-        chain("service-endpoints-check", [NFTRule([], [.frontendVerdictMap(Name.noEndpointServices)])])
+        chain(
+            "service-endpoints-check",
+            [
+                NFTRule([.frontendIn(set: Name.noEndpointServices)], [.reject]),
+                NFTRule([.frontendIn(set: Name.noLocalEndpointServices)], [.verdict(.drop)]),
+            ])
         chain(
             "cluster-ips-check",
             [
                 NFTRule([.daddrIn(set: Name.clusterIPs)], [.reject]),
                 NFTRule([.daddrIn(set: Name.serviceCIDRs)], [.verdict(.drop)]),
             ])
-        chain(Name.rejectChain, [NFTRule([], [.reject])])
         chain(
             "nat-prerouting", NFTHook(.nat, .prerouting, priority: -100),
             [
@@ -262,8 +273,7 @@ public enum Layout {
             element(Name.serviceIPs, clusterFrontend, .verdict(verdict))
         } else {
             // No endpoints at all: refuse at once. Endpoints elsewhere but none here (Local policy): drop.
-            let verdict: NFTVerdict = view.clusterEndpoints.isEmpty ? .goto(Name.rejectChain) : .drop
-            element(Name.noEndpointServices, clusterFrontend, .verdict(verdict))
+            element(view.clusterEndpoints.isEmpty ? Name.noEndpointServices : Name.noLocalEndpointServices, clusterFrontend)
         }
         for endpoint in view.localEndpoints {
             element(Name.hairpin, NFTTuple().appending(.address(endpoint.address)).appending(.address(endpoint.address)))
@@ -276,7 +286,7 @@ public enum Layout {
             if let verdict = dispatch(external, to: view.clusterEndpoints, set: .cluster) {
                 element(Name.serviceIPs, external, .verdict(verdict))
             } else {
-                element(Name.noEndpointServices, external, .verdict(.goto(Name.rejectChain)))
+                element(Name.noEndpointServices, external)
             }
             if view.externalPolicyLocal {
                 element(Name.externalLocal, external)

@@ -214,11 +214,12 @@ struct TouchedElement {
 }
 
 /// A verdict-map element the kernel holds with another value than its holder's: the `pick-N`
-/// chain of an earlier endpoint count, or the scan chain (see `Layout`).
+/// chain of an earlier endpoint count, or the scan chain (see `Layout`). No desired value: the
+/// frontend has no endpoints, or nobody claims it, any more.
 struct AwayElement: Sendable {
     var key: NFTTuple
     var installed: NFTTuple
-    var desired: NFTTuple
+    var desired: NFTTuple?
 }
 
 /// The claims of one family's table, as the planner drives them (the key width is the family's).
@@ -391,19 +392,22 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
     mutating func rehome(_ family: NFTFamily) -> [NFTOperation] {
         defer { away = [:] }
         let sets = away.sorted { $0.key < $1.key }
-        return addPicks(named: sets.flatMap { $0.value.values.map(\.desired) }, family)
+        return addPicks(named: sets.flatMap { $0.value.values.compactMap(\.desired) }, family)
             + sets.map { .deleteElements(family, set: $0.key, $0.value.values.map { NFTElement(key: $0.key, value: $0.installed) }) }
-            + sets.map { .addElements(family, set: $0.key, $0.value.values.map { NFTElement(key: $0.key, value: $0.desired) }) }
+            + sets.compactMap { set, elements in
+                let added = elements.values.compactMap { element in element.desired.map { NFTElement(key: element.key, value: $0) } }
+                return added.isEmpty ? nil : .addElements(family, set: set, added)
+            }
     }
 
     /// Records the element claims the changes add and remove, and returns the deletions and
     /// additions that bring touched elements from their installed value to their holder's new
     /// one. `value(service, set, key, old)` is a claimant's old or new value.
     ///
-    /// A verdict that only moves a frontend to the `pick-N` chain of its new endpoint count is left
-    /// as it is (see `Layout`): the element is away until `rehome`, or until its count is the
-    /// installed one's again. A new verdict naming a `pick-N` chain the kernel lacks goes in as
-    /// the scan chain, away too.
+    /// A verdict that only moves a frontend to the `pick-N` chain of its new endpoint count, or that
+    /// goes because the frontend has no endpoints left, is left as it is (see `Layout`): the element
+    /// is away until `rehome`, or until its count is the installed one's again. A new verdict
+    /// naming a `pick-N` chain the kernel lacks goes in as the scan chain, away too.
     @specialized(where Storage == Bytes16)
     @specialized(where Storage == Bytes32)
     mutating func updateElements(
@@ -454,8 +458,8 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
                 let installed =
                     away[set]?[packed]?.installed ?? element.holderBefore.flatMap { value(ids.names[Int($0)], set, element.key, true) }
                 let desired = holder(set, packed, ids).flatMap { value(ids.names[Int($0)], set, element.key, false) }
-                if let installed, let desired, installed != desired, let scan = Layout.pick(of: installed)?.scan,
-                    Layout.pick(of: desired)?.scan == scan
+                if let installed, installed != desired, let scan = Layout.pick(of: installed)?.scan,
+                    desired.map({ Layout.pick(of: $0)?.scan == scan }) ?? true
                 {
                     away[set, default: [:]][packed] = AwayElement(key: element.key, installed: installed, desired: desired)
                     continue
