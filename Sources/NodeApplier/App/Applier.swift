@@ -259,17 +259,17 @@ public actor Applier {
         mallopt(M_MXFAST, 0)
     }
 
-    /// Sends the frontends whose endpoint count changed to the `pick-N` chains of their counts, in
-    /// one transaction (see `Layout`): the kernel validates the whole table for it, which is why a
-    /// sync leaves it for a quiet moment. A failure schedules a full resync.
+    /// Gives every away frontend the verdict of its endpoint count, or deletes it where it has no
+    /// endpoints or service left, in one transaction (see `Layout`): the kernel validates the whole
+    /// table for it, which is why a sync leaves it for a quiet moment. A failure schedules a full
+    /// resync.
     public func rehome() {
-        guard var plan = planner else { return }
+        guard var plan = planner, plan.awayFrontends > 0 else { return }
         let frontends = plan.awayFrontends
-        guard let transaction = plan.rehome() else { return }
         let start = ContinuousClock.now
         planner = nil  // restored only when the kernel took the transaction
         do {
-            try nft.apply(transaction)
+            try nft.apply(plan.rehome())
         } catch {
             metrics.syncFailures.increment()
             let text = (error as? NFTError)?.message ?? "\(error)"

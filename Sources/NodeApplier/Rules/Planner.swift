@@ -107,13 +107,11 @@ public struct Planner: Sendable {
     public var awayFrontends: Int { families.values.reduce(0) { $0 + $1.awayCount } }
 
     /// The transaction that sends every away frontend to the `pick-N` chain of its endpoint count
-    /// (adding the chains missing), nil when none is away. The kernel validates the whole table for
-    /// it (tens of milliseconds at 50k services), once for all of them. After a failure the planner
-    /// must be discarded.
-    public mutating func rehome() -> NFTTransaction? {
-        guard awayFrontends > 0 else { return nil }
-        let operations = NFTFamily.allCases.flatMap { families[$0]!.rehome($0) }
-        return NFTTransaction(table: tableName, operations: operations)
+    /// (adding the chains missing), or deletes it where nothing is desired. The kernel validates
+    /// the whole table for it (tens of milliseconds at 50k services), once for all of them. After a
+    /// failure the planner must be discarded.
+    public mutating func rehome() -> NFTTransaction {
+        NFTTransaction(table: tableName, operations: NFTFamily.allCases.flatMap { families[$0]!.rehome($0) })
     }
 
     /// Deletes chains and sets that nobody claims any more (a separate, later transaction: the
