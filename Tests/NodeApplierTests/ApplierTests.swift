@@ -124,7 +124,8 @@ import Testing
     /// chain until `rehome` gives it the verdict of its count.
     @Test func endpointCountChangeLeavesTheVerdictUntilRehome() async throws {
         let (applier, nft) = try await fixtureApplier()
-        let web: [NFTTuple] = [[.address(ip("10.96.0.10")), .proto(.tcp), .port(80)]]
+        let web: NFTTuple = [.address(ip("10.96.0.10")), .proto(.tcp), .port(80)]
+        let toWeb = PacketTracer.Packet(from: ip(podA1), to: ip("10.96.0.10"), .tcp, port: 80)
         let before = nft.transactions
         var slice = Fixture.slices[0]
         let removed = EndpointTarget(address: slice.endpoints.removeLast().addresses[0], port: 8080)
@@ -138,9 +139,9 @@ import Testing
             return false
         })
         let away = try #require(nft.table(.ip))
-        #expect(away.elements["service-ips"]?[web[0]] == [.verdict(.goto("pick-tcp-3"))])
+        #expect(away.elements["service-ips"]?[web] == [.verdict(.goto("pick-tcp-3"))])
         let tracer = PacketTracer(table: away, localAddresses: fixtureNode.nodeIPs)
-        let reached = Set(tracer.trace(.init(from: ip(podA1), to: ip("10.96.0.10"), .tcp, port: 80)).map(\.result))
+        let reached = Set(tracer.trace(toWeb).map(\.result))
         #expect(reached.count == 2 && !reached.contains(.delivered(removed, masqueraded: false)))
         #expect(await applier.awayFrontends == 1)
 
@@ -155,8 +156,8 @@ import Testing
         #expect(nft.transactions == syncs + 1)
         #expect(await applier.awayFrontends == 0)
         let rehomed = try #require(nft.table(.ip))
-        #expect(rehomed.elements["service-ips"]?[web[0]] == [.verdict(.goto("pick-tcp-2"))])
-        #expect(PacketTracer(table: rehomed, localAddresses: fixtureNode.nodeIPs).trace(.init(from: ip(podA1), to: ip("10.96.0.10"), .tcp, port: 80)).map(\.result).count == 2)
+        #expect(rehomed.elements["service-ips"]?[web] == [.verdict(.goto("pick-tcp-2"))])
+        #expect(PacketTracer(table: rehomed, localAddresses: fixtureNode.nodeIPs).trace(toWeb).count == 2)
         await applier.rehome()
         #expect(nft.transactions == syncs + 1)
     }
@@ -184,8 +185,10 @@ import Testing
         #expect(refusing.elements["service-ips"]?[frontend] == [.verdict(.goto("pick-tcp-3"))])
         #expect(refusing.elements["no-endpoint-services"]?[frontend] != nil)
         let tracer = PacketTracer(table: refusing, localAddresses: fixtureNode.nodeIPs)
-        #expect(tracer.trace(.init(from: ip(podA1), to: ip("10.96.0.10"), .tcp, port: 80)).map(\.result) == [.rejected])
-        #expect(tracer.trace(.init(from: fixtureNode.nodeIPs[0], to: ip("10.96.0.10"), .tcp, port: 80, origin: .localHost)).map(\.result) == [.rejected])
+        for (source, origin) in [(ip(podA1), PacketTracer.Origin.network), (fixtureNode.nodeIPs[0], .localHost)] {
+            let packet = PacketTracer.Packet(from: source, to: ip("10.96.0.10"), .tcp, port: 80, origin: origin)
+            #expect(tracer.trace(packet).map(\.result) == [.rejected])
+        }
         #expect(await applier.awayFrontends == 1)
 
         try await applier.receive(delta(from: 2, to: 3, upserts: [.endpointSlice(Fixture.slices[0])]))
@@ -217,14 +220,14 @@ import Testing
         let scanning = try #require(nft.table(.ip))
         #expect(scanning.elements["service-ips"]?[frontend] == [.verdict(.goto("scan-tcp"))])
         #expect(scanning.chains["pick-tcp-7"] == nil)
-        let tracer = PacketTracer(table: scanning, localAddresses: fixtureNode.nodeIPs)
-        #expect(tracer.trace(.init(from: ip(podA1), to: ip("10.96.0.77"), .tcp, port: 80)).count == 7)
+        let toSeven = PacketTracer.Packet(from: ip(podA1), to: ip("10.96.0.77"), .tcp, port: 80)
+        #expect(PacketTracer(table: scanning, localAddresses: fixtureNode.nodeIPs).trace(toSeven).count == 7)
         #expect(await applier.awayFrontends == 1)
         await applier.rehome()
         let rehomed = try #require(nft.table(.ip))
         #expect(rehomed.elements["service-ips"]?[frontend] == [.verdict(.goto("pick-tcp-7"))])
         #expect(rehomed.chains["pick-tcp-7"] != nil)
-        #expect(PacketTracer(table: rehomed, localAddresses: fixtureNode.nodeIPs).trace(.init(from: ip(podA1), to: ip("10.96.0.77"), .tcp, port: 80)).count == 7)
+        #expect(PacketTracer(table: rehomed, localAddresses: fixtureNode.nodeIPs).trace(toSeven).count == 7)
     }
 
     /// A rehome the kernel refuses leaves the rules as they were (the frontend still reaches its

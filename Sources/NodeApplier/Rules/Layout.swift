@@ -21,8 +21,8 @@ public struct Contribution: Hashable, Sendable {
 /// A frontend with N endpoints keeps them in the slots `slotOffset(N) ..< slotOffset(N) + N` of its
 /// protocol's slot map (N = 1: the single-endpoint map), so each count has a key space of its own.
 /// Adding a verdict-map element that jumps makes the kernel validate the whole table, every element
-/// of every verdict map (10–24 ms for one at 50k services), so an endpoint count change does not touch the
-/// frontend's verdict: each `pick-N` chain (N ≤ `scanLimit`) falls through to its `scan` chain
+/// of every verdict map (10–24 ms for one at 50k services), so an endpoint count change does not
+/// touch the frontend's verdict: each `pick-N` chain (N ≤ `scanLimit`) falls through to its `scan` chain
 /// (part of every table), which tries every count's slots in turn. The frontend's verdict is
 /// brought to its new count later, in one transaction for every such frontend (`Planner.rehome`).
 /// A frontend left with no endpoints (or no service) keeps its verdict too, until the rehome deletes
@@ -111,7 +111,9 @@ public enum Layout {
         for map in [Name.serviceIPs, Name.localServiceIPs, Name.firewallIPs] { set(map, .frontendVerdictMap) }
         // Sets, not a verdict map with a jump to a REJECT chain: a service losing its last endpoint
         // adds no jump, so the kernel does not validate the whole table (see the type's comment).
-        let frontendSets = [Name.masqServices, Name.externalLocal, Name.externalLocalNone, Name.noEndpointServices, Name.noLocalEndpointServices]
+        let frontendSets = [
+            Name.masqServices, Name.externalLocal, Name.externalLocalNone, Name.noEndpointServices, Name.noLocalEndpointServices,
+        ]
         for frontends in frontendSets { set(frontends, .frontend) }
         set(Name.hairpin, .addressPair)
         for endpointSet in [EndpointSet.cluster, .local] {
