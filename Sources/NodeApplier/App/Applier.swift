@@ -277,9 +277,10 @@ public actor Applier {
             return
         }
         planner = plan
+        let elapsed = ContinuousClock.now - start
         metrics.awayFrontends.set(Double(0))
-        metrics.rehomeDuration.record(ContinuousClock.now - start)
-        logger.debug("rehomed", metadata: ["frontends": "\(frontends)", "duration": "\(ContinuousClock.now - start)"])
+        metrics.rehomeDuration.record(elapsed)
+        logger.debug("rehomed", metadata: ["frontends": "\(frontends)", "duration": "\(elapsed)"])
     }
 
     /// Compares the kernel's tables with the plan; a difference schedules a full resync.
