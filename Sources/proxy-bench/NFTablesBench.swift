@@ -49,6 +49,9 @@ struct NFTablesBench: AsyncParsableCommand {
     static let node = "kpbench-node"
     static let pod = "kpbench-pod"
     static let podAddress = "10.250.0.2"
+    /// The node's own address, as on a node's uplink: outside the cluster CIDR (10.0.0.0/8), so the
+    /// node's connections to service addresses (its default route) are masqueraded, as kube-proxy's are.
+    static let nodeAddress = "192.168.250.1"
     /// A client pod behind the node (its own veth): its connections are routed by the node, as
     /// pod-to-service traffic is (prerouting and forward hooks).
     static let client = "kpbench-client"
@@ -61,7 +64,7 @@ struct NFTablesBench: AsyncParsableCommand {
 
     func run() async throws {
         if connectionsOnly {
-            print(try Self.compareConnects(connections, passes: passes))
+            print(try Self.compareConnects(Self.connectTargets, connections, passes: passes))
             return
         }
         if inNamespace {
@@ -91,7 +94,8 @@ struct NFTablesBench: AsyncParsableCommand {
         try attach(pod, link: "kpb0", subnet: "10.250.0")
         try attach(client, link: "kpb1", subnet: "10.250.1")
         // Locally generated packets are routed before DNAT: the node needs a route for service addresses.
-        try ip(["-n", node, "route", "add", "default", "via", podAddress])
+        try ip(["-n", node, "addr", "add", "\(nodeAddress)/32", "dev", "lo"])
+        try ip(["-n", node, "route", "add", "default", "via", podAddress, "src", nodeAddress])
         try ip(["netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
         // The pod: a TCP server that accepts and closes.
         let server = "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',8080));s.listen(4096)\nwhile True:\n c,_=s.accept();c.close()\n"
@@ -173,7 +177,7 @@ struct NFTablesBench: AsyncParsableCommand {
             return parts.count == 2 ? (parts[0], parts[1]) : nil
         }
         let nft = try LibNFTables()
-        let node = NodeConfig(nodeName: "node-0", nodeIPs: [IPAddress("10.250.0.1")!], clusterCIDRs: [CIDR("10.0.0.0/8")!])
+        let node = NodeConfig(nodeName: "node-0", nodeIPs: [IPAddress(Self.nodeAddress)!], clusterCIDRs: [CIDR("10.0.0.0/8")!])
         var logger = Logger(label: "bench")
         logger.logLevel = .error
         print("full program: services x endpoints (one \(serviceProtocol.rawValue) port each), snapshot -> rules in the kernel")
@@ -456,13 +460,19 @@ struct NFTablesBench: AsyncParsableCommand {
         // outside the service CIDR, in a table of its own. Its chain after ours translates connections
         // that crossed our chains as a direct one does (our lookups miss); the one before ours, those
         // that skip our nat chains (a translated packet skips later nat chains): the difference is what
-        // our nat chains cost a new connection they do not translate.
-        var commands = [["add", "table", "ip", "kpbench-dnat"]]
+        // our nat chains cost a new connection they do not translate. The third floor is the second
+        // one masqueraded as well, as a client outside the cluster CIDR (the node) is by our rules.
+        var commands = [
+            ["add", "table", "ip", "kpbench-dnat"], ["add", "chain", "ip", "kpbench-dnat", "post", "{ type nat hook postrouting priority 100; }"],
+            ["add", "rule", "ip", "kpbench-dnat", "post", "ct original ip daddr \(Self.masqueradedFloor.address) masquerade fully-random"],
+        ]
         for (hook, name) in [("output", "out"), ("prerouting", "pre")] {
-            for (floor, priority) in [(Self.connectTargets[2], -95), (Self.connectTargets[3], -105)] {
+            for (priority, floors) in [(-95, [Self.connectTargets[2]]), (-105, [Self.connectTargets[3], Self.masqueradedFloor])] {
                 let chain = "\(name)\(priority)"
                 commands.append(["add", "chain", "ip", "kpbench-dnat", chain, "{ type nat hook \(hook) priority \(priority); }"])
-                commands.append(["add", "rule", "ip", "kpbench-dnat", chain, "ip daddr \(floor.address) tcp dport 80 dnat to \(Self.podAddress):8080"])
+                for floor in floors {
+                    commands.append(["add", "rule", "ip", "kpbench-dnat", chain, "ip daddr \(floor.address) tcp dport 80 dnat to \(Self.podAddress):8080"])
+                }
             }
         }
         for command in commands where try Self.nft(command).status != 0 {
@@ -472,7 +482,7 @@ struct NFTablesBench: AsyncParsableCommand {
         print(
             "first-connection latency, \(latencyServices + 1) services programmed: \(passes) passes, each \(connections) rounds of one "
                 + "connect to every target; per pass, each target's p50 over the direct p50 and minus it (medians over passes):")
-        print("  from the node (output hook):\n" + (try Self.compareConnects(connections, passes: passes)))
+        print("  from the node (output hook):\n" + (try Self.compareConnects(Self.connectTargets + [Self.masqueradedFloor], connections, passes: passes)))
         print("  from a pod the node routes (prerouting):\n" + (try compareConnectsFromClient()))
     }
 
@@ -487,43 +497,48 @@ struct NFTablesBench: AsyncParsableCommand {
         return output.trimmingCharacters(in: .newlines)
     }
 
+    typealias ConnectTarget = (label: String, address: String, port: UInt16)
+
     /// The latency test's destinations, all reaching the pod's server: directly, through the
     /// bench's ClusterIP, through the floor's rule after our chains and through the one before them.
-    static let connectTargets: [(label: String, address: String, port: UInt16)] = [
+    static let connectTargets: [ConnectTarget] = [
         ("direct to the pod", podAddress, 8080), ("our rules (ClusterIP 10.111.0.1)", "10.111.0.1", 80),
         ("one DNAT rule after our chains", "10.120.0.1", 80), ("one DNAT rule before our chains", "10.120.0.2", 80),
     ]
+    /// From the node only: the floor's rule before our chains, and the connection masqueraded, as our
+    /// rules masquerade a client outside the cluster CIDR (the node; not a pod).
+    static let masqueradedFloor: ConnectTarget = ("one DNAT rule before our chains, masqueraded", "10.120.0.3", 80)
 
-    /// `passes` passes of `connections` rounds, each round one connect to every target of
-    /// `connectTargets`. Per pass, each target's p50 over the direct p50 and minus it; then, over
+    /// `passes` passes of `connections` rounds, each round one connect to every target of `targets`
+    /// (the first one direct). Per pass, each target's p50 over the direct p50 and minus it; then, over
     /// passes, the median, range and count over 1.1 of the ratios and the median of the differences.
-    private static func compareConnects(_ connections: Int, passes: Int) throws -> String {
+    private static func compareConnects(_ targets: [ConnectTarget], _ connections: Int, passes: Int) throws -> String {
         var directP50s: [Duration] = []
-        var ratios = [[Double]](repeating: [], count: connectTargets.count)
-        var differences = [[Duration]](repeating: [], count: connectTargets.count)
+        var ratios = [[Double]](repeating: [], count: targets.count)
+        var differences = [[Duration]](repeating: [], count: targets.count)
         for _ in 0..<passes {
-            var times = [[Duration]](repeating: [], count: connectTargets.count)
+            var times = [[Duration]](repeating: [], count: targets.count)
             // Each round starts with another target, so none always follows the same one.
             for round in 0..<connections {
-                for offset in 0..<connectTargets.count {
-                    let target = (round + offset) % connectTargets.count
-                    times[target].append(try connectTime(connectTargets[target].address, connectTargets[target].port))
+                for offset in 0..<targets.count {
+                    let target = (round + offset) % targets.count
+                    times[target].append(try connectTime(targets[target].address, targets[target].port))
                 }
             }
             let p50s = times.map { percentile($0.sorted(), 50) }
             directP50s.append(p50s[0])
-            for target in 1..<connectTargets.count {
+            for target in 1..<targets.count {
                 ratios[target].append(p50s[target].inSeconds / p50s[0].inSeconds)
                 differences[target].append(p50s[target] - p50s[0])
             }
         }
         var lines = [String(format: "    direct p50: %.1f us", percentile(directP50s.sorted(), 50).inSeconds * 1e6)]
-        for target in 1..<connectTargets.count {
+        for target in 1..<targets.count {
             let sorted = ratios[target].sorted()
             lines.append(
                 String(
                     format: "    %@: p50 ratio %.3f (%.3f-%.3f, over 1.1 in %ld of %ld passes), %+.1f us; per pass:",
-                    connectTargets[target].label, percentile(sorted, 50), sorted[0], sorted[sorted.count - 1],
+                    targets[target].label, percentile(sorted, 50), sorted[0], sorted[sorted.count - 1],
                     sorted.filter { $0 > 1.1 }.count, sorted.count, percentile(differences[target].sorted(), 50).inSeconds * 1e6)
                     + ratios[target].map { String(format: " %.3f", $0) }.joined())
         }
@@ -572,7 +587,7 @@ struct NFTablesBench: AsyncParsableCommand {
         // The namespace's own loopback: a fixed port cannot collide with anything outside it.
         let metricsPort = 10256
         applier.arguments = [
-            "--server", "127.0.0.1:\(address.port)", "--node", "node-0", "--node-ip", "10.250.0.1", "--table", "kpbench-rss",
+            "--server", "127.0.0.1:\(address.port)", "--node", "node-0", "--node-ip", Self.nodeAddress, "--table", "kpbench-rss",
             "--http-listen", "127.0.0.1:\(metricsPort)", "--log-level", "warning",
         ]
         applier.standardError = FileHandle.nullDevice
