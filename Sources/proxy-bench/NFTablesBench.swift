@@ -384,13 +384,13 @@ struct NFTablesBench: AsyncParsableCommand {
     /// gives the services of the second kind the verdicts of their counts.
     private func measureChanges(_ applier: Applier, services: Int, endpoints: Int) async throws {
         var revision = await applier.held.revision
-        func apply(_ slice: EndpointSlice) async throws -> Duration {
+        func apply(_ objects: ProxyObject...) async throws -> Duration {
             try await applier.receive(
                 .with {
                     $0.delta = .with {
                         $0.fromRevision = revision
                         $0.toRevision = revision + 1
-                        $0.upserts = [ProxyObject.endpointSlice(slice).wire]
+                        $0.upserts = objects.map(\.wire)
                     }
                 })
             revision += 1
@@ -404,15 +404,20 @@ struct NFTablesBench: AsyncParsableCommand {
         var replaced: [Duration] = []
         var counted: [Duration] = []
         var emptied: [Duration] = []
+        var created: [Duration] = []
         for change in 0..<changes {
-            replaced.append(try await apply(slice((change * 7919) % services, endpoints, change)))
+            replaced.append(try await apply(.endpointSlice(slice((change * 7919) % services, endpoints, change))))
         }
         for change in 0..<changes {
-            counted.append(try await apply(slice((change * 7919 + 1) % services, endpoints - 1, change)))
+            counted.append(try await apply(.endpointSlice(slice((change * 7919 + 1) % services, endpoints - 1, change))))
         }
         // Half the changes take a service's last endpoints away, the other half give them back.
         for change in 0..<changes {
-            emptied.append(try await apply(slice((change / 2 * 7919 + 2) % services, change % 2 == 0 ? 0 : endpoints, change)))
+            emptied.append(try await apply(.endpointSlice(slice((change / 2 * 7919 + 2) % services, change % 2 == 0 ? 0 : endpoints, change))))
+        }
+        for change in 0..<changes {
+            let service = services + change
+            created.append(try await apply(.service(Self.service(service, protocol: serviceProtocol)), .endpointSlice(slice(service, endpoints, 0))))
         }
         let away = await applier.awayFrontends
         let start = ContinuousClock.now
@@ -422,11 +427,12 @@ struct NFTablesBench: AsyncParsableCommand {
         let kinds = [
             ("one endpoint replaced", replaced), ("one endpoint removed (the count changes)", counted),
             ("every endpoint of a service removed, or added back (by turns)", emptied),
+            ("a new service with its endpoints", created),
         ]
         for (kind, samples) in kinds {
             let sorted = samples.sorted()
             print(
-                "endpoint change at \(services) services, \(kind) (\(changes) changes, one transaction each): p50 "
+                "change at \(services) services, \(kind) (\(changes) changes, one transaction each): p50 "
                     + String(format: "%.2f ms, p99 %.2f ms, max %.2f ms", percentile(sorted, 50).milliseconds, percentile(sorted, 99).milliseconds,
                         sorted.last!.milliseconds))
         }
