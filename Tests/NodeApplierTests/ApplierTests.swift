@@ -205,29 +205,70 @@ import Testing
         #expect(await applier.awayFrontends == 0)
     }
 
-    /// A new frontend whose endpoint count has no `pick-N` chain yet goes to the scan chain: a
-    /// partial sync adds no rule that reads a slot map (libnftables would fetch all its elements).
-    /// The rehome adds the chain and moves the verdict to it.
-    @Test func newFrontendOfANewCountGoesToTheScanUntilRehome() async throws {
+    /// New frontends of `service-ips` wait in the plain set `pending-service-ips`, whatever their
+    /// count: the sync adds no verdict (the kernel would validate the whole table) and no chain (a
+    /// rule that reads a slot map makes libnftables fetch all its elements). Their packets go to
+    /// the scan chain. The rehome gives them their verdicts and adds the chains they name.
+    @Test func newFrontendsWaitInThePendingSetUntilRehome() async throws {
         let (applier, nft) = try await fixtureApplier()
-        let service = Service(metadata: meta("seven"), clusterIPs: [ip("10.96.0.77")], ports: [ServicePort(name: "http", port: 80)])
-        let seven = (1...7).map { endpoint("10.244.2.\(100 + $0)", node: "node-b") }
-        try await applier.receive(delta(from: 1, to: 2, upserts: [.service(service), .endpointSlice(slice("seven", service: "seven", seven))]))
+        // Seven endpoints: a count no service has, so no `pick-tcp-7` chain; two: `pick-tcp-2` is there.
+        let counts = [("seven", "10.96.0.77", 7), ("two", "10.96.0.78", 2)]
+        var upserts: [ProxyObject] = []
+        for (name, address, count) in counts {
+            upserts.append(.service(Service(metadata: meta(name), clusterIPs: [ip(address)], ports: [ServicePort(name: "http", port: 80)])))
+            let endpoints = (1...count).map { endpoint("10.244.2.\(100 + 10 * upserts.count + $0)", node: "node-b") }
+            upserts.append(.endpointSlice(slice(name, service: name, endpoints)))
+        }
+        try await applier.receive(delta(from: 1, to: 2, upserts: upserts))
         #expect(await applier.sync() == .applied(revision: 2))
-        let added = try #require(nft.lastTransaction)
-        #expect(!added.operations.contains { if case .addChain = $0 { true } else { false } })
-        let frontend: NFTTuple = [.address(ip("10.96.0.77")), .proto(.tcp), .port(80)]
-        let scanning = try #require(nft.table(.ip))
-        #expect(scanning.elements["service-ips"]?[frontend] == [.verdict(.goto("scan-tcp"))])
-        #expect(scanning.chains["pick-tcp-7"] == nil)
-        let toSeven = PacketTracer.Packet(from: ip(podA1), to: ip("10.96.0.77"), .tcp, port: 80)
-        #expect(PacketTracer(table: scanning, localAddresses: fixtureNode.nodeIPs).trace(toSeven).count == 7)
+        let added = try #require(nft.lastTransaction).operations
+        #expect(!added.contains { if case .addChain = $0 { true } else { false } })
+        #expect(
+            !added.contains { operation in
+                if case .addElements(_, let set, _) = operation { set.hasSuffix("service-ips") && !set.hasPrefix("pending-") } else { false }
+            })
+        let frontends = counts.map { name, address, count in (NFTTuple([.address(ip(address)), .proto(.tcp), .port(80)]), address, count) }
+        let pending = try #require(nft.table(.ip))
+        #expect(pending.chains["pick-tcp-7"] == nil)
+        for (frontend, address, count) in frontends {
+            #expect(pending.elements["service-ips"]?[frontend] == nil)
+            #expect(pending.elements["pending-service-ips"]?[frontend] != nil)
+            for (source, origin) in [(ip(podA1), PacketTracer.Origin.network), (fixtureNode.nodeIPs[0], .localHost)] {
+                let packet = PacketTracer.Packet(from: source, to: ip(address), .tcp, port: 80, origin: origin)
+                #expect(PacketTracer(table: pending, localAddresses: fixtureNode.nodeIPs).trace(packet).count == count)
+            }
+        }
+        #expect(await applier.awayFrontends == 2)
+        await applier.rehome()
+        let rehomed = try #require(nft.table(.ip))
+        #expect(rehomed.chains["pick-tcp-7"] != nil)
+        #expect(rehomed.elements["pending-service-ips"]?.isEmpty ?? true)
+        for (frontend, address, count) in frontends {
+            #expect(rehomed.elements["service-ips"]?[frontend] == [.verdict(.goto("pick-tcp-\(count)"))])
+            let packet = PacketTracer.Packet(from: ip(podA1), to: ip(address), .tcp, port: 80)
+            #expect(PacketTracer(table: rehomed, localAddresses: fixtureNode.nodeIPs).trace(packet).count == count)
+        }
+        #expect(await applier.awayFrontends == 0)
+    }
+
+    /// A pending frontend whose service goes before the rehome leaves the pending set at the rehome,
+    /// and gets no verdict.
+    @Test func pendingFrontendOfADeletedServiceLeavesAtTheRehome() async throws {
+        let (applier, nft) = try await fixtureApplier()
+        let service = Service(metadata: meta("brief"), clusterIPs: [ip("10.96.0.79")], ports: [ServicePort(name: "http", port: 80)])
+        let endpoints = [endpoint("10.244.2.150", node: "node-b")]
+        try await applier.receive(delta(from: 1, to: 2, upserts: [.service(service), .endpointSlice(slice("brief", service: "brief", endpoints))]))
+        #expect(await applier.sync() == .applied(revision: 2))
+        try await applier.receive(delta(from: 2, to: 3, deletes: [ObjectKey(kind: .service, namespace: "default", name: "brief")]))
+        #expect(await applier.sync() == .applied(revision: 3))
+        let frontend: NFTTuple = [.address(ip("10.96.0.79")), .proto(.tcp), .port(80)]
+        #expect(try nft.table(.ip)?.elements["pending-service-ips"]?[frontend] != nil)
         #expect(await applier.awayFrontends == 1)
         await applier.rehome()
         let rehomed = try #require(nft.table(.ip))
-        #expect(rehomed.elements["service-ips"]?[frontend] == [.verdict(.goto("pick-tcp-7"))])
-        #expect(rehomed.chains["pick-tcp-7"] != nil)
-        #expect(PacketTracer(table: rehomed, localAddresses: fixtureNode.nodeIPs).trace(toSeven).count == 7)
+        #expect(rehomed.elements["pending-service-ips"]?[frontend] == nil)
+        #expect(rehomed.elements["service-ips"]?[frontend] == nil)
+        #expect(await applier.awayFrontends == 0)
     }
 
     /// A rehome the kernel refuses leaves the rules as they were (the frontend still reaches its

@@ -29,11 +29,16 @@ public struct Contribution: Hashable, Sendable {
 /// it: its slots are empty, so the scan misses, and the filter chains refuse the connection
 /// (`no-endpoint-services`) or drop it (an unallocated service address). Endpoints coming back
 /// before the rehome need no new verdict either.
+/// A new frontend of `service-ips` (a new service, or one that gained a frontend or its endpoints)
+/// gets no verdict either: it waits in the plain set `pending-service-ips`, whose rules after the
+/// map send it to its protocol's scan chain, until the rehome gives it its verdict. A connection
+/// the map does not take pays that one more lookup. `local-service-ips` has no such set (it would
+/// cost every arriving connection from outside the cluster another lookup): its new frontends get
+/// their verdict at once, or the scan chain's when their count's chain is not there yet.
 /// Those `pick-N` chains are the planner's: a full program adds those its verdicts name, a rehome
 /// those it needs (a partial sync does not: with a rule that reads a slot map libnftables fetches
-/// the map's every element, 49–62 ms at 250k; a new frontend whose count has no chain yet goes to
-/// the scan chain until the rehome). Each is kept until the next full program, since a frontend's
-/// verdict may name it after its count moved on.
+/// the map's every element, 49–62 ms at 250k). Each is kept until the next full program, since a
+/// frontend's verdict may name it after its count moved on.
 public enum Layout {
     public static let masqueradeMark: UInt32 = 0x4000
     /// The largest endpoint count the scan chains try. A frontend with more endpoints gets its
@@ -51,6 +56,9 @@ public enum Layout {
         guard case .verdict(.goto(let name))? = value.values.first else { return nil }
         return staticPicks[name]
     }
+
+    /// The plain set where `map`'s new frontends wait for their verdict, if it has one.
+    static func pendingSet(of map: String) -> String? { map == Name.serviceIPs ? Name.pendingServiceIPs : nil }
 
     private static let staticPicks: [String: (chain: NFTChain?, scan: String)] = {
         var picks: [String: (chain: NFTChain?, scan: String)] = [:]
@@ -72,6 +80,7 @@ public enum Layout {
         static let serviceCIDRs = "service-cidrs"
         static let clusterIPs = "cluster-ips"
         static let serviceIPs = "service-ips"
+        static let pendingServiceIPs = "pending-service-ips"
         static let localServiceIPs = "local-service-ips"
         static let noEndpointServices = "no-endpoint-services"
         static let noLocalEndpointServices = "no-local-endpoint-services"
@@ -113,6 +122,7 @@ public enum Layout {
         // adds no jump, so the kernel does not validate the whole table (see the type's comment).
         let frontendSets = [
             Name.masqServices, Name.externalLocal, Name.externalLocalNone, Name.noEndpointServices, Name.noLocalEndpointServices,
+            Name.pendingServiceIPs,
         ]
         for frontends in frontendSets { set(frontends, .frontend) }
         set(Name.hairpin, .addressPair)
@@ -189,6 +199,11 @@ public enum Layout {
         if !clusterCIDRs.isEmpty { services.append(NFTRule([.daddrIn(set: Name.clusterIPs), offCluster], [mark])) }
         services.append(NFTRule([.frontendIn(set: Name.masqServices)], [mark]))
         services.append(NFTRule([], [.frontendVerdictMap(Name.serviceIPs)]))
+        // The protocol first: a packet does one set lookup, in the rule of its protocol.
+        for proto in L4Protocol.allCases {
+            services.append(
+                NFTRule([.l4proto(proto), .frontendIn(set: Name.pendingServiceIPs)], [.verdict(.goto(EndpointSet.cluster.scanChain(proto)))]))
+        }
         chain(Name.services, services)
         chain(
             "nat-postrouting", NFTHook(.nat, .postrouting, priority: 100),

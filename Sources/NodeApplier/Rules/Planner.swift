@@ -218,6 +218,15 @@ struct AwayElement: Sendable {
     var key: NFTTuple
     var installed: NFTTuple
     var desired: NFTTuple?
+
+    /// Where the kernel holds `installed` for a key of `map`: the scan chain of a map with a
+    /// pending set is the key's place in that set (the map does not have the key).
+    static func place(_ key: NFTTuple, _ installed: NFTTuple, in map: String) -> (set: String, element: NFTElement) {
+        if let pending = Layout.pendingSet(of: map), let pick = Layout.pick(of: installed), pick.chain == nil {
+            return (pending, NFTElement(key: key))
+        }
+        return (map, NFTElement(key: key, value: installed))
+    }
 }
 
 /// The claims of one family's table, as the planner drives them (the key width is the family's).
@@ -390,8 +399,15 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
     mutating func rehome(_ family: NFTFamily) -> [NFTOperation] {
         defer { away = [:] }
         let sets = away.sorted { $0.key < $1.key }
+        var deleted: [String: [NFTElement]] = [:]
+        for (set, elements) in sets {
+            for element in elements.values {
+                let place = AwayElement.place(element.key, element.installed, in: set)
+                deleted[place.set, default: []].append(place.element)
+            }
+        }
         return addPicks(named: sets.flatMap { $0.value.values.compactMap(\.desired) }, family)
-            + sets.map { .deleteElements(family, set: $0.key, $0.value.values.map { NFTElement(key: $0.key, value: $0.installed) }) }
+            + deleted.sorted { $0.key < $1.key }.map { .deleteElements(family, set: $0.key, $0.value) }
             + sets.compactMap { set, elements in
                 let added = elements.values.compactMap { element in element.desired.map { NFTElement(key: element.key, value: $0) } }
                 return added.isEmpty ? nil : .addElements(family, set: set, added)
@@ -404,8 +420,9 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
     ///
     /// A verdict that only moves a frontend to the `pick-N` chain of its new endpoint count, or that
     /// goes because the frontend has no endpoints left, is left as it is (see `Layout`): the element
-    /// is away until `rehome`, or until its count is the installed one's again. A new verdict
-    /// naming a `pick-N` chain the kernel lacks goes in as the scan chain, away too.
+    /// is away until `rehome`, or until its count is the installed one's again. A new `pick-N`
+    /// verdict goes into the map's pending set instead, away too; in a map without one, as the
+    /// scan chain when the kernel lacks the `pick-N` chain.
     @specialized(where Storage == Bytes16)
     @specialized(where Storage == Bytes32)
     mutating func updateElements(
@@ -450,8 +467,9 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
         var deletions: [NFTOperation] = []
         var additions: [NFTOperation] = []
         for (set, elements) in touched.sorted(by: { $0.key < $1.key }) {
-            var deleted: [NFTElement] = []
-            var added: [NFTElement] = []
+            let pending = Layout.pendingSet(of: set)
+            var deleted: [String: [NFTElement]] = [:]
+            var added: [String: [NFTElement]] = [:]
             for (packed, element) in elements {
                 let installed =
                     away[set]?[packed]?.installed ?? element.holderBefore.flatMap { value(ids.names[Int($0)], set, element.key, true) }
@@ -463,18 +481,23 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
                     continue
                 }
                 if away[set]?.removeValue(forKey: packed) != nil, away[set]!.isEmpty { away[set] = nil }
-                if let installed, installed != desired { deleted.append(NFTElement(key: element.key, value: installed)) }
-                guard var desired, desired != installed else { continue }
-                if let pick = Layout.pick(of: desired), let chain = pick.chain, picks[chain.name] == nil {
-                    // The count's chain waits for the rehome: the scan chain finds the slots meanwhile.
+                if let installed, installed != desired {
+                    let place = AwayElement.place(element.key, installed, in: set)
+                    deleted[place.set, default: []].append(place.element)
+                }
+                guard let desired, desired != installed else { continue }
+                if let pick = Layout.pick(of: desired), let chain = pick.chain, pending != nil || picks[chain.name] == nil {
+                    // The verdict waits for the rehome: the scan chain finds the slots meanwhile.
                     let scan = NFTTuple().appending(.verdict(.goto(pick.scan)))
                     away[set, default: [:]][packed] = AwayElement(key: element.key, installed: scan, desired: desired)
-                    desired = scan
+                    let place = AwayElement.place(element.key, scan, in: set)
+                    added[place.set, default: []].append(place.element)
+                } else {
+                    added[set, default: []].append(NFTElement(key: element.key, value: desired))
                 }
-                added.append(NFTElement(key: element.key, value: desired))
             }
-            if !deleted.isEmpty { deletions.append(.deleteElements(family, set: set, deleted)) }
-            if !added.isEmpty { additions.append(.addElements(family, set: set, added)) }
+            deletions += deleted.sorted { $0.key < $1.key }.map { .deleteElements(family, set: $0.key, $0.value) }
+            additions += added.sorted { $0.key < $1.key }.map { .addElements(family, set: $0.key, $0.value) }
         }
         return deletions + additions
     }
