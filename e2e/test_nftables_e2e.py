@@ -102,6 +102,20 @@ spec:
 HTTP = [("http", "TCP")]
 
 
+def dual_stack_yaml(name, addresses, pods):
+    """A dual-stack HTTP service at `addresses` (IPv4, IPv6) and its two slices."""
+    service = f"""apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv4, IPv6]
+  clusterIPs: [{addresses[0]}, "{addresses[1]}"]
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+"""
+    return "---\n".join([service, slice_yaml(name, name, pods, HTTP), slice_yaml(name + "-v6", name, pods, HTTP, v6=True)])
+
+
 class Cluster:
     def __init__(self, lab):
         self.lab = lab
@@ -204,8 +218,9 @@ def test_endpoint_count_change_keeps_the_verdict_until_rehome(cluster):
     rewrites slots only: the frontend's old pick-N chain misses and falls through to the scan chain,
     which finds the new count's slots. Node 1's applier first runs with a rehome delay that never
     passes (the verdict stays while traffic follows the change over TCP, UDP and IPv6, and while
-    the service has no endpoints and connections are refused), then with a short one (the verdict
-    follows once syncs are quiet, in one transaction the kernel takes)."""
+    the service has no endpoints and connections are refused; a new service's frontends wait in the
+    pending set, reached through the scan chain), then with a short one (the verdicts follow once
+    syncs are quiet, in one transaction the kernel takes)."""
     lab = cluster.lab
     udp = [("http", "TCP"), ("dns", "UDP")]
     def verdicts():
@@ -213,6 +228,18 @@ def test_endpoint_count_change_keeps_the_verdict_until_rehome(cluster):
         found = dict(re.findall(r"(10\.96\.0\.10 \. (?:tcp \. 80|udp \. 53)|fd00:10:96::10 \. tcp \. 80) : goto (pick-[a-z]+-\d+)", listed))
         assert len(found) == 3, listed
         return found
+    fresh, later = ("10.96.0.30", "fd00:10:96::30"), ("10.96.0.31", "fd00:10:96::31")
+    def frontends(addresses):
+        """Where a new service's frontends are: {"pending"} or their verdicts."""
+        places = set()
+        for family, address in zip(("ip", "ip6"), addresses):
+            listed = lab.run(cluster.nodes[1], "nft", "list", "table", family, "kube-proxy-swift").stdout
+            # A staged full program names its objects with a generation suffix (".b").
+            pending = re.search(r"set pending-service-ips(?:\.b)? \{[^}]*\}", listed).group(0)
+            verdict = re.search(rf"{re.escape(address)} \. tcp \. 80 : goto (pick-[a-z]+-\d+)", listed)
+            places |= {"pending"} if f"{address} . tcp . 80" in pending else set()
+            places |= {verdict.group(1)} if verdict else set()
+        return places
     def reached(pods):
         for proto, host, port in (("tcp", "10.96.0.10", 80), ("udp", "10.96.0.10", 53), ("tcp", "fd00:10:96::10", 80)):
             assert cluster.answering(cluster.probe("p1b", proto, host, port, count=30)) == pods, (proto, host)
@@ -243,14 +270,31 @@ def test_endpoint_count_change_keeps_the_verdict_until_rehome(cluster):
         set_web(["p1a", "p2b"])
         eventually(lambda: reached({"p1a", "p2b"}), timeout=30)
         assert set(verdicts().values()) == {"pick-tcp-3", "pick-udp-3"}
+        # A new service: its frontends wait in the pending set, and connections reach its endpoints.
+        cluster.apply(dual_stack_yaml("fresh", fresh, ["p1a", "p2b"]))
+        for address in fresh:
+            eventually(lambda: _assert_equal(cluster.answering(cluster.probe("p1b", "tcp", address, 80, count=30)), {"p1a", "p2b"}),
+                       timeout=30)
+        assert frontends(fresh) == {"pending"}
+        assert rehome_metrics() == (6.0, 0.0)  # and the new service's two
     finally:
         lab.stop("applier-n1")
         lab.start_applier(1)
     eventually(lambda: _assert_equal(set(verdicts().values()), {"pick-tcp-2", "pick-udp-2"}), timeout=30)
-    set_web(["p1a", "p2a", "p2b"])
+    assert frontends(fresh) == {"pick-tcp-2"}  # the restart's full program
+    # One revision: web's count changes, another new service; one rehome gives them their verdicts.
+    cluster.apply("---\n".join([slice_yaml("web", "web", ["p1a", "p2a", "p2b"], udp),
+                                slice_yaml("web-v6", "web", ["p1a", "p2a", "p2b"], udp, v6=True),
+                                dual_stack_yaml("later", later, ["p2a"])]))
     eventually(lambda: _assert_equal(set(verdicts().values()), {"pick-tcp-3", "pick-udp-3"}), timeout=30)
+    eventually(lambda: _assert_equal(frontends(later), {"pick-tcp-1"}), timeout=30)
     eventually(lambda: _assert_equal(rehome_metrics(), (0.0, 1.0)), timeout=30)
     reached({"p1a", "p2a", "p2b"})
+    for addresses, pods in ((fresh, {"p1a", "p2b"}), (later, {"p2a"})):
+        for address in addresses:
+            assert cluster.answering(cluster.probe("p1b", "tcp", address, 80, count=30)) == pods, address
+    lab.proxyctl(cluster.cp, "delete", "svc", "fresh", "later")
+    lab.proxyctl(cluster.cp, "delete", "eps", "fresh", "fresh-v6", "later", "later-v6")
 
 
 def test_udp_flow_to_a_removed_endpoint_moves_to_a_serving_one(cluster):
@@ -464,8 +508,9 @@ spec:
 
 
 def test_transaction_the_kernel_refuses_is_reported_and_repaired_by_a_full_sync(cluster):
-    """An element added by hand where a new service's frontend goes (the drift check does not read
-    elements): the kernel refuses the partial sync that brings the service ("File exists"). The
+    """An element added by hand, with another endpoint, where a new service's frontend goes (the
+    single-endpoint map; the drift check does not read elements): the kernel refuses the partial
+    sync that brings the service ("File exists"). The
     applier counts and logs the failure, NACKs the revision with the kernel's error, and resyncs in
     full, which stages fresh tables under the other generation's names (the hand-made element goes
     with the old ones) and brings the service in. Node 2 takes the same change at once."""
@@ -479,8 +524,8 @@ def test_transaction_the_kernel_refuses_is_reported_and_repaired_by_a_full_sync(
         return counter(cluster.scrape(cluster.cp, 7701), "nodesync_nacks_total")
     before, nacked, generation = failures(), nacks(), _generations(cluster, 1)
     assert len(generation) == 1, generation
-    service_ips = "service-ips" + (".b" if generation == {True} else "")
-    lab.run(cluster.nodes[1], "nft", f"add element ip kube-proxy-swift {service_ips} {{ 10.96.0.40 . tcp . 80 : drop }}")
+    single = "single-backends-tcp" + (".b" if generation == {True} else "")
+    lab.run(cluster.nodes[1], "nft", f"add element ip kube-proxy-swift {single} {{ 10.96.0.40 . tcp . 80 : 10.244.9.9 . 9 }}")
     cluster.apply(CLASH)
     try:
         eventually(lambda: _assert_equal(cluster.answering(cluster.probe("p2a", "tcp", "10.96.0.40", 80, count=5)), {"p2b"}))
@@ -493,7 +538,7 @@ def test_transaction_the_kernel_refuses_is_reported_and_repaired_by_a_full_sync(
             with open(lab.logs[process]) as log:
                 assert "File exists" in log.read(), process
         listed = lab.run(cluster.nodes[1], "nft", "list", "ruleset").stdout
-        assert "10.96.0.40 . tcp . 80 : drop" not in listed and "10.96.0.40 . tcp . 80 : goto pick-tcp-1" in listed
+        assert "10.96.0.40 . tcp . 80 : 10.244.9.9 . 9" not in listed and "10.96.0.40 . tcp . 80 : goto pick-tcp-1" in listed
     finally:
         lab.proxyctl(cluster.cp, "delete", "-f", "-", input=CLASH)
 
