@@ -297,6 +297,42 @@ def test_endpoint_count_change_keeps_the_verdict_until_rehome(cluster):
     lab.proxyctl(cluster.cp, "delete", "eps", "fresh", "fresh-v6", "later", "later-v6")
 
 
+def test_changes_that_never_pause_do_not_hold_the_rehome_off(cluster):
+    """Node 1's applier with a quiet delay that never passes and a 2 s maximum: web's endpoint
+    count changes (3 -> 2) and its endpoints keep changing, a few times a second. The rehome still
+    runs, between two syncs: the verdicts follow the count, and traffic reaches the endpoints."""
+    lab = cluster.lab
+    udp = [("http", "TCP"), ("dns", "UDP")]
+    def set_web(pods):
+        cluster.apply(slice_yaml("web", "web", pods, udp) + "---\n" + slice_yaml("web-v6", "web", pods, udp, v6=True))
+    def state():
+        listed = lab.run(cluster.nodes[1], "nft", "list", "ruleset").stdout
+        verdicts = set(re.findall(r"(?:10\.96\.0\.10 \. (?:tcp \. 80|udp \. 53)|fd00:10:96::10 \. tcp \. 80) : goto (pick-[a-z]+-\d+)", listed))
+        rehomes = re.search(r"^kubeproxy_node_applier_rehome_duration_seconds_count (\S+)$", cluster.metrics(1), re.M)
+        return verdicts, float(rehomes.group(1)) if rehomes else 0.0
+    set_web(["p1a", "p2a", "p2b"])
+    eventually(lambda: _assert_equal(state()[0], {"pick-tcp-3", "pick-udp-3"}), timeout=30)
+    lab.stop("applier-n1")
+    lab.start_applier(1, extra=("--rehome-delay", "3600", "--rehome-max-delay", "2"))
+    try:
+        eventually(lambda: _assert_equal(state(), ({"pick-tcp-3", "pick-udp-3"}, 0.0)), timeout=30)
+        # A change on every round (a proxyctl call, then a listing): never a quiet second.
+        deadline, changes, seen = time.time() + 30, 0, state()
+        while seen != ({"pick-tcp-2", "pick-udp-2"}, 1.0) and time.time() < deadline:
+            set_web([["p2a", "p2b"], ["p1a", "p2b"]][changes % 2])
+            changes += 1
+            seen = state()
+        assert seen == ({"pick-tcp-2", "pick-udp-2"}, 1.0), (seen, changes)
+        set_web(["p2a", "p2b"])
+        eventually(lambda: _assert_equal(cluster.answering(cluster.probe("p1b", "tcp", "10.96.0.10", 80, count=30)), {"p2a", "p2b"}),
+                   timeout=30)
+    finally:
+        lab.stop("applier-n1")
+        lab.start_applier(1)
+        set_web(["p1a", "p2a", "p2b"])
+    eventually(lambda: _assert_equal(state()[0], {"pick-tcp-3", "pick-udp-3"}), timeout=30)
+
+
 def test_udp_flow_to_a_removed_endpoint_moves_to_a_serving_one(cluster):
     """Datagrams from one client port are one conntrack flow, DNATed once: without the applier's
     cleanup it would keep reaching the removed endpoint (whose pod still answers) for as long as

@@ -46,8 +46,13 @@ struct NodeApplierCommand: AsyncParsableCommand {
 
     @Option(
         name: .customLong("rehome-delay"),
-        help: "Seconds without a sync before services whose endpoint count changed get the verdicts of their counts (one table validation by the kernel for all).")
+        help: "Seconds without a sync before new services, and services whose endpoint count changed, get the verdicts of their counts (one table validation by the kernel for all).")
     var rehomeDelay: Double = 1
+
+    @Option(
+        name: .customLong("rehome-max-delay"),
+        help: "Seconds at most before they get them while changes keep coming (each time, a table validation that delays the next sync).")
+    var rehomeMaxDelay: Double = 10
 
     @Option(name: .customLong("heartbeat-interval"), help: "Seconds between NodeSync heartbeats; a silent stream is dropped after three.")
     var heartbeatInterval: Double = 5
@@ -65,7 +70,7 @@ struct NodeApplierCommand: AsyncParsableCommand {
         if !Self.isTableName(table) { throw ValidationError("--table: expected 1-64 letters, digits, '-' or '_' starting with a letter, got \"\(table)\"") }
         let intervals = [
             ("--min-sync-interval", minSyncInterval), ("--drift-check-interval", driftCheckInterval), ("--rehome-delay", rehomeDelay),
-            ("--heartbeat-interval", heartbeatInterval),
+            ("--rehome-max-delay", rehomeMaxDelay), ("--heartbeat-interval", heartbeatInterval),
         ]
         for (flag, value) in intervals where !(value > 0) {
             throw ValidationError("\(flag): must be a positive number of seconds")
@@ -122,7 +127,8 @@ struct NodeApplierCommand: AsyncParsableCommand {
             node: try nodeConfig(), tableName: table,
             sync: SyncClientConfiguration(server: HostPort(server)!, heartbeatInterval: seconds(heartbeatInterval)),
             httpListen: HostPort(httpListen)!, minSyncInterval: seconds(minSyncInterval),
-            driftCheckInterval: seconds(driftCheckInterval), rehomeDelay: seconds(rehomeDelay))
+            driftCheckInterval: seconds(driftCheckInterval), rehomeDelay: seconds(rehomeDelay),
+            rehomeMaxDelay: seconds(rehomeMaxDelay))
         logger.info(
             "starting",
             metadata: [

@@ -259,10 +259,10 @@ public actor Applier {
         mallopt(M_MXFAST, 0)
     }
 
-    /// Gives every away frontend the verdict of its endpoint count, or deletes it where it has no
-    /// endpoints or service left, in one transaction (see `Layout`): the kernel validates the whole
-    /// table for it, which is why a sync leaves it for a quiet moment. A failure schedules a full
-    /// resync.
+    /// Gives every away frontend (a new one, or one whose endpoint count changed) the verdict of its
+    /// endpoint count, or deletes it where it has no endpoints or service left, in one transaction
+    /// (see `Layout`): the kernel validates the whole table for it, which is why a sync leaves it
+    /// for a quiet moment. A failure schedules a full resync.
     public func rehome() {
         guard var plan = planner, plan.awayFrontends > 0 else { return }
         let frontends = plan.awayFrontends

@@ -55,11 +55,11 @@ public struct ApplierMetrics: Sendable {
         awayFrontends = registry.makeGauge(
             descriptor: name(
                 "node_applier", "away_frontends", "",
-                "Frontends whose verdict waits for the next rehome: their endpoint count changed or none is left "
-                    + "(new connections scan the counts)."))
+                "Frontends whose verdict waits for the next rehome: new ones, or their endpoint count changed or none "
+                    + "is left (new connections scan the counts)."))
         rehomeDuration = registry.makeDurationHistogram(
             descriptor: name(
-                "node_applier", "rehome_duration", "seconds", "Duration of bringing away frontends' verdicts to their endpoint counts."),
+                "node_applier", "rehome_duration", "seconds", "Duration of giving away frontends the verdicts of their endpoint counts."),
             buckets: syncBuckets)
         streamsOpened = registry.makeCounter(
             descriptor: name("node_applier", "sync_streams_opened", "total", "NodeSync streams opened: the first and every reconnect."))

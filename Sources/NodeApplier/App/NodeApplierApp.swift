@@ -13,13 +13,17 @@ public struct NodeApplierConfiguration: Sendable {
     public var minSyncInterval: Duration
     /// How often the kernel's tables are compared with the plan.
     public var driftCheckInterval: Duration
-    /// How long after the last sync the frontends whose endpoint count changed get the verdicts of
-    /// their counts (`Applier.rehome`).
+    /// How long after the last sync the away frontends (new, or their endpoint count changed) get
+    /// the verdicts of their counts (`Applier.rehome`).
     public var rehomeDelay: Duration
+    /// How long the first of them waits at most: changes that never pause for `rehomeDelay` would
+    /// otherwise keep them on the scan chains.
+    public var rehomeMaxDelay: Duration
 
     public init(
         node: NodeConfig, tableName: String, sync: SyncClientConfiguration, httpListen: HostPort,
-        minSyncInterval: Duration = .milliseconds(100), driftCheckInterval: Duration = .seconds(10), rehomeDelay: Duration = .seconds(1)
+        minSyncInterval: Duration = .milliseconds(100), driftCheckInterval: Duration = .seconds(10), rehomeDelay: Duration = .seconds(1),
+        rehomeMaxDelay: Duration = .seconds(10)
     ) {
         self.node = node
         self.tableName = tableName
@@ -28,6 +32,7 @@ public struct NodeApplierConfiguration: Sendable {
         self.minSyncInterval = minSyncInterval
         self.driftCheckInterval = driftCheckInterval
         self.rehomeDelay = rehomeDelay
+        self.rehomeMaxDelay = rehomeMaxDelay
     }
 }
 
@@ -124,22 +129,30 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
         var nextDriftCheck = clock.now + configuration.driftCheckInterval
         var retryBackoff = Duration.seconds(1)
         var retryAt: ContinuousClock.Instant?
+        /// When the first of the away frontends went away.
+        var awaySince: ContinuousClock.Instant?
         for await _ in triggers {
             if clock.now >= nextDriftCheck {
                 await applier.checkDrift()
                 await applier.releaseFreedMemory()
                 nextDriftCheck = clock.now + configuration.driftCheckInterval
             }
-            guard await applier.needsSync else {
-                // A quiet moment: away frontends' verdicts can take the kernel's table validation.
-                if clock.now >= lastSync + configuration.rehomeDelay { await applier.rehome() }
-                continue
+            let needsSync = await applier.needsSync
+            // Away frontends' verdicts take the kernel's table validation in a quiet moment, or
+            // before the next sync once the first has waited long enough.
+            if let since = awaySince,
+                clock.now >= since + configuration.rehomeMaxDelay || (!needsSync && clock.now >= lastSync + configuration.rehomeDelay)
+            {
+                await applier.rehome()
+                awaySince = nil
             }
+            guard await applier.needsSync else { continue }
             if let retryAt, clock.now < retryAt { continue }
             let due = lastSync + configuration.minSyncInterval
             if clock.now < due { try? await Task.sleep(until: due, clock: clock) }
             guard let outcome = await applier.sync() else { continue }
             lastSync = clock.now
+            awaySince = await applier.awayFrontends > 0 ? awaySince ?? lastSync : nil
             client.report(outcome)
             switch outcome {
             case .applied:

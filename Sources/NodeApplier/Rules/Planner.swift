@@ -102,8 +102,8 @@ public struct Planner: Sendable {
     }
 
     /// Frontends whose verdict names the `pick-N` chain of an earlier endpoint count, or the scan
-    /// chain (their count's chain is not there yet): their connections find their endpoints
-    /// through the scan chain (see `Layout`) until `rehome()`.
+    /// chain, or that wait in the pending set: their connections find their endpoints through the
+    /// scan chain (see `Layout`) until `rehome()`.
     public var awayFrontends: Int { families.values.reduce(0) { $0 + $1.awayCount } }
 
     /// The transaction that sends every away frontend to the `pick-N` chain of its endpoint count
