@@ -297,6 +297,59 @@ def test_endpoint_count_change_keeps_the_verdict_until_rehome(cluster):
     lab.proxyctl(cluster.cp, "delete", "eps", "fresh", "fresh-v6", "later", "later-v6")
 
 
+def test_new_local_policy_node_port_waits_in_its_pending_sets(cluster):
+    """A new NodePort service with externalTrafficPolicy Local. With node 1's rehome held off its
+    frontend on node 1 waits in both pending sets; the outside client reaches node 1's endpoints
+    only, its address preserved. After a restart (full program) the service is recreated with
+    another NodePort, and one rehome gives the new frontend its verdicts."""
+    lab = cluster.lab
+    def service(node_port):
+        return (f"""apiVersion: v1
+kind: Service
+metadata: {{name: np-fresh, namespace: default}}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  clusterIP: 10.96.0.32
+  ports: [{{name: http, port: 80, targetPort: 8080, nodePort: {node_port}}}]
+---
+""" + slice_yaml("np-fresh", "np-fresh", ["p1a", "p1b", "p2a"], HTTP))
+    def places(node_port):
+        """The sets and verdict maps of node 1's IPv4 table that hold its frontend for `node_port`."""
+        listed = lab.run(cluster.nodes[1], "nft", "list", "table", "ip", "kube-proxy-swift").stdout
+        frontend = f"192.168.100.11 . tcp . {node_port}"
+        found = set()
+        for name, body in re.findall(r"(?:set|map) (\S+?)(?:\.b)? \{(.*?)\n\t\}", listed, re.S):
+            verdict = re.search(rf"{re.escape(frontend)} : goto ((?:local-)?pick-tcp-\d+)", body)
+            if verdict or (name.startswith("pending-") and frontend in body):
+                found.add(f"{name}: {verdict.group(1)}" if verdict else name)
+        return found
+    def served(node_port):
+        answers = cluster.probe("client", "tcp", "192.168.100.11", node_port, count=20)
+        assert set(answers) <= {"p1a 192.168.100.50", "p1b 192.168.100.50"} and len(set(answers)) == 2, answers
+    def rehomes():
+        found = re.search(r"^kubeproxy_node_applier_rehome_duration_seconds_count (\S+)$", cluster.metrics(1), re.M)
+        return float(found.group(1)) if found else 0.0
+    lab.stop("applier-n1")
+    lab.start_applier(1, extra=("--rehome-delay", "3600"))
+    try:
+        cluster.apply(service(30091))
+        eventually(lambda: served(30091), timeout=30)
+        assert places(30091) == {"pending-service-ips", "pending-local-service-ips"}
+    finally:
+        lab.stop("applier-n1")
+        lab.start_applier(1)
+    try:
+        eventually(lambda: _assert_equal(places(30091), {"service-ips: pick-tcp-3", "local-service-ips: local-pick-tcp-2"}), timeout=30)
+        cluster.apply(service(30093))
+        eventually(lambda: _assert_equal(places(30093), {"service-ips: pick-tcp-3", "local-service-ips: local-pick-tcp-2"}), timeout=30)
+        eventually(lambda: _assert_equal(rehomes(), 1.0), timeout=30)
+        served(30093)
+    finally:
+        lab.proxyctl(cluster.cp, "delete", "svc", "np-fresh")
+        lab.proxyctl(cluster.cp, "delete", "eps", "np-fresh")
+
+
 def test_changes_that_never_pause_do_not_hold_the_rehome_off(cluster):
     """Node 1's applier with a quiet delay that never passes and a 2 s maximum: web's endpoint
     count changes (3 -> 2) and its endpoints keep changing, a few times a second. The rehome still

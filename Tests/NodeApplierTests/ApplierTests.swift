@@ -199,9 +199,9 @@ import Testing
         // The service goes; the rehome deletes its frontend's verdict.
         try await applier.receive(delta(from: 3, to: 4, deletes: [ObjectKey(kind: .service, namespace: "default", name: "web")]))
         #expect(await applier.sync() == .applied(revision: 4))
-        #expect(try nft.table(.ip)?.elements["service-ips"]?[frontend] != nil)
+        #expect(nft.table(.ip)?.elements["service-ips"]?[frontend] != nil)
         await applier.rehome()
-        #expect(try nft.table(.ip)?.elements["service-ips"]?[frontend] == nil)
+        #expect(nft.table(.ip)?.elements["service-ips"]?[frontend] == nil)
         #expect(await applier.awayFrontends == 0)
     }
 
@@ -251,6 +251,38 @@ import Testing
         #expect(await applier.awayFrontends == 0)
     }
 
+    /// A new NodePort frontend with externalTrafficPolicy Local waits in both pending sets: from
+    /// outside the cluster it reaches this node's endpoints only (the local scan chain), from a pod
+    /// every endpoint. The rehome gives it both verdicts.
+    @Test func newLocalPolicyFrontendWaitsInBothPendingSets() async throws {
+        let (applier, nft) = try await fixtureApplier()
+        let service = Service(
+            metadata: meta("np-local"), type: .nodePort, clusterIPs: [ip("10.96.0.80")],
+            ports: [ServicePort(name: "http", port: 80, nodePort: 30090)], externalTrafficPolicy: .local)
+        let endpoints = [endpoint("10.244.1.81", node: "node-a"), endpoint("10.244.1.82", node: "node-a"), endpoint("10.244.2.83", node: "node-b")]
+        try await applier.receive(delta(from: 1, to: 2, upserts: [.service(service), .endpointSlice(slice("np-local", service: "np-local", endpoints))]))
+        #expect(await applier.sync() == .applied(revision: 2))
+        let frontend: NFTTuple = [.address(fixtureNode.nodeIPs[0]), .proto(.tcp), .port(30090)]
+        let fromOutside = PacketTracer.Packet(from: outsideClient, to: fixtureNode.nodeIPs[0], .tcp, port: 30090)
+        let fromPod = PacketTracer.Packet(from: ip(podA1), to: fixtureNode.nodeIPs[0], .tcp, port: 30090)
+        let pending = try #require(nft.table(.ip))
+        for map in ["service-ips", "local-service-ips"] {
+            #expect(pending.elements[map]?[frontend] == nil)
+            #expect(pending.elements["pending-" + map]?[frontend] != nil)
+        }
+        let tracer = PacketTracer(table: pending, localAddresses: fixtureNode.nodeIPs)
+        #expect(tracer.trace(fromOutside).count == 2)
+        #expect(tracer.trace(fromPod).count == 3)
+        await applier.rehome()
+        let rehomed = try #require(nft.table(.ip))
+        #expect(rehomed.elements["local-service-ips"]?[frontend] == [.verdict(.goto("local-pick-tcp-2"))])
+        #expect(rehomed.elements["service-ips"]?[frontend] == [.verdict(.goto("pick-tcp-3"))])
+        #expect(rehomed.elements["pending-local-service-ips"]?.isEmpty ?? true)
+        let rehomedTracer = PacketTracer(table: rehomed, localAddresses: fixtureNode.nodeIPs)
+        #expect(rehomedTracer.trace(fromOutside) == tracer.trace(fromOutside))
+        #expect(rehomedTracer.trace(fromPod) == tracer.trace(fromPod))
+    }
+
     /// A pending frontend whose service goes before the rehome leaves the pending set at the rehome,
     /// and gets no verdict.
     @Test func pendingFrontendOfADeletedServiceLeavesAtTheRehome() async throws {
@@ -262,7 +294,7 @@ import Testing
         try await applier.receive(delta(from: 2, to: 3, deletes: [ObjectKey(kind: .service, namespace: "default", name: "brief")]))
         #expect(await applier.sync() == .applied(revision: 3))
         let frontend: NFTTuple = [.address(ip("10.96.0.79")), .proto(.tcp), .port(80)]
-        #expect(try nft.table(.ip)?.elements["pending-service-ips"]?[frontend] != nil)
+        #expect(nft.table(.ip)?.elements["pending-service-ips"]?[frontend] != nil)
         #expect(await applier.awayFrontends == 1)
         await applier.rehome()
         let rehomed = try #require(nft.table(.ip))

@@ -29,12 +29,11 @@ public struct Contribution: Hashable, Sendable {
 /// it: its slots are empty, so the scan misses, and the filter chains refuse the connection
 /// (`no-endpoint-services`) or drop it (an unallocated service address). Endpoints coming back
 /// before the rehome need no new verdict either.
-/// A new frontend of `service-ips` (a new service, or one that gained a frontend or its endpoints)
-/// gets no verdict either: it waits in the plain set `pending-service-ips`, whose rules after the
-/// map send it to its protocol's scan chain, until the rehome gives it its verdict. A connection
-/// the map does not take pays that one more lookup. `local-service-ips` has no such set (it would
-/// cost every arriving connection from outside the cluster another lookup): its new frontends get
-/// their verdict at once, or the scan chain's when their count's chain is not there yet.
+/// A new frontend (a new service, or one that gained a frontend or its endpoints) gets no verdict
+/// either: it waits in its map's plain pending set (`pending-service-ips`,
+/// `pending-local-service-ips`), whose rules after the map send it to its protocol's scan chain,
+/// until the rehome gives it its verdict. A connection the map does not take pays that one more
+/// lookup.
 /// Those `pick-N` chains are the planner's: a full program adds those its verdicts name, a rehome
 /// those it needs (a partial sync does not: with a rule that reads a slot map libnftables fetches
 /// the map's every element, 49–62 ms at 250k). Each is kept until the next full program, since a
@@ -58,7 +57,13 @@ public enum Layout {
     }
 
     /// The plain set where `map`'s new frontends wait for their verdict, if it has one.
-    static func pendingSet(of map: String) -> String? { map == Name.serviceIPs ? Name.pendingServiceIPs : nil }
+    static func pendingSet(of map: String) -> String? {
+        switch map {
+        case Name.serviceIPs: Name.pendingServiceIPs
+        case Name.localServiceIPs: Name.pendingLocalServiceIPs
+        default: nil
+        }
+    }
 
     private static let staticPicks: [String: (chain: NFTChain?, scan: String)] = {
         var picks: [String: (chain: NFTChain?, scan: String)] = [:]
@@ -82,6 +87,7 @@ public enum Layout {
         static let serviceIPs = "service-ips"
         static let pendingServiceIPs = "pending-service-ips"
         static let localServiceIPs = "local-service-ips"
+        static let pendingLocalServiceIPs = "pending-local-service-ips"
         static let noEndpointServices = "no-endpoint-services"
         static let noLocalEndpointServices = "no-local-endpoint-services"
         static let firewallIPs = "firewall-ips"
@@ -122,7 +128,7 @@ public enum Layout {
         // adds no jump, so the kernel does not validate the whole table (see the type's comment).
         let frontendSets = [
             Name.masqServices, Name.externalLocal, Name.externalLocalNone, Name.noEndpointServices, Name.noLocalEndpointServices,
-            Name.pendingServiceIPs,
+            Name.pendingServiceIPs, Name.pendingLocalServiceIPs,
         ]
         for frontends in frontendSets { set(frontends, .frontend) }
         set(Name.hairpin, .addressPair)
@@ -183,12 +189,23 @@ public enum Layout {
                 NFTRule([.daddrIn(set: Name.clusterIPs)], [.reject]),
                 NFTRule([.daddrIn(set: Name.serviceCIDRs)], [.verdict(.drop)]),
             ])
+        /// A map, then its pending frontends to their protocol's scan chain (the protocol first: a
+        /// packet does one set lookup, in the rule of its protocol).
+        func dispatch(_ map: String, _ endpointSet: EndpointSet) -> [NFTRule] {
+            [NFTRule([], [.frontendVerdictMap(map)])]
+                + L4Protocol.allCases.map { proto in
+                    NFTRule([.l4proto(proto), .frontendIn(set: pendingSet(of: map)!)], [.verdict(.goto(endpointSet.scanChain(proto)))])
+                }
+        }
+        // A chain of its own, so that connections from inside the cluster pay one lookup for it. Its
+        // dispatch misses only where no Local endpoint is left, and such frontends were dropped before.
         chain(
             "nat-prerouting", NFTHook(.nat, .prerouting, priority: -100),
             [
-                NFTRule([offCluster], [.frontendVerdictMap(Name.localServiceIPs)]),
+                NFTRule([offCluster], [.verdict(.jump("off-cluster-services"))]),
                 NFTRule([], [.verdict(.jump(Name.services))]),
             ])
+        chain("off-cluster-services", dispatch(Name.localServiceIPs, .local))
         chain(
             "nat-output", NFTHook(.nat, .output, priority: -100),
             [
@@ -198,13 +215,7 @@ public enum Layout {
         var services: [NFTRule] = []
         if !clusterCIDRs.isEmpty { services.append(NFTRule([.daddrIn(set: Name.clusterIPs), offCluster], [mark])) }
         services.append(NFTRule([.frontendIn(set: Name.masqServices)], [mark]))
-        services.append(NFTRule([], [.frontendVerdictMap(Name.serviceIPs)]))
-        // The protocol first: a packet does one set lookup, in the rule of its protocol.
-        for proto in L4Protocol.allCases {
-            services.append(
-                NFTRule([.l4proto(proto), .frontendIn(set: Name.pendingServiceIPs)], [.verdict(.goto(EndpointSet.cluster.scanChain(proto)))]))
-        }
-        chain(Name.services, services)
+        chain(Name.services, services + dispatch(Name.serviceIPs, .cluster))
         chain(
             "nat-postrouting", NFTHook(.nat, .postrouting, priority: 100),
             [

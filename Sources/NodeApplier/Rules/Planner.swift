@@ -101,9 +101,9 @@ public struct Planner: Sendable {
         return NFTTransaction(table: tableName, operations: operations)
     }
 
-    /// Frontends whose verdict names the `pick-N` chain of an earlier endpoint count, or the scan
-    /// chain, or that wait in the pending set: their connections find their endpoints through the
-    /// scan chain (see `Layout`) until `rehome()`.
+    /// Frontends whose verdict names the `pick-N` chain of an earlier endpoint count, or that wait
+    /// in a pending set: their connections find their endpoints through the scan chain (see
+    /// `Layout`) until `rehome()`.
     public var awayFrontends: Int { families.values.reduce(0) { $0 + $1.awayCount } }
 
     /// The transaction that sends every away frontend to the `pick-N` chain of its endpoint count
@@ -212,15 +212,16 @@ struct TouchedElement {
 }
 
 /// A verdict-map element the kernel holds with another value than its holder's: the `pick-N`
-/// chain of an earlier endpoint count, or the scan chain (see `Layout`). No desired value: the
-/// frontend has no endpoints, or nobody claims it, any more.
+/// chain of an earlier endpoint count, or the scan chain, which stands for the key in the map's
+/// pending set (see `Layout`). No desired value: the frontend has no endpoints, or nobody claims
+/// it, any more.
 struct AwayElement: Sendable {
     var key: NFTTuple
     var installed: NFTTuple
     var desired: NFTTuple?
 
-    /// Where the kernel holds `installed` for a key of `map`: the scan chain of a map with a
-    /// pending set is the key's place in that set (the map does not have the key).
+    /// Where the kernel holds `installed` for a key of `map`: the scan chain is the key's place in
+    /// the map's pending set (the map does not have the key).
     static func place(_ key: NFTTuple, _ installed: NFTTuple, in map: String) -> (set: String, element: NFTElement) {
         if let pending = Layout.pendingSet(of: map), let pick = Layout.pick(of: installed), pick.chain == nil {
             return (pending, NFTElement(key: key))
@@ -421,8 +422,7 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
     /// A verdict that only moves a frontend to the `pick-N` chain of its new endpoint count, or that
     /// goes because the frontend has no endpoints left, is left as it is (see `Layout`): the element
     /// is away until `rehome`, or until its count is the installed one's again. A new `pick-N`
-    /// verdict goes into the map's pending set instead, away too; in a map without one, as the
-    /// scan chain when the kernel lacks the `pick-N` chain.
+    /// verdict goes into the map's pending set instead, away too.
     @specialized(where Storage == Bytes16)
     @specialized(where Storage == Bytes32)
     mutating func updateElements(
@@ -486,12 +486,11 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
                     deleted[place.set, default: []].append(place.element)
                 }
                 guard let desired, desired != installed else { continue }
-                if let pick = Layout.pick(of: desired), let chain = pick.chain, pending != nil || picks[chain.name] == nil {
+                if let pick = Layout.pick(of: desired), let pending {
                     // The verdict waits for the rehome: the scan chain finds the slots meanwhile.
-                    let scan = NFTTuple().appending(.verdict(.goto(pick.scan)))
-                    away[set, default: [:]][packed] = AwayElement(key: element.key, installed: scan, desired: desired)
-                    let place = AwayElement.place(element.key, scan, in: set)
-                    added[place.set, default: []].append(place.element)
+                    away[set, default: [:]][packed] = AwayElement(
+                        key: element.key, installed: NFTTuple().appending(.verdict(.goto(pick.scan))), desired: desired)
+                    added[pending, default: []].append(NFTElement(key: element.key))
                 } else {
                     added[set, default: []].append(NFTElement(key: element.key, value: desired))
                 }
