@@ -404,6 +404,7 @@ struct NFTablesBench: AsyncParsableCommand {
         var replaced: [Duration] = []
         var counted: [Duration] = []
         var emptied: [Duration] = []
+        var grown: [Duration] = []
         var created: [Duration] = []
         for change in 0..<changes {
             replaced.append(try await apply(.endpointSlice(slice((change * 7919) % services, endpoints, change))))
@@ -414,6 +415,10 @@ struct NFTablesBench: AsyncParsableCommand {
         // Half the changes take a service's last endpoints away, the other half give them back.
         for change in 0..<changes {
             emptied.append(try await apply(.endpointSlice(slice((change / 2 * 7919 + 2) % services, change % 2 == 0 ? 0 : endpoints, change))))
+        }
+        // Half the changes give a service 40 endpoints (a large deployment), the other half take it back.
+        for change in 0..<changes {
+            grown.append(try await apply(.endpointSlice(slice((change / 2 * 7919 + 3) % services, change % 2 == 0 ? 40 : endpoints, change))))
         }
         for change in 0..<changes {
             let service = services + change
@@ -427,6 +432,7 @@ struct NFTablesBench: AsyncParsableCommand {
         let kinds = [
             ("one endpoint replaced", replaced), ("one endpoint removed (the count changes)", counted),
             ("every endpoint of a service removed, or added back (by turns)", emptied),
+            ("a service grown to 40 endpoints, or back (by turns)", grown),
             ("a new service with its endpoints", created),
         ]
         for (kind, samples) in kinds {
