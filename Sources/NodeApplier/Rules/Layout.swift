@@ -22,9 +22,8 @@ public struct Contribution: Hashable, Sendable {
 /// protocol's slot map (N = 1: the single-endpoint map), so each count has a key space of its own.
 /// Adding a verdict-map element that jumps makes the kernel validate the whole table, every element
 /// of every verdict map (10–24 ms for one at 50k services), so an endpoint count change does not
-/// touch the frontend's verdict: each `pick-N` chain (N ≤ `scanLimit`) tries the slots of N - 1
-/// and N + 1 next (the usual change: one endpoint more or less), then falls through to its `scan`
-/// chain (part of every table), which tries every count's slots in turn. The frontend's verdict is
+/// touch the frontend's verdict: each `pick-N` chain (N ≤ `scanLimit`) falls through to its `scan` chain
+/// (part of every table), which tries every count's slots in turn. The frontend's verdict is
 /// brought to its new count later, in one transaction for every such frontend (`Planner.rehome`).
 /// A frontend left with no endpoints (or no service) keeps its verdict too, until the rehome deletes
 /// it: its slots are empty, so the scan misses, and the filter chains refuse the connection
@@ -43,8 +42,7 @@ public enum Layout {
     public static let masqueradeMark: UInt32 = 0x4000
     /// The largest endpoint count the scan chains try. A frontend with more endpoints gets its
     /// `pick-N` chain with its service's contribution, and its verdict follows its count at once.
-    /// A frontend waiting for its verdict pays one lookup per count the scan tries before its own.
-    static let scanLimit = 64
+    static let scanLimit = 16
 
     /// The first slot of a frontend with `count` endpoints: the counts' slot ranges follow each other.
     static func slotOffset(_ count: Int) -> Int { count * (count - 1) / 2 }
@@ -75,8 +73,7 @@ public enum Layout {
                 picks[scan] = (nil, scan)
                 for count in 1...scanLimit {
                     let name = set.pickChain(proto, count)
-                    let counts = [count, count - 1, count + 1].filter { (1...scanLimit).contains($0) }
-                    picks[name] = (NFTChain(name: name, rules: counts.map { set.pick(proto, $0) } + [NFTRule([], [.verdict(.goto(scan))])]), scan)
+                    picks[name] = (NFTChain(name: name, rules: [set.pick(proto, count), NFTRule([], [.verdict(.goto(scan))])]), scan)
                 }
             }
         }
