@@ -422,19 +422,19 @@ import Testing
     /// verdict follows them at once.
     @Test func pickChainsBeyondTheScanComeAndGoWithTheEndpointCounts() async throws {
         let (applier, nft) = try await fixtureApplier()
-        let many = (0..<40).map { endpoint("10.244.3.\($0 + 1)", node: "node-b") }
+        let many = (0..<70).map { endpoint("10.244.3.\($0 + 1)", node: "node-b") }
         try await applier.receive(delta(from: 1, to: 2, upserts: [.endpointSlice(slice("web-v4", service: "web", many))]))
         #expect(await applier.sync() == .applied(revision: 2))
         #expect(await applier.awayFrontends == 0)
         let table = try #require(nft.table(.ip))
-        #expect(table.chains["pick-tcp-40"] != nil)
-        #expect(table.elements["service-ips"]?[[.address(ip("10.96.0.10")), .proto(.tcp), .port(80)]] == [.verdict(.goto("pick-tcp-40"))])
+        #expect(table.chains["pick-tcp-70"] != nil)
+        #expect(table.elements["service-ips"]?[[.address(ip("10.96.0.10")), .proto(.tcp), .port(80)]] == [.verdict(.goto("pick-tcp-70"))])
         let tracer = PacketTracer(table: table, localAddresses: fixtureNode.nodeIPs)
         let outcomes = tracer.trace(.init(from: ip(podA1), to: ip("10.96.0.10"), .tcp, port: 80))
         #expect(outcomes.count == many.count)
         try await applier.receive(delta(from: 2, to: 3, upserts: [.endpointSlice(Fixture.slices[0])]))
         #expect(await applier.sync() == .applied(revision: 3))
-        #expect(try #require(nft.table(.ip)).chains["pick-tcp-40"] == nil)
+        #expect(try #require(nft.table(.ip)).chains["pick-tcp-70"] == nil)
     }
 
     @Test func healthCheckCountsLocalReadyEndpoints() {

@@ -42,7 +42,8 @@ public enum Layout {
     public static let masqueradeMark: UInt32 = 0x4000
     /// The largest endpoint count the scan chains try. A frontend with more endpoints gets its
     /// `pick-N` chain with its service's contribution, and its verdict follows its count at once.
-    static let scanLimit = 16
+    /// A frontend waiting for its verdict pays one lookup per count the scan tries before its own.
+    static let scanLimit = 64
 
     /// The first slot of a frontend with `count` endpoints: the counts' slot ranges follow each other.
     static func slotOffset(_ count: Int) -> Int { count * (count - 1) / 2 }
