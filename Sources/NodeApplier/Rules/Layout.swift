@@ -198,8 +198,9 @@ public enum Layout {
                     NFTRule([.l4proto(proto), .frontendIn(set: pendingSet(of: map)!)], [.verdict(.goto(endpointSet.scanChain(proto)))])
                 }
         }
-        // A chain of its own, so that connections from inside the cluster pay one lookup for it. Its
-        // dispatch misses only where no Local endpoint is left, and such frontends were dropped before.
+        // A chain of its own, so that connections from inside the cluster pay one lookup for it. A
+        // connection it does not translate goes on to `services`: a Local frontend's only when no
+        // local endpoint is left, and filter-prerouting dropped those (`external-local-none`).
         chain(
             "nat-prerouting", NFTHook(.nat, .prerouting, priority: -100),
             [
