@@ -224,9 +224,8 @@ def test_endpoint_count_change_keeps_the_verdict_until_rehome(cluster):
     lab = cluster.lab
     udp = [("http", "TCP"), ("dns", "UDP")]
     def verdicts():
-        listed = lab.run(cluster.nodes[1], "nft", "list", "ruleset").stdout
-        found = dict(re.findall(r"(10\.96\.0\.10 \. (?:tcp \. 80|udp \. 53)|fd00:10:96::10 \. tcp \. 80) : goto (pick-[a-z]+-\d+)", listed))
-        assert len(found) == 3, listed
+        found = _web_verdicts(cluster)
+        assert len(found) == 3, found
         return found
     fresh, later = ("10.96.0.30", "fd00:10:96::30"), ("10.96.0.31", "fd00:10:96::31")
     def frontends(addresses):
@@ -246,28 +245,24 @@ def test_endpoint_count_change_keeps_the_verdict_until_rehome(cluster):
     def rehome_metrics():
         text = cluster.metrics(1)
         away = re.search(r"^kubeproxy_node_applier_away_frontends (\S+)$", text, re.M)
-        rehomes = re.search(r"^kubeproxy_node_applier_rehome_duration_seconds_count (\S+)$", text, re.M)
-        return float(away.group(1)), float(rehomes.group(1)) if rehomes else 0.0
-    def set_web(pods):
-        # One Apply: both families' slices change in the same revision.
-        cluster.apply(slice_yaml("web", "web", pods, udp) + "---\n" + slice_yaml("web-v6", "web", pods, udp, v6=True))
-    set_web(["p1a", "p2a", "p2b"])
+        return float(away.group(1)), _rehomes(text)
+    _set_web(cluster, ["p1a", "p2a", "p2b"])
     eventually(lambda: reached({"p1a", "p2a", "p2b"}), timeout=30)
     lab.stop("applier-n1")
     lab.start_applier(1, extra=("--rehome-delay", "3600"))
     try:
         eventually(lambda: _assert_equal(set(verdicts().values()), {"pick-tcp-3", "pick-udp-3"}), timeout=30)
         for pods in (["p2b"], ["p1a", "p2b"]):
-            set_web(pods)
+            _set_web(cluster, pods)
             eventually(lambda: reached(set(pods)), timeout=30)
             assert set(verdicts().values()) == {"pick-tcp-3", "pick-udp-3"}
             assert rehome_metrics() == (4.0, 0.0)  # web's four frontends (two ports, two families)
         # No endpoints: refused at once, still without a new verdict; then back.
-        set_web([])
+        _set_web(cluster, [])
         eventually(lambda: _assert_equal(cluster.probe("p1b", "tcp", "10.96.0.10", 80, timeout=5), ["refused"]), timeout=30)
         assert cluster.probe("p1b", "tcp", "fd00:10:96::10", 80, timeout=5) == ["refused"]
         assert set(verdicts().values()) == {"pick-tcp-3", "pick-udp-3"}
-        set_web(["p1a", "p2b"])
+        _set_web(cluster, ["p1a", "p2b"])
         eventually(lambda: reached({"p1a", "p2b"}), timeout=30)
         assert set(verdicts().values()) == {"pick-tcp-3", "pick-udp-3"}
         # A new service: its frontends wait in the pending set, and connections reach its endpoints.
@@ -327,9 +322,6 @@ spec:
     def served(node_port):
         answers = cluster.probe("client", "tcp", "192.168.100.11", node_port, count=20)
         assert set(answers) <= {"p1a 192.168.100.50", "p1b 192.168.100.50"} and len(set(answers)) == 2, answers
-    def rehomes():
-        found = re.search(r"^kubeproxy_node_applier_rehome_duration_seconds_count (\S+)$", cluster.metrics(1), re.M)
-        return float(found.group(1)) if found else 0.0
     lab.stop("applier-n1")
     lab.start_applier(1, extra=("--rehome-delay", "3600"))
     try:
@@ -343,7 +335,7 @@ spec:
         eventually(lambda: _assert_equal(places(30091), {"service-ips: pick-tcp-3", "local-service-ips: local-pick-tcp-2"}), timeout=30)
         cluster.apply(service(30093))
         eventually(lambda: _assert_equal(places(30093), {"service-ips: pick-tcp-3", "local-service-ips: local-pick-tcp-2"}), timeout=30)
-        eventually(lambda: _assert_equal(rehomes(), 1.0), timeout=30)
+        eventually(lambda: _assert_equal(_rehomes(cluster.metrics(1)), 1.0), timeout=30)
         served(30093)
     finally:
         lab.proxyctl(cluster.cp, "delete", "svc", "np-fresh")
@@ -355,15 +347,9 @@ def test_changes_that_never_pause_do_not_hold_the_rehome_off(cluster):
     count changes (3 -> 2) and its endpoints keep changing, a few times a second. The rehome still
     runs, between two syncs: the verdicts follow the count, and traffic reaches the endpoints."""
     lab = cluster.lab
-    udp = [("http", "TCP"), ("dns", "UDP")]
-    def set_web(pods):
-        cluster.apply(slice_yaml("web", "web", pods, udp) + "---\n" + slice_yaml("web-v6", "web", pods, udp, v6=True))
     def state():
-        listed = lab.run(cluster.nodes[1], "nft", "list", "ruleset").stdout
-        verdicts = set(re.findall(r"(?:10\.96\.0\.10 \. (?:tcp \. 80|udp \. 53)|fd00:10:96::10 \. tcp \. 80) : goto (pick-[a-z]+-\d+)", listed))
-        rehomes = re.search(r"^kubeproxy_node_applier_rehome_duration_seconds_count (\S+)$", cluster.metrics(1), re.M)
-        return verdicts, float(rehomes.group(1)) if rehomes else 0.0
-    set_web(["p1a", "p2a", "p2b"])
+        return set(_web_verdicts(cluster).values()), _rehomes(cluster.metrics(1))
+    _set_web(cluster, ["p1a", "p2a", "p2b"])
     eventually(lambda: _assert_equal(state()[0], {"pick-tcp-3", "pick-udp-3"}), timeout=30)
     lab.stop("applier-n1")
     lab.start_applier(1, extra=("--rehome-delay", "3600", "--rehome-max-delay", "2"))
@@ -372,17 +358,17 @@ def test_changes_that_never_pause_do_not_hold_the_rehome_off(cluster):
         # A change on every round (a proxyctl call, then a listing): never a quiet second.
         deadline, changes, seen = time.time() + 30, 0, state()
         while seen != ({"pick-tcp-2", "pick-udp-2"}, 1.0) and time.time() < deadline:
-            set_web([["p2a", "p2b"], ["p1a", "p2b"]][changes % 2])
+            _set_web(cluster, [["p2a", "p2b"], ["p1a", "p2b"]][changes % 2])
             changes += 1
             seen = state()
         assert seen == ({"pick-tcp-2", "pick-udp-2"}, 1.0), (seen, changes)
-        set_web(["p2a", "p2b"])
+        _set_web(cluster, ["p2a", "p2b"])
         eventually(lambda: _assert_equal(cluster.answering(cluster.probe("p1b", "tcp", "10.96.0.10", 80, count=30)), {"p2a", "p2b"}),
                    timeout=30)
     finally:
         lab.stop("applier-n1")
         lab.start_applier(1)
-        set_web(["p1a", "p2a", "p2b"])
+        _set_web(cluster, ["p1a", "p2a", "p2b"])
     eventually(lambda: _assert_equal(state()[0], {"pick-tcp-3", "pick-udp-3"}), timeout=30)
 
 
@@ -630,6 +616,25 @@ def test_transaction_the_kernel_refuses_is_reported_and_repaired_by_a_full_sync(
         assert "10.96.0.40 . tcp . 80 : 10.244.9.9 . 9" not in listed and "10.96.0.40 . tcp . 80 : goto pick-tcp-1" in listed
     finally:
         lab.proxyctl(cluster.cp, "delete", "-f", "-", input=CLASH)
+
+
+def _set_web(cluster, pods):
+    """web's endpoints, HTTP and DNS, in both families' slices: one Apply, so one revision."""
+    ports = [("http", "TCP"), ("dns", "UDP")]
+    cluster.apply(slice_yaml("web", "web", pods, ports) + "---\n" + slice_yaml("web-v6", "web", pods, ports, v6=True))
+
+
+def _web_verdicts(cluster):
+    """Node 1's verdicts for web's frontends (IPv4 TCP and UDP, IPv6 TCP), by frontend."""
+    listed = cluster.lab.run(cluster.nodes[1], "nft", "list", "ruleset").stdout
+    pattern = r"(10\.96\.0\.10 \. (?:tcp \. 80|udp \. 53)|fd00:10:96::10 \. tcp \. 80) : goto (pick-[a-z]+-\d+)"
+    return dict(re.findall(pattern, listed))
+
+
+def _rehomes(metrics):
+    """How many rehomes an applier's /metrics text reports."""
+    found = re.search(r"^kubeproxy_node_applier_rehome_duration_seconds_count (\S+)$", metrics, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 def _generations(cluster, number):

@@ -152,8 +152,7 @@ public actor Applier {
         } catch {
             planner = nil
             before = [:]
-            metrics.syncFailures.increment()
-            let text = (error as? NFTError)?.message ?? "\(error)"
+            let text = failure(error)
             logger.error("sync failed; the previous rules stay in place", metadata: ["revision": "\(revision)", "error": "\(text)"])
             return .failed(revision: revision, error: text)
         }
@@ -271,9 +270,7 @@ public actor Applier {
         do {
             try nft.apply(plan.rehome())
         } catch {
-            metrics.syncFailures.increment()
-            let text = (error as? NFTError)?.message ?? "\(error)"
-            logger.error("rehome failed; resyncing", metadata: ["error": "\(text)"])
+            logger.error("rehome failed; resyncing", metadata: ["error": "\(failure(error))"])
             return
         }
         planner = plan
@@ -281,6 +278,12 @@ public actor Applier {
         metrics.awayFrontends.set(Double(0))
         metrics.rehomeDuration.record(elapsed)
         logger.debug("rehomed", metadata: ["frontends": "\(frontends)", "duration": "\(elapsed)"])
+    }
+
+    /// Counts a transaction the kernel refused; returns its error text.
+    private func failure(_ error: any Error) -> String {
+        metrics.syncFailures.increment()
+        return (error as? NFTError)?.message ?? "\(error)"
     }
 
     /// Compares the kernel's tables with the plan; a difference schedules a full resync.
