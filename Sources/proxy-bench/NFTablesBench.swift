@@ -406,6 +406,13 @@ struct NFTablesBench: AsyncParsableCommand {
         var emptied: [Duration] = []
         var grown: [Duration] = []
         var created: [Duration] = []
+        var affine: [Duration] = []
+        // `changes` services get ClientIP affinity first (not measured), as some services of a cluster have it.
+        for change in 0..<changes {
+            var service = Self.service((change * 7919 + 4) % services, protocol: serviceProtocol)
+            service.sessionAffinity = .clientIP(timeoutSeconds: SessionAffinity.defaultTimeoutSeconds)
+            _ = try await apply(.service(service))
+        }
         for change in 0..<changes {
             replaced.append(try await apply(.endpointSlice(slice((change * 7919) % services, endpoints, change))))
         }
@@ -424,6 +431,9 @@ struct NFTablesBench: AsyncParsableCommand {
             let service = services + change
             created.append(try await apply(.service(Self.service(service, protocol: serviceProtocol)), .endpointSlice(slice(service, endpoints, 0))))
         }
+        for change in 0..<changes {
+            affine.append(try await apply(.endpointSlice(slice((change * 7919 + 4) % services, endpoints, change + 1))))
+        }
         let away = await applier.awayFrontends
         let start = ContinuousClock.now
         await applier.rehome()
@@ -434,6 +444,7 @@ struct NFTablesBench: AsyncParsableCommand {
             ("every endpoint of a service removed, or added back (by turns)", emptied),
             ("a service grown to 40 endpoints, or back (by turns)", grown),
             ("a new service with its endpoints", created),
+            ("one endpoint replaced, ClientIP affinity", affine),
         ]
         for (kind, samples) in kinds {
             let sorted = samples.sorted()
