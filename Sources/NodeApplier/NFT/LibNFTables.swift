@@ -4,8 +4,9 @@ import Synchronization
 
 /// `NFTablesClient` over libnftables, without spawning `nft`: each transaction is rendered once and
 /// run as one batch (one atomic kernel transaction), except a full program, which is staged
-/// (`StagedProgram`) with its elements through libnftnl. Objects carry the names of the live
-/// `Generation`. Chains and sets are read with netlink dumps (`NetlinkListing`).
+/// (`StagedProgram`) with its elements through libnftnl, and a transaction of element changes
+/// only, which goes to the kernel as a netlink batch (`NetlinkElements.apply`). Objects carry the
+/// names of the live `Generation`. Chains and sets are read with netlink dumps (`NetlinkListing`).
 public final class LibNFTables: NFTablesClient {
     private final class Context: @unchecked Sendable {
         let pointer: OpaquePointer
@@ -19,6 +20,22 @@ public final class LibNFTables: NFTablesClient {
         }
 
         deinit { nft_ctx_free(pointer) }
+
+        /// The socket element-only transactions go out on (`NetlinkElements.apply`), opened once.
+        private var netlink: NetlinkSocket?
+
+        /// Runs `operations` on the netlink socket when they only change elements; false otherwise.
+        /// A refused batch may leave answers unread: the socket is closed with it.
+        func applyElements(_ operations: [NFTOperation], table: String) throws -> Bool {
+            let socket = try netlink ?? NetlinkSocket()
+            netlink = socket
+            do {
+                return try NetlinkElements.apply(operations, table: table, on: socket)
+            } catch {
+                netlink = nil
+                throw error
+            }
+        }
 
         /// libnftables keeps every object of a batch in its cache: after a whole table that is
         /// hundreds of MB. A fresh context drops it; the next command fetches what it needs. The
@@ -56,8 +73,11 @@ public final class LibNFTables: NFTablesClient {
             try applyStaged(try program(table: name, tables: consume tables))
             return
         }
-        let script = NFTRenderer.render(transaction.named(live.withLock { $0 }))
-        try commands.withLock { try $0.run(script) }
+        let named = transaction.named(live.withLock { $0 })
+        try commands.withLock { context in
+            if try context.applyElements(named.operations, table: named.table) { return }
+            try context.run(NFTRenderer.render(named))
+        }
     }
 
     /// A whole ruleset: staged fresh where nothing of ours is hooked, else swapped in next to the

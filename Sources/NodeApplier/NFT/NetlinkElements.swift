@@ -36,7 +36,7 @@ public enum NetlinkElements {
             let part = sets[index]
             var inMessage = 0
             for (key, value) in part.elements {
-                if inMessage == 0 { batch.beginMessage(table: table, set: part.set, family: part.family) }
+                if inMessage == 0 { batch.beginMessage(table: table, set: part.set, family: part.family, delete: false) }
                 guard batch.appendElement(key: key, value: value) else {
                     throw NFTError("\(part.family.rawValue) set \(part.set): element \(key) : \(value) has no register encoding")
                 }
@@ -59,6 +59,34 @@ public enum NetlinkElements {
         // Freed while the kernel takes the last batch.
         _ = consume sets
         try sending?.finish()
+    }
+
+    /// Runs `operations` as one netlink batch (one kernel transaction, all of it or nothing) when
+    /// each of them adds or deletes elements whose keys and values have register encodings; false,
+    /// sending nothing, for any other transaction. A script would make libnftables fetch the list
+    /// of every set and chain of the table first: with 200 ClientIP-affinity services (a set and a
+    /// chain per endpoint) that made every endpoint change take 4–9 ms instead of 0.5 ms. On
+    /// `socket`, kept open: closing a netfilter socket took 4–20 ms.
+    static func apply(_ operations: [NFTOperation], table: String, on socket: NetlinkSocket) throws -> Bool {
+        let batch = try Batch()
+        for operation in operations {
+            let (family, set, elements, delete): (NFTFamily, String, [NFTElement], Bool)
+            switch operation {
+            case .addElements(let f, let name, let list): (family, set, elements, delete) = (f, name, list, false)
+            case .deleteElements(let f, let name, let list): (family, set, elements, delete) = (f, name, list, true)
+            default: return false
+            }
+            for start in stride(from: 0, to: elements.count, by: elementsPerMessage) {
+                batch.beginMessage(table: table, set: set, family: family, delete: delete)
+                for element in elements[start..<min(start + elementsPerMessage, elements.count)] {
+                    guard batch.appendElement(key: element.key, value: delete ? NFTTuple() : element.value) else { return false }
+                }
+                batch.endMessage()
+            }
+        }
+        guard batch.elements > 0 else { return true }
+        try batch.commit(on: socket)
+        return true
     }
 
     private static func verdictCode(_ verdict: NFTVerdict) -> (Int32, String?) {
@@ -106,15 +134,16 @@ public enum NetlinkElements {
         private var message: UnsafeMutablePointer<nlmsghdr>?
         private var list: UnsafeMutablePointer<nlattr>?
 
-        /// Starts a message that loads elements into `set`; `appendElement` adds them, `endMessage`
-        /// closes it. The attributes are written in place, as libnftnl encodes them, without
-        /// libnftnl's object (one or two allocations) per element.
-        func beginMessage(table: String, set: String, family: NFTFamily) {
+        /// Starts a message that loads elements into `set` (or, with `delete`, deletes them: keys
+        /// only); `appendElement` adds them, `endMessage` closes it. The attributes are written in
+        /// place, as libnftnl encodes them, without libnftnl's object (one or two allocations) per
+        /// element. Flags as `nft add element` and `nft delete element` send them.
+        func beginMessage(table: String, set: String, family: NFTFamily, delete: Bool) {
             let sequence = next()
-            contents[sequence] = "\(family.rawValue) set \(set)"
+            contents[sequence] = "\(delete ? "deleting from" : "adding to") \(family.rawValue) set \(set)"
             let header = NetlinkSocket.putHeader(
-                buffer, type: NetlinkSocket.nftables(NFT_MSG_NEWSETELEM), flags: NLM_F_CREATE, family: family.netlinkFamily,
-                sequence: sequence)
+                buffer, type: NetlinkSocket.nftables(delete ? NFT_MSG_DELSETELEM : NFT_MSG_NEWSETELEM), flags: delete ? 0 : NLM_F_CREATE,
+                family: family.netlinkFamily, sequence: sequence)
             mnl_attr_put_strz(header, UInt16(NFTA_SET_ELEM_LIST_TABLE.rawValue), table)
             mnl_attr_put_strz(header, UInt16(NFTA_SET_ELEM_LIST_SET.rawValue), set)
             list = mnl_attr_nest_start(header, UInt16(NFTA_SET_ELEM_LIST_ELEMENTS.rawValue))
@@ -160,14 +189,15 @@ public enum NetlinkElements {
             nftnl_batch_update(pointer)
         }
 
-        /// Sends the batch; throws with the kernel's error for the first message it refused.
-        func commit() throws {
+        /// Sends the batch on `socket` (a socket of its own by default); throws with the kernel's
+        /// error for the first message it refused.
+        func commit(on socket: NetlinkSocket? = nil) throws {
             let last = sequence
             // The last element message asks for an acknowledgement: the kernel answers it after
             // running the batch. Errors are always answered.
             nftnl_batch_end(buffer, next())
             nftnl_batch_update(pointer)
-            let socket = try NetlinkSocket()
+            let socket = try socket ?? NetlinkSocket()
             let pages = Int(nftnl_batch_iovec_len(pointer))
             var iov = [iovec](repeating: iovec(), count: pages)
             nftnl_batch_iovec(pointer, &iov, UInt32(pages))
