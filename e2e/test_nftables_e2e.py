@@ -102,7 +102,7 @@ spec:
 HTTP = [("http", "TCP")]
 
 
-def dual_stack_yaml(name, addresses, pods):
+def dual_stack_yaml(name, addresses, pods, affinity=False):
     """A dual-stack HTTP service at `addresses` (IPv4, IPv6) and its two slices."""
     service = f"""apiVersion: v1
 kind: Service
@@ -111,6 +111,7 @@ spec:
   ipFamilyPolicy: RequireDualStack
   ipFamilies: [IPv4, IPv6]
   clusterIPs: [{addresses[0]}, "{addresses[1]}"]
+  {"sessionAffinity: ClientIP" if affinity else ""}
   ports: [{{name: http, port: 80, targetPort: 8080}}]
 """
     return "---\n".join([service, slice_yaml(name, name, pods, HTTP), slice_yaml(name + "-v6", name, pods, HTTP, v6=True)])
@@ -420,6 +421,43 @@ def test_session_affinity_sticks(cluster):
     for client in ("p1b", "p2b"):
         results = cluster.probe(client, "tcp", "10.96.0.14", 80, count=30)
         assert len(cluster.answering(results)) == 1 and cluster.answering(results) <= {"p1a", "p2a", "p2b"}, results
+
+
+def test_session_affinity_follows_endpoint_changes_in_both_families(cluster):
+    """A dual-stack ClientIP service made and changed by partial syncs (its chains and sets go in as
+    netlink messages, not through libnftables). A client keeps its endpoint while that endpoint
+    stays, over IPv4 and IPv6; when it goes, the client is sent to another and sticks there. Node
+    1's listing of the affinity chains reads as the rules the layout renders."""
+    addresses = ("10.96.0.41", "fd00:10:96::41")
+    def stuck(pods):
+        """The one pod p1b reaches over each family, each among `pods`."""
+        found = []
+        for address in addresses:
+            answering = cluster.answering(cluster.probe("p1b", "tcp", address, 80, count=20))
+            assert len(answering) == 1 and answering <= set(pods), (address, answering)
+            found.append(next(iter(answering)))
+        return found
+    cluster.apply(dual_stack_yaml("sticky2", addresses, ["p1a", "p2a"], affinity=True))
+    try:
+        first = eventually(lambda: stuck(["p1a", "p2a"]))
+        kept = first[0]
+        other = "p2a" if kept == "p1a" else "p1a"
+        # The other endpoint replaced by p2b over IPv4: p1b keeps its IPv4 endpoint.
+        cluster.apply(slice_yaml("sticky2", "sticky2", [kept, "p2b"], HTTP))
+        eventually(lambda: _assert_equal(stuck([kept, "p2b", other])[0], kept))
+        listed = cluster.lab.run(cluster.nodes[1], "nft", "list", "ruleset").stdout
+        for pattern in (r"ip saddr @(aff-[\w-]+) goto \1\n", r"numgen random mod 2 vmap \{ 0 : goto aff-[\w-]+, 1 : goto aff-[\w-]+ \}",
+                        r"update @aff-[\w-]+ \{ ip saddr \}\n\s+meta l4proto tcp dnat to 10\.244\.2\.20:8080\n",
+                        r"update @aff-[\w-]+ \{ ip6 saddr \}\n\s+meta l4proto tcp dnat to \[fd00:244:2::10\]:8080\n"):
+            assert re.search(pattern, listed), pattern
+        # Its endpoint removed over IPv6: p1b goes to the one left there.
+        cluster.apply(slice_yaml("sticky2-v6", "sticky2", [kept], HTTP, v6=True))
+        eventually(lambda: _assert_equal(stuck([kept, "p2b"]), [kept, kept]))
+        cluster.apply(slice_yaml("sticky2-v6", "sticky2", [other], HTTP, v6=True))
+        eventually(lambda: _assert_equal(stuck([kept, "p2b", other]), [kept, other]))
+    finally:
+        cluster.lab.proxyctl(cluster.cp, "delete", "svc", "sticky2")
+        cluster.lab.proxyctl(cluster.cp, "delete", "eps", "sticky2", "sticky2-v6")
 
 
 def test_pod_reaches_itself_through_its_service_masqueraded(cluster):

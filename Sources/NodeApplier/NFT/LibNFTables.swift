@@ -4,9 +4,9 @@ import Synchronization
 
 /// `NFTablesClient` over libnftables, without spawning `nft`: each transaction is rendered once and
 /// run as one batch (one atomic kernel transaction), except a full program, which is staged
-/// (`StagedProgram`) with its elements through libnftnl, and a transaction of element changes
-/// only, which goes to the kernel as a netlink batch (`NetlinkElements.apply`). Objects carry the
-/// names of the live `Generation`. Chains and sets are read with netlink dumps (`NetlinkListing`).
+/// (`StagedProgram`) with its elements through libnftnl, and a partial sync of elements and
+/// affinity chains, which goes to the kernel as a netlink batch (`NetlinkTransaction`). Objects
+/// carry the names of the live `Generation`. Chains and sets are read with netlink dumps (`NetlinkListing`).
 public final class LibNFTables: NFTablesClient {
     private final class Context: @unchecked Sendable {
         let pointer: OpaquePointer
@@ -21,16 +21,16 @@ public final class LibNFTables: NFTablesClient {
 
         deinit { nft_ctx_free(pointer) }
 
-        /// The socket element-only transactions go out on (`NetlinkElements.apply`), opened once.
+        /// The socket partial syncs go out on (`NetlinkTransaction`), opened once.
         private var netlink: NetlinkSocket?
 
-        /// Runs `operations` on the netlink socket when they only change elements; false otherwise.
+        /// Runs `operations` on the netlink socket when `NetlinkTransaction` covers them; false otherwise.
         /// A refused batch may leave answers unread: the socket is closed with it.
-        func applyElements(_ operations: [NFTOperation], table: String) throws -> Bool {
+        func applyOverNetlink(_ operations: [NFTOperation], table: String) throws -> Bool {
             let socket = try netlink ?? NetlinkSocket()
             netlink = socket
             do {
-                return try NetlinkElements.apply(operations, table: table, on: socket)
+                return try NetlinkTransaction.apply(operations, table: table, on: socket)
             } catch {
                 netlink = nil
                 throw error
@@ -75,7 +75,7 @@ public final class LibNFTables: NFTablesClient {
         }
         let named = transaction.named(live.withLock { $0 })
         try commands.withLock { context in
-            if try context.applyElements(named.operations, table: named.table) { return }
+            if try context.applyOverNetlink(named.operations, table: named.table) { return }
             try context.run(NFTRenderer.render(named))
         }
     }

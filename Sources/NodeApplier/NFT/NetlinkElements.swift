@@ -61,47 +61,27 @@ public enum NetlinkElements {
         try sending?.finish()
     }
 
-    /// Runs `operations` as one netlink batch (one kernel transaction, all of it or nothing) when
-    /// each of them adds or deletes elements whose keys and values have register encodings; false,
-    /// sending nothing, for any other transaction. A script would make libnftables fetch the list
-    /// of every set and chain of the table first: with 200 ClientIP-affinity services (a set and a
-    /// chain per endpoint) that made every endpoint change take 4–9 ms instead of 0.5 ms. On
-    /// `socket`, kept open: closing a netfilter socket took 4–20 ms.
-    static func apply(_ operations: [NFTOperation], table: String, on socket: NetlinkSocket) throws -> Bool {
-        let batch = try Batch()
-        for operation in operations {
-            let (family, set, elements, delete): (NFTFamily, String, [NFTElement], Bool)
-            switch operation {
-            case .addElements(let f, let name, let list): (family, set, elements, delete) = (f, name, list, false)
-            case .deleteElements(let f, let name, let list): (family, set, elements, delete) = (f, name, list, true)
-            default: return false
+    /// `verdict` as a data attribute nested in `type` (a set element's data, an immediate's).
+    static func putVerdict(_ verdict: NFTVerdict, as type: UInt32, into header: UnsafeMutablePointer<nlmsghdr>) {
+        let (code, chain): (Int32, String?) =
+            switch verdict {
+            case .accept: (Int32(NF_ACCEPT), nil)
+            case .drop: (Int32(NF_DROP), nil)
+            case .jump(let chain): (NFT_JUMP.rawValue, chain)
+            case .goto(let chain): (NFT_GOTO.rawValue, chain)
             }
-            for start in stride(from: 0, to: elements.count, by: elementsPerMessage) {
-                batch.beginMessage(table: table, set: set, family: family, delete: delete)
-                for element in elements[start..<min(start + elementsPerMessage, elements.count)] {
-                    guard batch.appendElement(key: element.key, value: delete ? NFTTuple() : element.value) else { return false }
-                }
-                batch.endMessage()
-            }
-        }
-        guard batch.elements > 0 else { return true }
-        try batch.commit(on: socket)
-        return true
-    }
-
-    private static func verdictCode(_ verdict: NFTVerdict) -> (Int32, String?) {
-        switch verdict {
-        case .accept: (Int32(NF_ACCEPT), nil)
-        case .drop: (Int32(NF_DROP), nil)
-        case .jump(let chain): (NFT_JUMP.rawValue, chain)
-        case .goto(let chain): (NFT_GOTO.rawValue, chain)
-        }
+        let data = mnl_attr_nest_start(header, UInt16(type))
+        let nest = mnl_attr_nest_start(header, UInt16(NFTA_DATA_VERDICT.rawValue))
+        mnl_attr_put_u32(header, UInt16(NFTA_VERDICT_CODE.rawValue), UInt32(bitPattern: code).bigEndian)
+        if let chain { mnl_attr_put_strz(header, UInt16(NFTA_VERDICT_CHAIN.rawValue), chain) }
+        mnl_attr_nest_end(header, nest)
+        mnl_attr_nest_end(header, data)
     }
 
     /// A netlink batch: BEGIN, the element messages, END, sent to the kernel in one `sendmsg`,
     /// which runs the whole transaction, commit included, before it returns. Built on one thread,
     /// then committed on another (`Sending`), never used by two at once.
-    private final class Batch: @unchecked Sendable {
+    final class Batch: @unchecked Sendable {
         /// Page size of the batch buffer; a page may overrun it by one message.
         static let pageSize: UInt32 = 1 << 20
         static let overrun: UInt32 = 256 << 10
@@ -109,6 +89,8 @@ public enum NetlinkElements {
         let pointer: OpaquePointer
         var sequence: UInt32
         private(set) var elements = 0
+        /// Messages other than element lists (`message`).
+        private(set) var others = 0
         /// What each message loads, by sequence number, to name it in an error.
         var contents: [UInt32: String] = [:]
 
@@ -150,6 +132,24 @@ public enum NetlinkElements {
             message = header
         }
 
+        /// Writes one message of `type` for `table` (`body` adds its other attributes); false, leaving
+        /// the batch unusable, when `body` returns false. `naming` says what it does, for an error.
+        func message(
+            _ type: nf_tables_msg_types, flags: Int32 = 0, table: String, family: NFTFamily, naming: String,
+            _ body: (UnsafeMutablePointer<nlmsghdr>) -> Bool
+        ) -> Bool {
+            let sequence = next()
+            contents[sequence] = naming
+            let header = NetlinkSocket.putHeader(
+                buffer, type: NetlinkSocket.nftables(type), flags: flags, family: family.netlinkFamily, sequence: sequence)
+            // Every message type's table attribute is its first (NFTA_*_TABLE = 1).
+            mnl_attr_put_strz(header, 1, table)
+            guard body(header) else { return false }
+            nftnl_batch_update(pointer)
+            others += 1
+            return true
+        }
+
         /// Appends an element; false, leaving the batch unusable, when the key or value has no
         /// register encoding (CIDRs: interval sets are loaded apart).
         func appendElement(key: NFTTuple, value: NFTTuple) -> Bool {
@@ -157,13 +157,7 @@ public enum NetlinkElements {
             let element = mnl_attr_nest_start(header, UInt16(NFTA_LIST_ELEM.rawValue))
             guard put(key, as: UInt16(NFTA_SET_ELEM_KEY.rawValue), into: header) else { return false }
             if let verdict = value.verdict {
-                let (code, chain) = NetlinkElements.verdictCode(verdict)
-                let data = mnl_attr_nest_start(header, UInt16(NFTA_SET_ELEM_DATA.rawValue))
-                let nest = mnl_attr_nest_start(header, UInt16(NFTA_DATA_VERDICT.rawValue))
-                mnl_attr_put_u32(header, UInt16(NFTA_VERDICT_CODE.rawValue), UInt32(bitPattern: code).bigEndian)
-                if let chain { mnl_attr_put_strz(header, UInt16(NFTA_VERDICT_CHAIN.rawValue), chain) }
-                mnl_attr_nest_end(header, nest)
-                mnl_attr_nest_end(header, data)
+                NetlinkElements.putVerdict(verdict, as: NFTA_SET_ELEM_DATA.rawValue, into: header)
             } else if !value.isEmpty {
                 guard put(value, as: UInt16(NFTA_SET_ELEM_DATA.rawValue), into: header) else { return false }
             }
