@@ -460,6 +460,55 @@ def test_session_affinity_follows_endpoint_changes_in_both_families(cluster):
         cluster.lab.proxyctl(cluster.cp, "delete", "eps", "sticky2", "sticky2-v6")
 
 
+def test_service_with_more_endpoints_than_the_scan_tries_reaches_them(cluster):
+    """A dual-stack service with 65 endpoints, then 66 (secondary addresses of p1a and p2a): more
+    than the scan chains try, so each count's `pick-N` chain comes with a partial sync. Every
+    connection reaches a pod, over both families, and node 1 lists the chains as the layout renders
+    them."""
+    lab = cluster.lab
+    hosts = range(100, 133)
+    def addresses(v6, count):
+        listed = [f"fd00:244:{PODS[pod][0]}::{host}" if v6 else f"10.244.{PODS[pod][0]}.{host}"
+                  for host in hosts for pod in ("p1a", "p2a")]
+        return listed[:count]
+    def big_slice(v6, count):
+        endpoints = "\n".join(f"- addresses: [\"{address}\"]\n  nodeName: n{address.split('.')[2] if not v6 else address.split(':')[2]}"
+                              for address in addresses(v6, count))
+        return f"""apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: big{"-v6" if v6 else ""}, namespace: default, labels: {{kubernetes.io/service-name: big}}}}
+addressType: {"IPv6" if v6 else "IPv4"}
+ports: [{{name: http, port: 8080, protocol: TCP}}]
+endpoints:
+{endpoints}
+"""
+    for pod in ("p1a", "p2a"):
+        node = PODS[pod][0]
+        for host in hosts:
+            lab.run(lab.prefix + pod, "ip", "addr", "add", f"10.244.{node}.{host}/32", "dev", "eth0")
+            lab.run(lab.prefix + pod, "ip", "addr", "add", f"fd00:244:{node}::{host}/128", "dev", "eth0", "nodad")
+    service = dual_stack_yaml("big", ("10.96.0.42", "fd00:10:96::42"), [])
+    try:
+        for count in (65, 66):
+            cluster.apply(service.split("---")[0] + "---\n" + big_slice(False, count) + "---\n" + big_slice(True, count))
+            for address in ("10.96.0.42", "fd00:10:96::42"):
+                eventually(lambda: _assert_equal(cluster.answering(cluster.probe("p1b", "tcp", address, 80, count=40)), {"p1a", "p2a"}))
+            listed = lab.run(cluster.nodes[1], "nft", "list", "ruleset").stdout
+            offset = count * (count - 1) // 2
+            for family in ("ip", "ip6"):
+                rule = (f"chain pick-tcp-{count} {{\n\t\tdnat {family} to {family} daddr . meta l4proto . th dport"
+                        f" . numgen random mod {count} offset {offset} map @backends-tcp\n\t}}")
+                assert rule in listed, rule
+    finally:
+        lab.proxyctl(cluster.cp, "delete", "svc", "big")
+        lab.proxyctl(cluster.cp, "delete", "eps", "big", "big-v6")
+        for pod in ("p1a", "p2a"):
+            node = PODS[pod][0]
+            for host in hosts:
+                lab.run(lab.prefix + pod, "ip", "addr", "del", f"10.244.{node}.{host}/32", "dev", "eth0")
+                lab.run(lab.prefix + pod, "ip", "addr", "del", f"fd00:244:{node}::{host}/128", "dev", "eth0")
+
+
 def test_pod_reaches_itself_through_its_service_masqueraded(cluster):
     """Hairpin: a pod whose connection is DNATed back to itself must see it come from its node (the
     pod bridge's address), or it would answer itself directly and the client would never hear back."""

@@ -378,10 +378,12 @@ struct NFTablesBench: AsyncParsableCommand {
         return Double(info.uordblks + info.hblkhd) / 1e6
     }
 
-    /// Three kinds of endpoint change, `changes` of each: an endpoint of one slice replaced (the
+    /// Kinds of change, `changes` of each, one delta each: an endpoint of one slice replaced (the
     /// service keeps its endpoint count); one removed from as many services (the count changes; the
-    /// verdict waits); every endpoint of a service removed, then added back. Then the rehome that
-    /// gives the services of the second kind the verdicts of their counts.
+    /// verdict waits); every endpoint of a service removed, then added back; a service grown to 40
+    /// endpoints and back, then to 100 and back; a new service; an endpoint replaced in a service
+    /// with ClientIP affinity (`changes` services have it). Then the rehome that gives the waiting
+    /// frontends the verdicts of their counts.
     private func measureChanges(_ applier: Applier, services: Int, endpoints: Int) async throws {
         var revision = await applier.held.revision
         func apply(_ objects: ProxyObject...) async throws -> Duration {
@@ -405,6 +407,7 @@ struct NFTablesBench: AsyncParsableCommand {
         var counted: [Duration] = []
         var emptied: [Duration] = []
         var grown: [Duration] = []
+        var large: [Duration] = []
         var created: [Duration] = []
         var affine: [Duration] = []
         // `changes` services get ClientIP affinity first (not measured), as some services of a cluster have it.
@@ -427,6 +430,11 @@ struct NFTablesBench: AsyncParsableCommand {
         for change in 0..<changes {
             grown.append(try await apply(.endpointSlice(slice((change / 2 * 7919 + 3) % services, change % 2 == 0 ? 40 : endpoints, change))))
         }
+        // The same beyond the scan chains' 64 counts: the verdict follows the count at once, and
+        // each count's `pick-N` chain comes with the first service that has it.
+        for change in 0..<changes {
+            large.append(try await apply(.endpointSlice(slice((change / 2 * 7919 + 5) % services, change % 2 == 0 ? 100 : endpoints, change))))
+        }
         for change in 0..<changes {
             let service = services + change
             created.append(try await apply(.service(Self.service(service, protocol: serviceProtocol)), .endpointSlice(slice(service, endpoints, 0))))
@@ -443,6 +451,7 @@ struct NFTablesBench: AsyncParsableCommand {
             ("one endpoint replaced", replaced), ("one endpoint removed (the count changes)", counted),
             ("every endpoint of a service removed, or added back (by turns)", emptied),
             ("a service grown to 40 endpoints, or back (by turns)", grown),
+            ("a service grown to 100 endpoints, or back (by turns)", large),
             ("a new service with its endpoints", created),
             ("one endpoint replaced, ClientIP affinity", affine),
         ]
