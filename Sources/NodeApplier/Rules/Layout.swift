@@ -36,7 +36,7 @@ public struct Contribution: Hashable, Sendable {
 /// lookup.
 /// Those `pick-N` chains are the planner's: a full program adds those its verdicts name, a rehome
 /// those it needs (a partial sync does not: a new rule makes the kernel validate the whole table,
-/// 14–21 ms at 50k services). Each is kept until the next full program, since a
+/// ~10–15 ms at 50k services). Each is kept until the next full program, since a
 /// frontend's verdict may name it after its count moved on.
 public enum Layout {
     public static let masqueradeMark: UInt32 = 0x4000
