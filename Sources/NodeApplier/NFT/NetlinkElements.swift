@@ -78,9 +78,10 @@ public enum NetlinkElements {
         mnl_attr_nest_end(header, data)
     }
 
-    /// A netlink batch: BEGIN, the element messages, END, sent to the kernel in one `sendmsg`,
-    /// which runs the whole transaction, commit included, before it returns. Built on one thread,
-    /// then committed on another (`Sending`), never used by two at once.
+    /// A netlink batch: BEGIN, the messages (element lists, and `message`'s), END, sent to the
+    /// kernel in one `sendmsg`, which runs the whole transaction, commit included, before it
+    /// returns. Built on one thread, then committed on another (`Sending`) or on the caller's,
+    /// never used by two at once.
     final class Batch: @unchecked Sendable {
         /// Page size of the batch buffer; a page may overrun it by one message.
         static let pageSize: UInt32 = 1 << 20
@@ -187,8 +188,8 @@ public enum NetlinkElements {
         /// error for the first message it refused.
         func commit(on socket: NetlinkSocket? = nil) throws {
             let last = sequence
-            // The last element message asks for an acknowledgement: the kernel answers it after
-            // running the batch. Errors are always answered.
+            // The last message asks for an acknowledgement: the kernel answers it after running
+            // the batch. Errors are always answered.
             nftnl_batch_end(buffer, next())
             nftnl_batch_update(pointer)
             let socket = try socket ?? NetlinkSocket()
@@ -200,7 +201,7 @@ public enum NetlinkElements {
             try socket.awaitAcknowledgement(of: last) { self.contents[$0] }
         }
 
-        /// Sets NLM_F_ACK on the message with `sequence` (the last element message).
+        /// Sets NLM_F_ACK on the message with `sequence` (the last message).
         private func markLastForAcknowledgement(_ iov: [iovec], sequence: UInt32) {
             for page in iov {
                 var offset = 0

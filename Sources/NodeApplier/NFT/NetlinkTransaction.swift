@@ -8,11 +8,12 @@ import ProxyModel
 /// every endpoint change take 4–9 ms instead of 0.2, and a change to an affinity service 18–23 ms.
 /// Covered: elements whose keys and values have register encodings; the objects the affinity
 /// chains of a service are made of (address sets filled by the packet path, regular chains and
-/// their rules); `pick-N` chains (a rule that reads a slot map made libnftables fetch every
-/// element of the map first, 49–85 ms at 50k services). Anything else (interval sets, firewall
-/// ranges) is left to libnftables, which encodes every rule the renderer writes.
+/// their rules); `pick-N` chains (for a rule that reads a slot map, libnftables also fetched every
+/// element of the map). Anything else (interval sets, firewall ranges) is left to libnftables,
+/// which encodes every rule the renderer writes.
 ///
-/// The messages are what `nft` sends for the same script, so `nft list` shows the same text.
+/// The expressions are those `nft` compiles the same rules into, so `nft list` prints the
+/// renderer's text (the e2e tests read it back).
 enum NetlinkTransaction {
     /// Runs `operations` in `table` on `socket`, in their order; false, sending nothing, when one
     /// of them is not covered. Kept open by the caller: closing a netfilter socket after a commit
