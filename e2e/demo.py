@@ -61,8 +61,14 @@ def main():
         for answer in answers:
             pod, source = answer.split()
             print(f"  answered by {pod} (it saw the client as {source})")
-        step("the node's nftables: service-ips map")
-        print(lab.run(lab.prefix + "n1", "nft", "list", "map", "ip", "kube-proxy-swift", "service-ips").stdout, end="")
+        # A new service's frontend first waits in a plain set (no table validation); the rehome
+        # gives it its verdict once syncs have been quiet for a second.
+        step("the node's nftables: service-ips map, once the frontend has its verdict")
+        def listed():
+            text = lab.run(lab.prefix + "n1", "nft", "list", "map", "ip", "kube-proxy-swift", "service-ips").stdout
+            assert cluster_ip in text, text
+            return text
+        print(eventually(listed, timeout=30), end="")
     finally:
         step("cleaning up")
         lab.close()
