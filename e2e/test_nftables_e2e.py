@@ -102,19 +102,24 @@ spec:
 HTTP = [("http", "TCP")]
 
 
-def dual_stack_yaml(name, addresses, pods, affinity=False):
-    """A dual-stack HTTP service at `addresses` (IPv4, IPv6) and its two slices."""
-    service = f"""apiVersion: v1
+def dual_stack_service_yaml(name, addresses, affinity=False):
+    """A dual-stack HTTP service at `addresses` (IPv4, IPv6), with ClientIP affinity if asked."""
+    affinity_line = "  sessionAffinity: ClientIP\n" if affinity else ""
+    return f"""apiVersion: v1
 kind: Service
 metadata: {{name: {name}, namespace: default}}
 spec:
   ipFamilyPolicy: RequireDualStack
   ipFamilies: [IPv4, IPv6]
   clusterIPs: [{addresses[0]}, "{addresses[1]}"]
-  {"sessionAffinity: ClientIP" if affinity else ""}
-  ports: [{{name: http, port: 80, targetPort: 8080}}]
+{affinity_line}  ports: [{{name: http, port: 80, targetPort: 8080}}]
 """
-    return "---\n".join([service, slice_yaml(name, name, pods, HTTP), slice_yaml(name + "-v6", name, pods, HTTP, v6=True)])
+
+
+def dual_stack_yaml(name, addresses, pods, affinity=False):
+    """`dual_stack_service_yaml`'s service and its two slices."""
+    return "---\n".join([dual_stack_service_yaml(name, addresses, affinity), slice_yaml(name, name, pods, HTTP),
+                         slice_yaml(name + "-v6", name, pods, HTTP, v6=True)])
 
 
 class Cluster:
@@ -466,14 +471,14 @@ def test_service_with_more_endpoints_than_the_scan_tries_reaches_them(cluster):
     connection reaches a pod, over both families, and node 1 lists the chains as the layout renders
     them."""
     lab = cluster.lab
-    hosts = range(100, 133)
-    def addresses(v6, count):
-        listed = [f"fd00:244:{PODS[pod][0]}::{host}" if v6 else f"10.244.{PODS[pod][0]}.{host}"
-                  for host in hosts for pod in ("p1a", "p2a")]
-        return listed[:count]
+    # 33 secondary addresses on each pod, taken by turns: the first `count` are the endpoints.
+    secondaries = [(pod, host) for host in range(100, 133) for pod in ("p1a", "p2a")]
+    def address(pod, host, v6):
+        node = PODS[pod][0]
+        return f"fd00:244:{node}::{host}" if v6 else f"10.244.{node}.{host}"
     def big_slice(v6, count):
-        endpoints = "\n".join(f"- addresses: [\"{address}\"]\n  nodeName: n{address.split('.')[2] if not v6 else address.split(':')[2]}"
-                              for address in addresses(v6, count))
+        endpoints = "\n".join(f"- addresses: [\"{address(pod, host, v6)}\"]\n  nodeName: n{PODS[pod][0]}"
+                              for pod, host in secondaries[:count])
         return f"""apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {{name: big{"-v6" if v6 else ""}, namespace: default, labels: {{kubernetes.io/service-name: big}}}}
@@ -482,17 +487,19 @@ ports: [{{name: http, port: 8080, protocol: TCP}}]
 endpoints:
 {endpoints}
 """
-    for pod in ("p1a", "p2a"):
-        node = PODS[pod][0]
-        for host in hosts:
-            lab.run(lab.prefix + pod, "ip", "addr", "add", f"10.244.{node}.{host}/32", "dev", "eth0")
-            lab.run(lab.prefix + pod, "ip", "addr", "add", f"fd00:244:{node}::{host}/128", "dev", "eth0", "nodad")
-    service = dual_stack_yaml("big", ("10.96.0.42", "fd00:10:96::42"), [])
+    def addresses(action):
+        for pod, host in secondaries:
+            lab.run(lab.prefix + pod, "ip", "addr", action, address(pod, host, False) + "/32", "dev", "eth0")
+            lab.run(lab.prefix + pod, "ip", "addr", action, address(pod, host, True) + "/128", "dev", "eth0",
+                    *(("nodad",) if action == "add" else ()))
+    addresses("add")
     try:
         for count in (65, 66):
-            cluster.apply(service.split("---")[0] + "---\n" + big_slice(False, count) + "---\n" + big_slice(True, count))
-            for address in ("10.96.0.42", "fd00:10:96::42"):
-                eventually(lambda: _assert_equal(cluster.answering(cluster.probe("p1b", "tcp", address, 80, count=40)), {"p1a", "p2a"}))
+            cluster.apply("---\n".join([dual_stack_service_yaml("big", ("10.96.0.42", "fd00:10:96::42")),
+                                        big_slice(False, count), big_slice(True, count)]))
+            for service_address in ("10.96.0.42", "fd00:10:96::42"):
+                eventually(lambda: _assert_equal(
+                    cluster.answering(cluster.probe("p1b", "tcp", service_address, 80, count=40)), {"p1a", "p2a"}))
             listed = lab.run(cluster.nodes[1], "nft", "list", "ruleset").stdout
             offset = count * (count - 1) // 2
             for family in ("ip", "ip6"):
@@ -502,11 +509,7 @@ endpoints:
     finally:
         lab.proxyctl(cluster.cp, "delete", "svc", "big")
         lab.proxyctl(cluster.cp, "delete", "eps", "big", "big-v6")
-        for pod in ("p1a", "p2a"):
-            node = PODS[pod][0]
-            for host in hosts:
-                lab.run(lab.prefix + pod, "ip", "addr", "del", f"10.244.{node}.{host}/32", "dev", "eth0")
-                lab.run(lab.prefix + pod, "ip", "addr", "del", f"fd00:244:{node}::{host}/128", "dev", "eth0")
+        addresses("del")
 
 
 def test_pod_reaches_itself_through_its_service_masqueraded(cluster):
