@@ -19,14 +19,19 @@ enum NetlinkTransaction {
     /// of them is not covered. Kept open by the caller: closing a netfilter socket after a commit
     /// that deleted something waits until the kernel has freed it (an RCU grace period, ~16 ms here).
     static func apply(_ operations: [NFTOperation], table: String, on socket: NetlinkSocket) throws -> Bool {
+        guard let batch = try batch(for: operations, table: table) else { return false }
+        if batch.elements + batch.others > 0 { try batch.commit(on: socket) }
+        return true
+    }
+
+    /// The batch for `operations` in `table`, not sent; nil when one of them is not covered.
+    static func batch(for operations: [NFTOperation], table: String) throws -> NetlinkElements.Batch? {
         let batch = try NetlinkElements.Batch()
         var encoder = Encoder(batch: batch, table: table)
         for operation in operations {
-            guard encoder.encode(operation) else { return false }
+            guard encoder.encode(operation) else { return nil }
         }
-        guard batch.elements + batch.others > 0 else { return true }
-        try batch.commit(on: socket)
-        return true
+        return batch
     }
 
     private struct Encoder {
