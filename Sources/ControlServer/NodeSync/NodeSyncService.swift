@@ -4,6 +4,7 @@ import GRPCProtobuf
 import Logging
 import ProxyAPI
 import ProxyModel
+import ServiceLifecycle
 import StateStore
 
 /// The NodeSync service: one bidirectional stream per node.
@@ -128,6 +129,12 @@ public struct NodeSyncService: RegistrableRPCService {
             }
             _ = try await group.next()
             group.cancelAll()
+        }
+        // A task may also end without an error as the server shuts down (the RPC cancelled, or
+        // the node's half of the stream closed, before the writer saw the shutdown): the node must
+        // still be told to reconnect, not that the stream is done. (CI once saw the stream end OK.)
+        if context.cancellation.isCancelled || Task.isShuttingDownGracefully {
+            throw RPCError(code: .unavailable, message: "the control server is shutting down")
         }
     }
 
