@@ -90,10 +90,10 @@ public enum NetlinkElements {
         let pointer: OpaquePointer
         var sequence: UInt32
         private(set) var elements = 0
-        /// Messages other than element lists (`message`).
-        private(set) var others = 0
         /// What each message loads, by sequence number, to name it in an error.
         var contents: [UInt32: String] = [:]
+        /// No message yet.
+        var isEmpty: Bool { contents.isEmpty }
 
         init() throws {
             guard let pointer = nftnl_batch_alloc(Self.pageSize, Self.overrun) else { throw NFTError("libnftnl: out of memory") }
@@ -147,7 +147,6 @@ public enum NetlinkElements {
             mnl_attr_put_strz(header, 1, table)
             guard body(header) else { return false }
             nftnl_batch_update(pointer)
-            others += 1
             return true
         }
 

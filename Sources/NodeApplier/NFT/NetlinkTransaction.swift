@@ -21,7 +21,7 @@ enum NetlinkTransaction {
     /// that deleted something waits until the kernel has freed it (an RCU grace period, ~16 ms here).
     static func apply(_ operations: [NFTOperation], table: String, on socket: NetlinkSocket) throws -> Bool {
         guard let batch = try batch(for: operations, table: table) else { return false }
-        if batch.elements + batch.others > 0 { try batch.commit(on: socket) }
+        if !batch.isEmpty { try batch.commit(on: socket) }
         return true
     }
 
@@ -194,12 +194,11 @@ enum NetlinkTransaction {
 
         func match(_ match: NFTMatch) -> Bool {
             switch match {
-            case .saddrIn(let set, let negated):
+            case .saddrIn(let set, negated: false):
                 loadSaddr()
                 expression("lookup") {
                     put(header, NFTA_LOOKUP_SET.rawValue, set)
                     put(header, NFTA_LOOKUP_SREG.rawValue, NFT_REG_1.rawValue)
-                    if negated { put(header, NFTA_LOOKUP_FLAGS.rawValue, NFT_LOOKUP_F_INV.rawValue) }
                 }
             case .l4proto(let proto):
                 expression("meta") {

@@ -397,6 +397,11 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
 
     var awayCount: Int { away.values.reduce(0) { $0 + $1.count } }
 
+    /// One operation per set of `elements`, in the sets' order.
+    private func operations(_ elements: [String: [NFTElement]], _ make: (String, [NFTElement]) -> NFTOperation) -> [NFTOperation] {
+        elements.sorted { $0.key < $1.key }.map { make($0.key, $0.value) }
+    }
+
     mutating func rehome(_ family: NFTFamily) -> [NFTOperation] {
         defer { away = [:] }
         let sets = away.sorted { $0.key < $1.key }
@@ -408,7 +413,7 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
             }
         }
         return addPicks(named: sets.flatMap { $0.value.values.compactMap(\.desired) }, family)
-            + deleted.sorted { $0.key < $1.key }.map { .deleteElements(family, set: $0.key, $0.value) }
+            + operations(deleted) { .deleteElements(family, set: $0, $1) }
             + sets.compactMap { set, elements in
                 let added = elements.values.compactMap { element in element.desired.map { NFTElement(key: element.key, value: $0) } }
                 return added.isEmpty ? nil : .addElements(family, set: set, added)
@@ -495,8 +500,8 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
                     added[set, default: []].append(NFTElement(key: element.key, value: desired))
                 }
             }
-            deletions += deleted.sorted { $0.key < $1.key }.map { .deleteElements(family, set: $0.key, $0.value) }
-            additions += added.sorted { $0.key < $1.key }.map { .addElements(family, set: $0.key, $0.value) }
+            deletions += operations(deleted) { .deleteElements(family, set: $0, $1) }
+            additions += operations(added) { .addElements(family, set: $0, $1) }
         }
         return deletions + additions
     }
