@@ -662,6 +662,13 @@ def test_rule_added_and_table_deleted_by_hand_are_repaired(cluster):
         assert cluster.probe("client", "tcp", "192.168.100.11", 30080) == ["p2a 192.168.100.11"]
     eventually(repaired, timeout=20)
     assert re.search(r"^kubeproxy_node_applier_drift_repairs_total 2$", cluster.metrics(1), re.M)
+    # The ClientIP-affinity table, alone.
+    lab.run(cluster.nodes[1], "nft", "delete", "table", "ip6", "kube-proxy-swift-affinity")
+    def affinity_repaired():
+        listed = lab.run(cluster.nodes[1], "nft", "list", "table", "ip6", "kube-proxy-swift-affinity", check=False).stdout
+        assert re.search(r"chain aff-nat-prerouting(?:\.b)? \{\n\t\ttype nat hook prerouting", listed), listed
+        assert re.search(r"^kubeproxy_node_applier_drift_repairs_total 3$", cluster.metrics(1), re.M)
+    eventually(affinity_repaired, timeout=20)
 
 
 CLASH = """
@@ -775,7 +782,8 @@ def test_cleanup_deletes_our_tables_and_nothing_else(cluster):
         eventually(synced, timeout=30)
     finally:
         lab.stop("applier-cleanup")
-    assert _tables(lab, ns) == {"ip host-firewall", "ip kube-proxy-swift", "ip6 kube-proxy-swift"}
+    assert _tables(lab, ns) == {"ip host-firewall", "ip kube-proxy-swift", "ip6 kube-proxy-swift",
+                                "ip kube-proxy-swift-affinity", "ip6 kube-proxy-swift-affinity"}
     for _ in range(2):
         lab.run(ns, os.path.join(BUILD, "node-applier"), "--cleanup")
         assert _tables(lab, ns) == {"ip host-firewall"}

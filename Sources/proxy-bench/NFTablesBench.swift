@@ -138,9 +138,11 @@ struct NFTablesBench: AsyncParsableCommand {
     private static func deleteTables() throws {
         for family in NFTFamily.allCases {
             // `list chains`: `list tables` would fetch every element of the table first.
-            let exists = try nft(["list", "chains", family.rawValue]).output.contains("table \(family.rawValue) \(table) {\n")
-            if exists, try nft(["delete", "table", family.rawValue, table]).status != 0 {
-                throw BenchError("nft delete table \(family.rawValue) \(table) failed")
+            let listed = try nft(["list", "chains", family.rawValue]).output
+            for name in KernelTables.names(table) where listed.contains("table \(family.rawValue) \(name) {\n") {
+                if try nft(["delete", "table", family.rawValue, name]).status != 0 {
+                    throw BenchError("nft delete table \(family.rawValue) \(name) failed")
+                }
             }
         }
     }

@@ -66,10 +66,11 @@ enum Fixture {
             metadata: meta("lb-remote"), type: .loadBalancer, clusterIPs: [ip("10.96.0.14")],
             ports: [ServicePort(name: "http", port: 80, nodePort: 30082)], externalTrafficPolicy: .local,
             loadBalancerIngressIPs: [ip("172.18.0.11")], healthCheckNodePort: 32101),
-        // ClientIP affinity.
+        // ClientIP affinity, on a NodePort with Local policy.
         Service(
-            metadata: meta("sticky"), clusterIPs: [ip("10.96.0.15")], ports: [ServicePort(name: "http", port: 80)],
-            sessionAffinity: .clientIP(timeoutSeconds: 600)),
+            metadata: meta("sticky"), type: .nodePort, clusterIPs: [ip("10.96.0.15")],
+            ports: [ServicePort(name: "http", port: 80, nodePort: 30083)], sessionAffinity: .clientIP(timeoutSeconds: 600),
+            externalTrafficPolicy: .local),
         // internalTrafficPolicy Local, endpoints only elsewhere.
         Service(
             metadata: meta("itp-local"), clusterIPs: [ip("10.96.0.16")], ports: [ServicePort(name: "http", port: 80)],

@@ -91,6 +91,22 @@ import Testing
         #expect(results(tracer, Packet(from: ip(podA1), to: ip("10.96.0.15"), .tcp, port: 80)).count == 2)
     }
 
+    /// Affinity frontends are translated by the affinity table's chains, after ours: the policies
+    /// and the masquerade marks of ours still hold.
+    @Test func sessionAffinityKeepsTheTrafficPolicies() async throws {
+        var tracer = try await tracer()
+        // Local policy from outside: the local endpoint only, the client address kept.
+        let outside = Packet(from: outsideClient, to: ip("192.168.10.1"), .tcp, port: 30083)
+        let first = tracer.trace(outside)
+        #expect(Set(first.map(\.result)) == [to(podA1, 8080)])
+        tracer.remember(try #require(first.first))
+        #expect(results(tracer, outside) == [to(podA1, 8080)])
+        // From a pod: every endpoint (kube-proxy's short-circuit); from the node: masqueraded.
+        #expect(results(tracer, Packet(from: ip(podB1), to: ip("192.168.10.1"), .tcp, port: 30083)) == [to(podA1, 8080), to(podB1, 8080)])
+        let fromNode = Packet(from: ip("192.168.10.1"), to: ip("10.96.0.15"), .tcp, port: 80, origin: .localHost)
+        #expect(results(tracer, fromNode) == [to(podA1, 8080, masqueraded: true), to(podB1, 8080, masqueraded: true)])
+    }
+
     @Test func internalPolicyLocalWithoutLocalEndpointsDrops() async throws {
         let tracer = try await tracer()
         #expect(results(tracer, Packet(from: ip(podA1), to: ip("10.96.0.16"), .tcp, port: 80)) == [.dropped])

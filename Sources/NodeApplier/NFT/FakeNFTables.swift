@@ -127,13 +127,16 @@ public final class FakeNFTables: NFTablesClient {
         }
     }
 
+    /// In each kernel table (`KernelTables`): an object can reference only those of its own.
     private static func checkReferences(_ table: NFTTable) throws {
-        let used = references(in: table)
-        if let missing = used.sets.subtracting(table.sets.keys).sorted().first {
-            throw NFTError("No such file or directory: set \(missing) (table \(table.family.rawValue))")
-        }
-        if let missing = used.chains.subtracting(table.chains.keys).sorted().first {
-            throw NFTError("No such file or directory: chain \(missing) (table \(table.family.rawValue))")
+        for part in KernelTables.split(table) {
+            let used = references(in: part)
+            if let missing = used.sets.subtracting(part.sets.keys).sorted().first {
+                throw NFTError("No such file or directory: set \(missing) (table \(part.family.rawValue) \(part.name))")
+            }
+            if let missing = used.chains.subtracting(part.chains.keys).sorted().first {
+                throw NFTError("No such file or directory: chain \(missing) (table \(part.family.rawValue) \(part.name))")
+            }
         }
     }
 

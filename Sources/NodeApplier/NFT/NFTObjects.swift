@@ -169,7 +169,7 @@ public struct NFTChain: Hashable, Sendable {
     }
 }
 
-/// The complete contents of one family's table.
+/// The complete contents of one family's table (two in the kernel: `KernelTables`).
 public struct NFTTable: Hashable, Sendable {
     public var family: NFTFamily
     public var name: String
@@ -184,12 +184,42 @@ public struct NFTTable: Hashable, Sendable {
     }
 }
 
+/// Each family's table is two tables in the kernel: the objects whose names start with
+/// `affinityPrefix` (the layout's ClientIP-affinity sets, maps and chains) live in
+/// `<table>-affinity`, every other in `<table>`. Adding a rule, or a verdict element that jumps,
+/// makes the kernel validate the whole table it goes to: at 50k services that walk takes 10–20 ms,
+/// and a change to an affinity service adds rules. In a table of their own, affinity changes walk
+/// only the affinity services. Objects reference only objects of their own kernel table.
+public enum KernelTables {
+    public static let affinityPrefix = "aff-"
+
+    /// The kernel tables of `table`, in the order a script creates them.
+    public static func names(_ table: String) -> [String] { [table, table + "-affinity"] }
+
+    /// The kernel table that holds `object` (a set, map or chain, in any generation's name).
+    public static func name(_ table: String, holding object: String) -> String { names(table)[index(holding: object)] }
+
+    private static func index(holding object: String) -> Int { object.hasPrefix(affinityPrefix) ? 1 : 0 }
+
+    /// `table` as the kernel holds it: one table per kernel table name, each with its objects.
+    public static func split(_ table: consuming NFTTable) -> [NFTTable] {
+        var parts = names(table.name).map { NFTTable(family: table.family, name: $0) }
+        for (name, set) in table.sets { parts[index(holding: name)].sets[name] = set }
+        for (name, chain) in table.chains { parts[index(holding: name)].chains[name] = chain }
+        for name in Array(table.elements.keys) {
+            parts[index(holding: name)].elements[name] = table.elements.removeValue(forKey: name)
+        }
+        return parts
+    }
+}
+
 /// One step of a transaction. A transaction applies completely or not at all.
 public enum NFTOperation: Hashable, Sendable {
     /// Replace the table atomically with `table` (creating it when missing).
     case replaceTable(NFTTable)
-    /// Create the (empty) table when missing; leave it as it is otherwise.
+    /// Create the family's (empty) kernel tables when missing; leave them as they are otherwise.
     case addTable(NFTFamily)
+    /// Delete the family's kernel tables.
     case deleteTable(NFTFamily)
     case addSet(NFTFamily, NFTSetDefinition)
     case deleteSet(NFTFamily, String)

@@ -13,46 +13,52 @@ public enum NFTRenderer {
         return out.text
     }
 
-    /// The complete table as a standalone script, as the golden files hold it (elements sorted).
+    /// The complete table as a standalone script, as the golden files hold it (elements sorted):
+    /// one `table` block per kernel table.
     public static func render(table: NFTTable) -> String {
         var out = ScriptWriter()
-        renderBody(table, sorted: true, into: &out)
+        for part in KernelTables.split(table) { renderBody(part, sorted: true, into: &out) }
         return out.text
     }
 
+    /// `name` is the transaction's table; each object goes to the kernel table that holds it.
     private static func render(_ operation: NFTOperation, table name: String, into out: inout ScriptWriter) {
+        func table(holding object: String) -> String { KernelTables.name(name, holding: object) }
         switch operation {
         case .replaceTable(let table):
-            // `add` first so that `delete` cannot fail on a missing table; all of it is one transaction.
-            out += "add table \(table.family.rawValue) \(name)\n"
-            out += "delete table \(table.family.rawValue) \(name)\n"
-            renderBody(table, sorted: false, into: &out)
+            for part in KernelTables.split(table) {
+                // `add` first so that `delete` cannot fail on a missing table; all of it is one transaction.
+                out += "add table \(part.family.rawValue) \(part.name)\n"
+                out += "delete table \(part.family.rawValue) \(part.name)\n"
+                renderBody(part, sorted: false, into: &out)
+            }
         case .addTable(let family):
-            out += "add table \(family.rawValue) \(name)\n"
+            for kernel in KernelTables.names(name) { out += "add table \(family.rawValue) \(kernel)\n" }
         case .deleteTable(let family):
-            out += "delete table \(family.rawValue) \(name)\n"
+            for kernel in KernelTables.names(name) { out += "delete table \(family.rawValue) \(kernel)\n" }
         case .addSet(let family, let set):
-            out += "add \(set.isMap ? "map" : "set") \(family.rawValue) \(name) \(set.name) { "
+            out += "add \(set.isMap ? "map" : "set") \(family.rawValue) \(table(holding: set.name)) \(set.name) { "
             out += declaration(of: set, family: family).joined(separator: "; ")
             out += "; }\n"
         case .deleteSet(let family, let set):
-            out += "delete set \(family.rawValue) \(name) \(set)\n"
+            out += "delete set \(family.rawValue) \(table(holding: set)) \(set)\n"
         case .addChain(let family, let chain):
-            out += "add chain \(family.rawValue) \(name) \(chain)\n"
+            out += "add chain \(family.rawValue) \(table(holding: chain)) \(chain)\n"
         case .defineChain(let family, let chain):
-            out += "add chain \(family.rawValue) \(name) \(chain.name)"
+            let prefix = "\(family.rawValue) \(table(holding: chain.name)) \(chain.name)"
+            out += "add chain \(prefix)"
             if let hook = chain.hook { out += " { \(hookClause(hook)) }" }
-            out += "\nflush chain \(family.rawValue) \(name) \(chain.name)\n"
+            out += "\nflush chain \(prefix)\n"
             for rule in chain.rules {
-                out += "add rule \(family.rawValue) \(name) \(chain.name) \(text(of: rule, family: family))\n"
+                out += "add rule \(prefix) \(text(of: rule, family: family))\n"
             }
         case .flushChain(let family, let chain):
-            out += "flush chain \(family.rawValue) \(name) \(chain)\n"
+            out += "flush chain \(family.rawValue) \(table(holding: chain)) \(chain)\n"
         case .deleteChain(let family, let chain):
-            out += "delete chain \(family.rawValue) \(name) \(chain)\n"
+            out += "delete chain \(family.rawValue) \(table(holding: chain)) \(chain)\n"
         case .addElements(let family, let set, let elements):
             guard !elements.isEmpty else { return }
-            out += "add element \(family.rawValue) \(name) \(set) { "
+            out += "add element \(family.rawValue) \(table(holding: set)) \(set) { "
             for (index, element) in elements.enumerated() {
                 if index > 0 { out += ", " }
                 out.write(element.key, element.value)
@@ -60,7 +66,7 @@ public enum NFTRenderer {
             out += " }\n"
         case .deleteElements(let family, let set, let elements):
             guard !elements.isEmpty else { return }
-            out += "delete element \(family.rawValue) \(name) \(set) { "
+            out += "delete element \(family.rawValue) \(table(holding: set)) \(set) { "
             for (index, element) in elements.enumerated() {
                 if index > 0 { out += ", " }
                 out.write(element.key, NFTTuple())

@@ -151,14 +151,15 @@ enum NetlinkListing {
         var hooked: Bool
     }
 
-    /// The chains of `table` in `family` (none when there is no such table).
+    /// The chains of `table`'s kernel tables (`KernelTables`) in `family` (none when there is no such table).
     static func chains(family: NFTFamily, table: String) throws -> [Chain] {
+        let tables = Set(KernelTables.names(table))
         var chains: [Chain] = []
         try NetlinkSocket().dump(NetlinkSocket.nftables(NFT_MSG_GETCHAIN), family: family.netlinkFamily) { header in
             let chain = nftnl_chain_alloc()!
             defer { nftnl_chain_free(chain) }
             guard nftnl_chain_nlmsg_parse(header, chain) == 0,
-                let owner = nftnl_chain_get_str(chain, UInt16(NFTNL_CHAIN_TABLE.rawValue)), String(cString: owner) == table,
+                let owner = nftnl_chain_get_str(chain, UInt16(NFTNL_CHAIN_TABLE.rawValue)), tables.contains(String(cString: owner)),
                 let name = nftnl_chain_get_str(chain, UInt16(NFTNL_CHAIN_NAME.rawValue))
             else { return }
             chains.append(Chain(name: String(cString: name), hooked: nftnl_chain_is_set(chain, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue))))
@@ -166,37 +167,41 @@ enum NetlinkListing {
         return chains
     }
 
-    /// How many rules each chain of `table` in `family` holds (chains without rules are left out).
+    /// How many rules each chain of `table`'s kernel tables in `family` holds (chains without rules
+    /// are left out).
     static func ruleCounts(family: NFTFamily, table: String) throws -> [String: Int] {
         var counts: [String: Int] = [:]
-        // Only our table's rules: other tables (a host firewall) may hold many more.
-        let filter = { (header: UnsafeMutablePointer<nlmsghdr>) in
-            let rule = nftnl_rule_alloc()!
-            defer { nftnl_rule_free(rule) }
-            nftnl_rule_set_str(rule, UInt16(NFTNL_RULE_TABLE.rawValue), table)
-            nftnl_rule_nlmsg_build_payload(header, rule)
-        }
-        try NetlinkSocket().dump(NetlinkSocket.nftables(NFT_MSG_GETRULE), family: family.netlinkFamily, filter: filter) { header in
-            let rule = nftnl_rule_alloc()!
-            defer { nftnl_rule_free(rule) }
-            guard nftnl_rule_nlmsg_parse(header, rule) == 0,
-                let owner = nftnl_rule_get_str(rule, UInt16(NFTNL_RULE_TABLE.rawValue)), String(cString: owner) == table,
-                let chain = nftnl_rule_get_str(rule, UInt16(NFTNL_RULE_CHAIN.rawValue))
-            else { return }
-            counts[String(cString: chain), default: 0] += 1
+        for kernelTable in KernelTables.names(table) {
+            // Only our tables' rules: other tables (a host firewall) may hold many more.
+            let filter = { (header: UnsafeMutablePointer<nlmsghdr>) in
+                let rule = nftnl_rule_alloc()!
+                defer { nftnl_rule_free(rule) }
+                nftnl_rule_set_str(rule, UInt16(NFTNL_RULE_TABLE.rawValue), kernelTable)
+                nftnl_rule_nlmsg_build_payload(header, rule)
+            }
+            try NetlinkSocket().dump(NetlinkSocket.nftables(NFT_MSG_GETRULE), family: family.netlinkFamily, filter: filter) { header in
+                let rule = nftnl_rule_alloc()!
+                defer { nftnl_rule_free(rule) }
+                guard nftnl_rule_nlmsg_parse(header, rule) == 0,
+                    let owner = nftnl_rule_get_str(rule, UInt16(NFTNL_RULE_TABLE.rawValue)), String(cString: owner) == kernelTable,
+                    let chain = nftnl_rule_get_str(rule, UInt16(NFTNL_RULE_CHAIN.rawValue))
+                else { return }
+                counts[String(cString: chain), default: 0] += 1
+            }
         }
         return counts
     }
 
-    /// The names of the named sets and maps of `table` in `family`.
+    /// The names of the named sets and maps of `table`'s kernel tables in `family`.
     static func sets(family: NFTFamily, table: String) throws -> [String] {
+        let tables = Set(KernelTables.names(table))
         var sets: [String] = []
         try NetlinkSocket().dump(NetlinkSocket.nftables(NFT_MSG_GETSET), family: family.netlinkFamily) { header in
             let set = nftnl_set_alloc()!
             defer { nftnl_set_free(set) }
             // Anonymous sets (`{ … }` written inline in rules) belong to their rules.
             guard nftnl_set_nlmsg_parse(header, set) == 0,
-                let owner = nftnl_set_get_str(set, UInt16(NFTNL_SET_TABLE.rawValue)), String(cString: owner) == table,
+                let owner = nftnl_set_get_str(set, UInt16(NFTNL_SET_TABLE.rawValue)), tables.contains(String(cString: owner)),
                 nftnl_set_get_u32(set, UInt16(NFTNL_SET_FLAGS.rawValue)) & UInt32(NFT_SET_ANONYMOUS.rawValue) == 0,
                 let name = nftnl_set_get_str(set, UInt16(NFTNL_SET_NAME.rawValue))
             else { return }

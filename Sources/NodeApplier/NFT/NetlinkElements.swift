@@ -24,7 +24,7 @@ public enum NetlinkElements {
     /// built on this thread: the kernel's share (~1 s at 350k elements) overlaps libnftnl's.
     static let elementsPerBatch = 40_000
 
-    /// Loads `sets` into table `table`, in batches of `elementsPerBatch` elements: for sets that
+    /// Loads `sets` into table `table` (each set into the kernel table that holds it), in batches of `elementsPerBatch` elements: for sets that
     /// nothing looks up yet (a staged program), a failed batch leaves only a partly filled table
     /// behind, which the caller deletes.
     static func load(_ sets: consuming [SetElements], table: String) throws {
@@ -36,7 +36,9 @@ public enum NetlinkElements {
             let part = sets[index]
             var inMessage = 0
             for (key, value) in part.elements {
-                if inMessage == 0 { batch.beginMessage(table: table, set: part.set, family: part.family, delete: false) }
+                if inMessage == 0 {
+                    batch.beginMessage(table: KernelTables.name(table, holding: part.set), set: part.set, family: part.family, delete: false)
+                }
                 guard batch.appendElement(key: key, value: value) else {
                     throw NFTError("\(part.family.rawValue) set \(part.set): element \(key) : \(value) has no register encoding")
                 }

@@ -37,6 +37,7 @@ enum NetlinkTransaction {
 
     private struct Encoder {
         let batch: NetlinkElements.Batch
+        /// The transaction's table; each object goes to the kernel table that holds it.
         let table: String
         /// Set ids (which the kernel requires of a new set), unique in the batch; a rule names the
         /// anonymous map of its `randomGoto` by its id.
@@ -48,7 +49,7 @@ enum NetlinkTransaction {
             case .deleteElements(let family, let set, let elements): return add(elements, to: set, family: family, delete: true)
             case .addSet(let family, let set): return addSet(set, family: family)
             case .deleteSet(let family, let set):
-                return batch.message(NFT_MSG_DELSET, table: table, family: family, naming: "deleting \(family.rawValue) set \(set)") {
+                return batch.message(NFT_MSG_DELSET, table: kernelTable(set), family: family, naming: "deleting \(family.rawValue) set \(set)") {
                     put($0, NFTA_SET_NAME.rawValue, set)
                 }
             case .addChain(let family, let chain): return addChain(chain, family: family)
@@ -57,7 +58,7 @@ enum NetlinkTransaction {
                 return chain.rules.allSatisfy { addRule($0, to: chain.name, family: family) }
             case .flushChain(let family, let chain): return flush(chain, family: family)
             case .deleteChain(let family, let chain):
-                return batch.message(NFT_MSG_DELCHAIN, table: table, family: family, naming: "deleting \(family.rawValue) chain \(chain)") {
+                return batch.message(NFT_MSG_DELCHAIN, table: kernelTable(chain), family: family, naming: "deleting \(family.rawValue) chain \(chain)") {
                     put($0, NFTA_CHAIN_NAME.rawValue, chain)
                 }
             case .replaceTable, .addTable, .deleteTable: return false
@@ -66,7 +67,7 @@ enum NetlinkTransaction {
 
         private func add(_ elements: [NFTElement], to set: String, family: NFTFamily, delete: Bool) -> Bool {
             for start in stride(from: 0, to: elements.count, by: NetlinkElements.elementsPerMessage) {
-                batch.beginMessage(table: table, set: set, family: family, delete: delete)
+                batch.beginMessage(table: kernelTable(set), set: set, family: family, delete: delete)
                 for element in elements[start..<min(start + NetlinkElements.elementsPerMessage, elements.count)] {
                     guard batch.appendElement(key: element.key, value: delete ? NFTTuple() : element.value) else { return false }
                 }
@@ -81,7 +82,8 @@ enum NetlinkTransaction {
             let id = nextSetID
             nextSetID += 1
             return batch.message(
-                NFT_MSG_NEWSET, flags: NLM_F_CREATE, table: table, family: family, naming: "adding \(family.rawValue) set \(set.name)"
+                NFT_MSG_NEWSET, flags: NLM_F_CREATE, table: kernelTable(set.name), family: family,
+                naming: "adding \(family.rawValue) set \(set.name)"
             ) { header in
                 put(header, NFTA_SET_NAME.rawValue, set.name)
                 put(header, NFTA_SET_KEY_TYPE.rawValue, family == .ip ? Self.ipv4AddressType : Self.ipv6AddressType)
@@ -97,14 +99,18 @@ enum NetlinkTransaction {
             }
         }
 
+        private func kernelTable(_ object: String) -> String { KernelTables.name(table, holding: object) }
+
         private func addChain(_ chain: String, family: NFTFamily) -> Bool {
-            batch.message(NFT_MSG_NEWCHAIN, flags: NLM_F_CREATE, table: table, family: family, naming: "adding \(family.rawValue) chain \(chain)") {
+            batch.message(
+                NFT_MSG_NEWCHAIN, flags: NLM_F_CREATE, table: kernelTable(chain), family: family, naming: "adding \(family.rawValue) chain \(chain)"
+            ) {
                 put($0, NFTA_CHAIN_NAME.rawValue, chain)
             }
         }
 
         private func flush(_ chain: String, family: NFTFamily) -> Bool {
-            batch.message(NFT_MSG_DELRULE, table: table, family: family, naming: "flushing \(family.rawValue) chain \(chain)") {
+            batch.message(NFT_MSG_DELRULE, table: kernelTable(chain), family: family, naming: "flushing \(family.rawValue) chain \(chain)") {
                 put($0, NFTA_RULE_CHAIN.rawValue, chain)
             }
         }
@@ -117,11 +123,11 @@ enum NetlinkTransaction {
                 guard mapID == nil else { return false }
                 let id = nextSetID
                 nextSetID += 1
-                guard addRandomMap(chains, id: id, family: family) else { return false }
+                guard addRandomMap(chains, id: id, family: family, table: kernelTable(chain)) else { return false }
                 mapID = id
             }
             return batch.message(
-                NFT_MSG_NEWRULE, flags: NLM_F_CREATE | NLM_F_APPEND, table: table, family: family,
+                NFT_MSG_NEWRULE, flags: NLM_F_CREATE | NLM_F_APPEND, table: kernelTable(chain), family: family,
                 naming: "adding a rule to \(family.rawValue) chain \(chain)"
             ) { header in
                 put(header, NFTA_RULE_CHAIN.rawValue, chain)
@@ -139,8 +145,8 @@ enum NetlinkTransaction {
         }
 
         /// `numgen random mod N vmap { i : goto chains[i] }`'s map: anonymous and constant, bound
-        /// to its rule (deleted with it), keys in host byte order as `numgen` writes them.
-        private func addRandomMap(_ chains: [String], id: UInt32, family: NFTFamily) -> Bool {
+        /// to its rule (deleted with it, in its table), keys in host byte order as `numgen` writes them.
+        private func addRandomMap(_ chains: [String], id: UInt32, family: NFTFamily, table: String) -> Bool {
             let name = "__map%d"
             let added = batch.message(
                 NFT_MSG_NEWSET, flags: NLM_F_CREATE, table: table, family: family, naming: "adding a \(family.rawValue) verdict map"

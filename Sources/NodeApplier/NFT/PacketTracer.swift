@@ -1,9 +1,9 @@
 import ProxyModel
 
-/// Follows a new connection's first packet through a table's base chains the way netfilter
-/// would (hooks in order, chains by priority, jump/goto/return, verdict maps, DNAT, marks,
-/// masquerade) and answers where it can go. Random choices (`numgen`) branch, so the answer is
-/// the set of possible outcomes. Dynamic sets (ClientIP affinity) are remembered across traces.
+/// Follows a new connection's first packet through a table's base chains (those of both its
+/// kernel tables, `KernelTables`) the way netfilter would (hooks in order, chains by priority,
+/// jump/goto/return, verdict maps, DNAT, marks, masquerade) and answers where it can go. Random
+/// choices (`numgen`) branch, so the answer is the set of possible outcomes. Dynamic sets (ClientIP affinity) are remembered across traces.
 public struct PacketTracer {
     public enum Origin: Hashable, Sendable {
         /// Arrives on an interface (from a pod or from outside the node).
@@ -117,6 +117,11 @@ public struct PacketTracer {
         for chain in chains {
             var next: [Branch] = []
             for current in branches {
+                // Once a chain translated the destination, the hook's later nat chains are not run.
+                if chain.hook!.type == .nat, hook != .postrouting, current.translated {
+                    next.append(current)
+                    continue
+                }
                 for (verdict, result) in run(chain.name, packet, current, depth: 0) {
                     if verdict == .drop || verdict == .reject { done.append((verdict, result)) } else { next.append(result) }
                 }

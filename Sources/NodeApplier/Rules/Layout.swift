@@ -18,6 +18,11 @@ public struct Contribution: Hashable, Sendable {
 /// an endpoint slot at random from a map. Per-service chains only for ClientIP affinity (per-endpoint
 /// dynamic sets) and loadBalancerSourceRanges firewalls.
 ///
+/// ClientIP affinity has a kernel table of its own (`KernelTables`): its frontends' verdicts, its
+/// chains and sets, nat base chains that run after ours (a connection our chains translated does
+/// not meet them), and a copy of the cluster CIDRs. Our chains mark affinity frontends' connections
+/// for masquerade as any other's; they do not translate them (the frontends are not in our maps).
+///
 /// A frontend with N endpoints keeps them in the slots `slotOffset(N) ..< slotOffset(N) + N` of its
 /// protocol's slot map (N = 1: the single-endpoint map), so each count has a key space of its own.
 /// Adding a verdict-map element that jumps makes the kernel validate the whole table, every element
@@ -97,6 +102,9 @@ public enum Layout {
         static let externalLocalNone = "external-local-none"
         static let hairpin = "hairpin"
         static let services = "services"
+        static let affinityClusterCIDRs = KernelTables.affinityPrefix + clusterCIDRs
+        static let affinityServiceIPs = KernelTables.affinityPrefix + serviceIPs
+        static let affinityLocalServiceIPs = KernelTables.affinityPrefix + localServiceIPs
     }
 
     /// Which endpoint set a frontend dispatches to; each has its own slot maps and pick chains.
@@ -122,9 +130,12 @@ public enum Layout {
         var table = NFTTable(family: family, name: name)
         func set(_ name: String, _ type: NFTSetType) { table.sets[name] = NFTSetDefinition(name: name, type: type) }
         set(Name.clusterCIDRs, .address(interval: true))
+        set(Name.affinityClusterCIDRs, .address(interval: true))
         set(Name.serviceCIDRs, .address(interval: true))
         set(Name.clusterIPs, .address(interval: false))
-        for map in [Name.serviceIPs, Name.localServiceIPs, Name.firewallIPs] { set(map, .frontendVerdictMap) }
+        for map in [Name.serviceIPs, Name.localServiceIPs, Name.firewallIPs, Name.affinityServiceIPs, Name.affinityLocalServiceIPs] {
+            set(map, .frontendVerdictMap)
+        }
         // Sets, not a verdict map with a jump to a REJECT chain: a service losing its last endpoint
         // adds no jump, so the kernel does not validate the whole table (see the type's comment).
         let frontendSets = [
@@ -144,7 +155,9 @@ public enum Layout {
             }
         }
         let clusterCIDRs = node.clusterCIDRs.filter { $0.family == family.ipFamily }
-        table.elements[Name.clusterCIDRs] = Dictionary(uniqueKeysWithValues: clusterCIDRs.map { ([.cidr($0)], NFTTuple()) })
+        for set in [Name.clusterCIDRs, Name.affinityClusterCIDRs] {
+            table.elements[set] = Dictionary(uniqueKeysWithValues: clusterCIDRs.map { ([.cidr($0)], NFTTuple()) })
+        }
         table.elements[Name.serviceCIDRs] = Dictionary(
             uniqueKeysWithValues: node.serviceCIDRs.filter { $0.family == family.ipFamily }.map { ([.cidr($0)], NFTTuple()) })
 
@@ -218,6 +231,17 @@ public enum Layout {
         if !clusterCIDRs.isEmpty { services.append(NFTRule([.daddrIn(set: Name.clusterIPs), offCluster], [mark])) }
         services.append(NFTRule([.frontendIn(set: Name.masqServices)], [mark]))
         chain(Name.services, services + dispatch(Name.serviceIPs, .cluster))
+        // ClientIP affinity (its own table): what our chains left untranslated, as they dispatch.
+        let affinityOffCluster = NFTMatch.saddrIn(set: Name.affinityClusterCIDRs, negated: true)
+        chain(
+            KernelTables.affinityPrefix + "nat-prerouting", NFTHook(.nat, .prerouting, priority: -99),
+            [
+                NFTRule([affinityOffCluster], [.frontendVerdictMap(Name.affinityLocalServiceIPs)]),
+                NFTRule([], [.frontendVerdictMap(Name.affinityServiceIPs)]),
+            ])
+        chain(
+            KernelTables.affinityPrefix + "nat-output", NFTHook(.nat, .output, priority: -99),
+            [NFTRule([], [.frontendVerdictMap(Name.affinityServiceIPs)])])
         chain(
             "nat-postrouting", NFTHook(.nat, .postrouting, priority: 100),
             [
@@ -248,6 +272,10 @@ public enum Layout {
         func element(_ set: String, _ key: NFTTuple, _ value: NFTTuple = NFTTuple()) {
             contribution.elements[set, default: [:]][key] = value
         }
+        // An affinity frontend's verdict names a chain of the affinity table: it goes in that table's maps.
+        let (serviceIPs, localServiceIPs) =
+            view.affinityTimeoutSeconds == nil
+            ? (Name.serviceIPs, Name.localServiceIPs) : (Name.affinityServiceIPs, Name.affinityLocalServiceIPs)
 
         /// Where a frontend's packets go for `endpoints`; nil when there are none.
         /// Slot maps and pick chains come from `set`; an affinity chain is shared per `affinity` set.
@@ -257,7 +285,7 @@ public enum Layout {
             guard !endpoints.isEmpty else { return nil }
             if let timeout = view.affinityTimeoutSeconds {
                 let portID = "\(view.service.namespace)/\(view.service.name)/\(proto.rawValue)/\(view.port.port)"
-                let chain = "aff-\(StableHash.hex("\(portID)/\((affinity ?? set).rawValue)"))"
+                let chain = KernelTables.affinityPrefix + StableHash.hex("\(portID)/\((affinity ?? set).rawValue)")
                 if contribution.chains[chain] == nil { addAffinityChain(chain, endpoints: endpoints, timeout: timeout, proto: proto) }
                 return .goto(chain)
             }
@@ -300,7 +328,7 @@ public enum Layout {
         element(Name.clusterIPs, NFTTuple().appending(.address(view.clusterIP)))
         let internalSet: EndpointSet = view.internalPolicyLocal ? .local : .cluster
         if let verdict = dispatch(clusterFrontend, to: view.internalEndpoints, set: .cluster, affinity: internalSet) {
-            element(Name.serviceIPs, clusterFrontend, .verdict(verdict))
+            element(serviceIPs, clusterFrontend, .verdict(verdict))
         } else {
             // No endpoints at all: refuse at once. Endpoints elsewhere but none here (Local policy): drop.
             element(view.clusterEndpoints.isEmpty ? Name.noEndpointServices : Name.noLocalEndpointServices, clusterFrontend)
@@ -314,14 +342,14 @@ public enum Layout {
         if let nodePort = view.port.nodePort { externals += view.nodePortIPs.map { frontend($0, nodePort) } }
         for external in externals {
             if let verdict = dispatch(external, to: view.clusterEndpoints, set: .cluster) {
-                element(Name.serviceIPs, external, .verdict(verdict))
+                element(serviceIPs, external, .verdict(verdict))
             } else {
                 element(Name.noEndpointServices, external)
             }
             if view.externalPolicyLocal {
                 element(Name.externalLocal, external)
                 if let verdict = dispatch(external, to: view.localEndpoints, set: .local) {
-                    element(Name.localServiceIPs, external, .verdict(verdict))
+                    element(localServiceIPs, external, .verdict(verdict))
                 } else if !view.clusterEndpoints.isEmpty {
                     element(Name.externalLocalNone, external)
                 }
