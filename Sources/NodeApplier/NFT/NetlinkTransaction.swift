@@ -35,12 +35,17 @@ enum NetlinkTransaction {
         return batch
     }
 
+    /// A rule's anonymous map, which the rule names by its name and id.
+    private struct AnonymousMap {
+        var name: String
+        var id: UInt32
+    }
+
     private struct Encoder {
         let batch: NetlinkElements.Batch
         /// The transaction's table; each object goes to the kernel table that holds it.
         let table: String
-        /// Set ids (which the kernel requires of a new set), unique in the batch; a rule names the
-        /// anonymous map of its `randomGoto` by its id.
+        /// Set ids (which the kernel requires of a new set), unique in the batch.
         var nextSetID: UInt32 = 1
 
         mutating func encode(_ operation: NFTOperation) -> Bool {
@@ -117,14 +122,16 @@ enum NetlinkTransaction {
 
         /// A rule of an affinity or `pick-N` chain; false for any other.
         private mutating func addRule(_ rule: NFTRule, to chain: String, family: NFTFamily) -> Bool {
-            // A `randomGoto`'s anonymous map goes first: the rule names it by its id.
-            var mapID: UInt32?
+            // A `randomGoto`'s anonymous map goes first. Its name is the chain's (one such rule per
+            // chain), not nft's `__map%d`: for a name with `%d` the kernel reads the name of every
+            // set of the table (2,000 in the bench's affinity table) to find a free number.
+            var map: AnonymousMap?
             for case .randomGoto(let chains) in rule.statements {
-                guard mapID == nil else { return false }
-                let id = nextSetID
+                guard map == nil else { return false }
+                let added = AnonymousMap(name: "__map-" + chain, id: nextSetID)
                 nextSetID += 1
-                guard addRandomMap(chains, id: id, family: family, table: kernelTable(chain)) else { return false }
-                mapID = id
+                guard addRandomMap(chains, added, family: family, table: kernelTable(chain)) else { return false }
+                map = added
             }
             return batch.message(
                 NFT_MSG_NEWRULE, flags: NLM_F_CREATE | NLM_F_APPEND, table: kernelTable(chain), family: family,
@@ -138,7 +145,7 @@ enum NetlinkTransaction {
                     guard expressions.match(match) else { return false }
                 }
                 for statement in rule.statements {
-                    guard expressions.statement(statement, mapID: mapID) else { return false }
+                    guard expressions.statement(statement, map: map) else { return false }
                 }
                 return true
             }
@@ -146,17 +153,16 @@ enum NetlinkTransaction {
 
         /// `numgen random mod N vmap { i : goto chains[i] }`'s map: anonymous and constant, bound
         /// to its rule (deleted with it, in its table), keys in host byte order as `numgen` writes them.
-        private func addRandomMap(_ chains: [String], id: UInt32, family: NFTFamily, table: String) -> Bool {
-            let name = "__map%d"
+        private func addRandomMap(_ chains: [String], _ map: AnonymousMap, family: NFTFamily, table: String) -> Bool {
             let added = batch.message(
                 NFT_MSG_NEWSET, flags: NLM_F_CREATE, table: table, family: family, naming: "adding a \(family.rawValue) verdict map"
             ) { header in
-                put(header, NFTA_SET_NAME.rawValue, name)
+                put(header, NFTA_SET_NAME.rawValue, map.name)
                 put(header, NFTA_SET_FLAGS.rawValue, UInt32(NFT_SET_ANONYMOUS.rawValue | NFT_SET_CONSTANT.rawValue | NFT_SET_MAP.rawValue))
                 put(header, NFTA_SET_KEY_TYPE.rawValue, Self.integerType)
                 put(header, NFTA_SET_KEY_LEN.rawValue, UInt32(4))
                 put(header, NFTA_SET_DATA_TYPE.rawValue, NFT_DATA_VERDICT.rawValue)
-                put(header, NFTA_SET_ID.rawValue, id)
+                put(header, NFTA_SET_ID.rawValue, map.id)
                 // nft's note that the keys are in host byte order (libnftnl's udata TLV: type
                 // NFTNL_UDATA_SET_KEYBYTEORDER, length 4, BYTEORDER_HOST_ENDIAN), which `nft list`
                 // reads them by; without it, it prints 1 as 16777216.
@@ -169,8 +175,8 @@ enum NetlinkTransaction {
             return batch.message(
                 NFT_MSG_NEWSETELEM, flags: NLM_F_CREATE, table: table, family: family, naming: "filling a \(family.rawValue) verdict map"
             ) { header in
-                put(header, NFTA_SET_ELEM_LIST_SET.rawValue, name)
-                put(header, NFTA_SET_ELEM_LIST_SET_ID.rawValue, id)
+                put(header, NFTA_SET_ELEM_LIST_SET.rawValue, map.name)
+                put(header, NFTA_SET_ELEM_LIST_SET_ID.rawValue, map.id)
                 let list = mnl_attr_nest_start(header, UInt16(NFTA_SET_ELEM_LIST_ELEMENTS.rawValue))
                 for (index, chain) in chains.enumerated() {
                     let element = mnl_attr_nest_start(header, UInt16(NFTA_LIST_ELEM.rawValue))
@@ -221,7 +227,7 @@ enum NetlinkTransaction {
             return true
         }
 
-        func statement(_ statement: NFTStatement, mapID: UInt32?) -> Bool {
+        func statement(_ statement: NFTStatement, map: AnonymousMap?) -> Bool {
             switch statement {
             case .verdict(let verdict):
                 expression("immediate") {
@@ -229,7 +235,7 @@ enum NetlinkTransaction {
                     NetlinkElements.putVerdict(verdict, as: NFTA_IMMEDIATE_DATA.rawValue, into: header)
                 }
             case .randomGoto(let chains):
-                guard let mapID else { return false }
+                guard let map else { return false }
                 expression("numgen") {
                     put(header, NFTA_NG_DREG.rawValue, NFT_REG_1.rawValue)
                     put(header, NFTA_NG_MODULUS.rawValue, UInt32(chains.count))
@@ -237,8 +243,8 @@ enum NetlinkTransaction {
                     put(header, NFTA_NG_OFFSET.rawValue, UInt32(0))
                 }
                 expression("lookup") {
-                    put(header, NFTA_LOOKUP_SET.rawValue, "__map%d")
-                    put(header, NFTA_LOOKUP_SET_ID.rawValue, mapID)
+                    put(header, NFTA_LOOKUP_SET.rawValue, map.name)
+                    put(header, NFTA_LOOKUP_SET_ID.rawValue, map.id)
                     put(header, NFTA_LOOKUP_SREG.rawValue, NFT_REG_1.rawValue)
                     put(header, NFTA_LOOKUP_DREG.rawValue, NFT_REG_VERDICT.rawValue)
                 }
