@@ -465,6 +465,35 @@ def test_session_affinity_follows_endpoint_changes_in_both_families(cluster):
         cluster.lab.proxyctl(cluster.cp, "delete", "eps", "sticky2", "sticky2-v6")
 
 
+def test_session_affinity_turned_on_and_off_for_a_running_service(cluster):
+    """A running dual-stack service gets ClientIP affinity, then loses it. Its frontends move
+    between our tables' maps (`service-ips`, and `aff-service-ips` in the affinity table) in
+    partial syncs: connections spread over both endpoints, then stick to one per family, then
+    spread again."""
+    addresses = ("10.96.0.43", "fd00:10:96::43")
+    def reached(count):
+        return [cluster.answering(cluster.probe("p1b", "tcp", address, 80, count=count)) for address in addresses]
+    def affinity_verdicts():
+        found = []
+        for family, address in zip(("ip", "ip6"), addresses):
+            listed = cluster.lab.run(cluster.nodes[1], "nft", "list", "table", family, "kube-proxy-swift-affinity").stdout
+            found.append(bool(re.search(rf"{re.escape(address)} \. tcp \. 80 : goto aff-", listed)))
+        return found
+    cluster.apply(dual_stack_yaml("toggle", addresses, ["p1a", "p2a"]))
+    try:
+        eventually(lambda: _assert_equal(reached(30), [{"p1a", "p2a"}] * 2))
+        cluster.apply(dual_stack_service_yaml("toggle", addresses, affinity=True))
+        eventually(lambda: _assert_equal(affinity_verdicts(), [True, True]))
+        stuck = reached(20)
+        assert all(len(pods) == 1 for pods in stuck), stuck
+        cluster.apply(dual_stack_service_yaml("toggle", addresses))
+        eventually(lambda: _assert_equal(affinity_verdicts(), [False, False]))
+        eventually(lambda: _assert_equal(reached(30), [{"p1a", "p2a"}] * 2))
+    finally:
+        cluster.lab.proxyctl(cluster.cp, "delete", "svc", "toggle")
+        cluster.lab.proxyctl(cluster.cp, "delete", "eps", "toggle", "toggle-v6")
+
+
 def test_service_with_more_endpoints_than_the_scan_tries_reaches_them(cluster):
     """A dual-stack service with 65 endpoints, then 66 (secondary addresses of p1a and p2a): more
     than the scan chains try, so each count's `pick-N` chain comes with a partial sync. Every
