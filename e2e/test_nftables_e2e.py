@@ -496,9 +496,9 @@ def test_session_affinity_turned_on_and_off_for_a_running_service(cluster):
 
 def test_service_with_more_endpoints_than_the_scan_tries_reaches_them(cluster):
     """A dual-stack service with 65 endpoints, then 66 (secondary addresses of p1a and p2a): more
-    than the scan chains try, so each count's `pick-N` chain comes with a partial sync. Every
-    connection reaches a pod, over both families, and node 1 lists the chains as the layout renders
-    them."""
+    than the scan chains try, so each count's `pick-N` chain and slot map come with a partial sync,
+    and go once no frontend has that count. Every connection reaches a pod, over both families, and
+    node 1 lists the chains as the layout renders them."""
     lab = cluster.lab
     # 33 secondary addresses on each pod, taken by turns: the first `count` are the endpoints.
     secondaries = [(pod, host) for host in range(100, 133) for pod in ("p1a", "p2a")]
@@ -532,9 +532,15 @@ endpoints:
             listed = lab.run(cluster.nodes[1], "nft", "list", "ruleset").stdout
             offset = count * (count - 1) // 2
             for family in ("ip", "ip6"):
-                rule = (f"chain pick-tcp-{count} {{\n\t\tdnat {family} to {family} daddr . meta l4proto . th dport"
-                        f" . numgen random mod {count} offset {offset} map @backends-tcp\n\t}}")
-                assert rule in listed, rule
+                # libnftables writes them (with the map's `typeof`); `nft list` names the port of
+                # the rule it wrote itself `tcp dport`, with the same expressions.
+                rule = (rf"chain pick-tcp-{count} \{{\n\t\tdnat {family} to {family} daddr \. meta l4proto \. (th|tcp) dport"
+                        rf" \. numgen random mod {count} offset {offset} map @backends-tcp-{count}\n\t\}}")
+                assert re.search(rule, listed), rule
+        def earlier_count_gone():
+            listed = lab.run(cluster.nodes[1], "nft", "list", "ruleset").stdout
+            assert not re.search(r"(chain pick-tcp-65|map backends-tcp-65)(\.b)? \{", listed), listed
+        eventually(earlier_count_gone)
     finally:
         lab.proxyctl(cluster.cp, "delete", "svc", "big")
         lab.proxyctl(cluster.cp, "delete", "eps", "big", "big-v6")

@@ -8,7 +8,12 @@ import Testing
 @Suite struct NetlinkTransactionTests {
     /// The partial sync that adds `services`, with their slices, to the fixture node's empty tables.
     func partial(_ services: [Service], slices: [EndpointSlice] = Fixture.slices) throws -> NFTTransaction {
-        var (planner, _) = Planner.full(tableName: "kube-proxy-swift", node: fixtureNode, contributions: [:])
+        var planner = Planner.full(tableName: "kube-proxy-swift", node: fixtureNode, contributions: [:]).planner
+        return try add(services, slices: slices, to: &planner)
+    }
+
+    /// The partial sync that adds `services`, with their slices, to what `planner` planned.
+    func add(_ services: [Service], slices: [EndpointSlice] = Fixture.slices, to planner: inout Planner) throws -> NFTTransaction {
         var changes: [ServiceName: Planner.Change] = [:]
         for service in services {
             let own = slices.filter { $0.serviceName == service.metadata.name }
@@ -34,12 +39,37 @@ import Testing
         #expect(try !isBatch(partial(Fixture.services)))
     }
 
-    @Test func aPickChainBeyondTheScanGoesAsABatch() throws {
-        let service = Service(metadata: meta("large"), clusterIPs: [ip("10.96.0.70")], ports: [ServicePort(name: "http", port: 80)])
+    /// The first frontend with a count beyond the scan brings that count's `pick-N` chain and slot
+    /// map: libnftables, which writes the map's `typeof`. The next ones add elements only.
+    @Test func aCountBeyondTheScanBringsItsMapThroughLibnftablesOnce() throws {
         let endpoints = (1...70).map { endpoint("10.244.7.\($0)", node: "node-a") }
-        let transaction = try partial([service], slices: [slice("large", service: "large", endpoints)])
-        #expect(transaction.operations.contains { if case .defineChain(_, let chain) = $0 { chain.name == "pick-tcp-70" } else { false } })
-        #expect(try isBatch(transaction))
+        var planner = Planner.full(tableName: "kube-proxy-swift", node: fixtureNode, contributions: [:]).planner
+        func add(_ name: String, _ address: String) throws -> NFTTransaction {
+            let service = Service(metadata: meta(name), clusterIPs: [ip(address)], ports: [ServicePort(name: "http", port: 80)])
+            return try self.add([service], slices: [slice(name, service: name, endpoints)], to: &planner)
+        }
+        let first = try add("large", "10.96.0.70")
+        #expect(first.operations.contains { if case .defineChain(_, let chain) = $0 { chain.name == "pick-tcp-70" } else { false } })
+        #expect(first.operations.contains { if case .addSet(_, let set) = $0 { set.name == "backends-tcp-70" } else { false } })
+        #expect(try !isBatch(first))
+        let second = try add("large2", "10.96.0.71")
+        #expect(second.operations.allSatisfy { if case .addElements = $0 { true } else { false } })
+        #expect(try isBatch(second))
+    }
+
+    /// The rehome adds the `pick-N` chains of the scan's counts its verdicts name (two endpoints or
+    /// more: the single-endpoint rule is left to libnftables).
+    @Test func theRehomeGoesAsABatch() throws {
+        let services = [2, 3].map { count in
+            Service(metadata: meta("s\(count)"), clusterIPs: [ip("10.96.0.8\(count)")], ports: [ServicePort(name: "http", port: 80)])
+        }
+        let slices = [2, 3].map { count in slice("s\(count)", service: "s\(count)", (1...count).map { endpoint("10.244.8.\($0)", node: "node-a") }) }
+        var planner = Planner.full(tableName: "kube-proxy-swift", node: fixtureNode, contributions: [:]).planner
+        _ = try add(services, slices: slices, to: &planner)
+        let rehome = planner.rehome()
+        let chains = rehome.operations.compactMap { if case .defineChain(_, let chain) = $0 { chain.name } else { nil } }
+        #expect(Set(chains) == ["pick-tcp-2", "pick-tcp-3"])
+        #expect(try isBatch(rehome))
     }
 
     @Test func whatHasNoNetlinkEncodingHereIsLeftToLibnftables() throws {

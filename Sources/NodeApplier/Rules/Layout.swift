@@ -1,8 +1,8 @@
 import ProxyModel
 
 /// What one service adds to one family's table: its own chains and dynamic sets, and elements of
-/// the shared sets and maps. Shared chains (`pick-N` beyond `Layout.scanLimit`) appear in the
-/// contribution of every service that uses them.
+/// the shared sets and maps. Shared chains and maps (`pick-N` and its slot map beyond
+/// `Layout.scanLimit`) appear in the contribution of every service that uses them.
 public struct Contribution: Hashable, Sendable {
     public var chains: [String: NFTChain] = [:]
     public var sets: [String: NFTSetDefinition] = [:]
@@ -46,7 +46,9 @@ public struct Contribution: Hashable, Sendable {
 public enum Layout {
     public static let masqueradeMark: UInt32 = 0x4000
     /// The largest endpoint count the scan chains try. A frontend with more endpoints gets its
-    /// `pick-N` chain with its service's contribution, and its verdict follows its count at once.
+    /// `pick-N` chain and slot map with its service's contribution, and its verdict follows its
+    /// count at once. Its own map: adding a rule that looks up a map makes the kernel read every
+    /// element of that map (`nf_tables_bind_set`), ~50 ms for the shared map's 250k at 50k services.
     /// A frontend waiting for its verdict pays one lookup per count the scan tries before its own.
     static let scanLimit = 64
 
@@ -112,7 +114,12 @@ public enum Layout {
         case cluster, local
 
         private var prefix: String { self == .cluster ? "" : "local-" }
-        func slotMap(_ proto: L4Protocol) -> String { prefix + "backends-" + proto.keyword }
+        /// The slot map of frontends with `count` endpoints: one for the counts the scan tries, one
+        /// per count beyond.
+        func slotMap(_ proto: L4Protocol, _ count: Int) -> String {
+            let shared = prefix + "backends-" + proto.keyword
+            return count > Layout.scanLimit ? "\(shared)-\(count)" : shared
+        }
         func singleMap(_ proto: L4Protocol) -> String { prefix + "single-backends-" + proto.keyword }
         func pickChain(_ proto: L4Protocol, _ count: Int) -> String { "\(prefix)pick-\(proto.keyword)-\(count)" }
         func scanChain(_ proto: L4Protocol) -> String { "\(prefix)scan-\(proto.keyword)" }
@@ -121,7 +128,7 @@ public enum Layout {
         func pick(_ proto: L4Protocol, _ count: Int) -> NFTRule {
             count == 1
                 ? NFTRule([], [.dnatFrontend(map: singleMap(proto))])
-                : NFTRule([], [.dnatSlot(map: slotMap(proto), count: count, offset: Layout.slotOffset(count))])
+                : NFTRule([], [.dnatSlot(map: slotMap(proto, count), count: count, offset: Layout.slotOffset(count))])
         }
     }
 
@@ -146,7 +153,7 @@ public enum Layout {
         set(Name.hairpin, .addressPair)
         for endpointSet in [EndpointSet.cluster, .local] {
             for proto in L4Protocol.allCases {
-                set(endpointSet.slotMap(proto), .slotMap(proto))
+                set(endpointSet.slotMap(proto, scanLimit), .slotMap(proto))
                 set(endpointSet.singleMap(proto), .frontendMap(proto))
                 // A frontend whose verdict waits for its new count: its pick-N chain misses and
                 // falls through to the scan, which finds its slots whatever the count.
@@ -295,11 +302,15 @@ public enum Layout {
             } else {
                 let offset = Layout.slotOffset(count)
                 for (slot, endpoint) in endpoints.enumerated() {
-                    element(set.slotMap(proto), frontend.appending(.integer(offset + slot)), target(endpoint))
+                    element(set.slotMap(proto, count), frontend.appending(.integer(offset + slot)), target(endpoint))
                 }
             }
             let pick = set.pickChain(proto, count)
-            if count > Layout.scanLimit { contribution.chains[pick] = NFTChain(name: pick, rules: [set.pick(proto, count)]) }
+            if count > Layout.scanLimit {
+                contribution.chains[pick] = NFTChain(name: pick, rules: [set.pick(proto, count)])
+                let map = set.slotMap(proto, count)
+                contribution.sets[map] = NFTSetDefinition(name: map, type: .slotMap(proto))
+            }
             return .goto(pick)
         }
 
