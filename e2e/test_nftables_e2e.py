@@ -824,6 +824,30 @@ def test_cleanup_deletes_our_tables_and_nothing_else(cluster):
         assert _tables(lab, ns) == {"ip host-firewall"}
 
 
+def test_affinity_objects_left_in_the_main_table_are_replaced(cluster):
+    """A build before the affinity table kept ClientIP affinity's chains and sets in the main
+    table, where an object's name no longer says it is: the applier replaces the tables as a whole
+    instead of swapping (which removes objects by name), once."""
+    lab = cluster.lab
+    ns = lab.lan_host("upgrade", 34)
+    lab.run(ns, "nft", "add table ip kube-proxy-swift; "
+            "add chain ip kube-proxy-swift nat-prerouting { type nat hook prerouting priority -100; }; "
+            "add set ip kube-proxy-swift aff-old { type ipv4_addr; flags dynamic,timeout; timeout 600s; }; "
+            "add chain ip kube-proxy-swift aff-old; add rule ip kube-proxy-swift aff-old update @aff-old { ip saddr }")
+    lab.start_applier(1, ns=ns, key="applier-upgrade")
+    try:
+        lab.wait_listening(ns, "127.0.0.1", 10256)
+        def synced():
+            revision = cluster.applied_revision(1, ns)
+            assert revision and revision == cluster.applied_revision(1), revision
+        eventually(synced, timeout=30)
+        listed = lab.run(ns, "nft", "list", "ruleset").stdout
+        assert "aff-old" not in listed and "table ip kube-proxy-swift-affinity {" in listed, listed
+        assert re.search(r"^kubeproxy_sync_proxy_rules_nftables_sync_failures_total 0$", cluster.metrics(1, ns), re.M)
+    finally:
+        lab.stop("applier-upgrade")
+
+
 def _tables(lab, ns):
     return {line.removeprefix("table ") for line in lab.run(ns, "nft", "list", "tables").stdout.splitlines()}
 

@@ -84,16 +84,24 @@ public final class LibNFTables: NFTablesClient {
     /// A whole ruleset: staged fresh where nothing of ours is hooked, else swapped in next to the
     /// live generation. When base chains of both generations are hooked (made by hand), the `b`
     /// ones are removed first.
+    ///
+    /// Objects in another kernel table than their names belong in (a build before the affinity
+    /// table kept ClientIP affinity in the main table) cannot be removed by name: then the tables
+    /// are staged fresh, replaced as a whole, and new connections go untranslated until the base
+    /// chains are back (~1 s at 50k services), once.
     private func program(table: String, tables: consuming [NFTTable]) throws -> StagedProgram {
         var kernel: [NFTFamily: StagedProgram.Listing] = [:]
         var hooked: Set<Generation> = []
+        var misplaced = false
         for family in tables.map(\.family) {
             let chains = try NetlinkListing.chains(family: family, table: table)
+            let sets = try NetlinkListing.sets(family: family, table: table)
             hooked.formUnion(chains.filter(\.hooked).map { Generation(of: $0.name) })
-            kernel[family] = StagedProgram.Listing(
-                chains: chains.map(\.name), sets: try NetlinkListing.sets(family: family, table: table))
+            misplaced = misplaced || chains.contains { !Self.belongs($0.name, in: $0.table, of: table) }
+                || sets.contains { !Self.belongs($0.name, in: $0.table, of: table) }
+            kernel[family] = StagedProgram.Listing(chains: chains.map(\.name), sets: sets.map(\.name))
         }
-        guard !hooked.isEmpty else { return .fresh(table: table, tables: tables) }
+        guard !hooked.isEmpty, !misplaced else { return .fresh(table: table, tables: tables) }
         return .swap(table: table, tables: tables, live: hooked.contains(.a) ? .a : .b, kernel: kernel)
     }
 
@@ -127,17 +135,25 @@ public final class LibNFTables: NFTablesClient {
         try Context(dryRun: true).run(script)
     }
 
-    /// In the layout's names; objects of the other generation (left over) keep their kernel
-    /// names with a note, so that they never match the plan.
+    /// Whether `object` is in the kernel table of `table` its name belongs in.
+    private static func belongs(_ object: String, in kernelTable: String, of table: String) -> Bool {
+        KernelTables.name(table, holding: object) == kernelTable
+    }
+
+    /// In the layout's names; objects of the other generation (left over), or in the wrong kernel
+    /// table, keep their kernel names with a note, so that they never match the plan.
     public func shape(family: NFTFamily, table: String) throws -> NFTTableShape? {
         let chains = try NetlinkListing.chains(family: family, table: table)
         // Every table the applier writes has base chains: none means the table is gone.
         guard !chains.isEmpty else { return nil }
         let generation = live.withLock { $0 }
-        let layoutName = { (name: String) in generation.layoutName(name) ?? "\(name) (generation \(generation.other))" }
+        let layoutName = { (name: String, kernelTable: String) in
+            guard Self.belongs(name, in: kernelTable, of: table) else { return "\(name) (table \(kernelTable))" }
+            return generation.layoutName(name) ?? "\(name) (generation \(generation.other))"
+        }
         let rules = try NetlinkListing.ruleCounts(family: family, table: table)
         return NFTTableShape(
-            chains: Dictionary(uniqueKeysWithValues: chains.map { (layoutName($0.name), rules[$0.name] ?? 0) }),
-            sets: Set(try NetlinkListing.sets(family: family, table: table).map(layoutName)))
+            chains: Dictionary(uniqueKeysWithValues: chains.map { (layoutName($0.name, $0.table), rules[$0.table]?[$0.name] ?? 0) }),
+            sets: Set(try NetlinkListing.sets(family: family, table: table).map { layoutName($0.name, $0.table) }))
     }
 }

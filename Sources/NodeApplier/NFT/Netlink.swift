@@ -147,13 +147,22 @@ final class NetlinkSocket {
 enum NetlinkListing {
     struct Chain: Hashable {
         var name: String
+        /// The kernel table that holds it (one of `KernelTables.names`).
+        var table: String
         /// Attached to a netfilter hook (a base chain).
         var hooked: Bool
     }
 
+    /// A named set or map.
+    struct Set: Hashable {
+        var name: String
+        /// The kernel table that holds it.
+        var table: String
+    }
+
     /// The chains of `table`'s kernel tables (`KernelTables`) in `family` (none when there is no such table).
     static func chains(family: NFTFamily, table: String) throws -> [Chain] {
-        let tables = Set(KernelTables.names(table))
+        let tables = Swift.Set(KernelTables.names(table))
         var chains: [Chain] = []
         try NetlinkSocket().dump(NetlinkSocket.nftables(NFT_MSG_GETCHAIN), family: family.netlinkFamily) { header in
             let chain = nftnl_chain_alloc()!
@@ -162,15 +171,18 @@ enum NetlinkListing {
                 let owner = nftnl_chain_get_str(chain, UInt16(NFTNL_CHAIN_TABLE.rawValue)), tables.contains(String(cString: owner)),
                 let name = nftnl_chain_get_str(chain, UInt16(NFTNL_CHAIN_NAME.rawValue))
             else { return }
-            chains.append(Chain(name: String(cString: name), hooked: nftnl_chain_is_set(chain, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue))))
+            chains.append(
+                Chain(
+                    name: String(cString: name), table: String(cString: owner),
+                    hooked: nftnl_chain_is_set(chain, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue))))
         }
         return chains
     }
 
-    /// How many rules each chain of `table`'s kernel tables in `family` holds (chains without rules
-    /// are left out).
-    static func ruleCounts(family: NFTFamily, table: String) throws -> [String: Int] {
-        var counts: [String: Int] = [:]
+    /// How many rules each chain of `table`'s kernel tables in `family` holds, by kernel table and
+    /// chain (chains without rules are left out).
+    static func ruleCounts(family: NFTFamily, table: String) throws -> [String: [String: Int]] {
+        var counts: [String: [String: Int]] = [:]
         for kernelTable in KernelTables.names(table) {
             // Only our tables' rules: other tables (a host firewall) may hold many more.
             let filter = { (header: UnsafeMutablePointer<nlmsghdr>) in
@@ -186,16 +198,16 @@ enum NetlinkListing {
                     let owner = nftnl_rule_get_str(rule, UInt16(NFTNL_RULE_TABLE.rawValue)), String(cString: owner) == kernelTable,
                     let chain = nftnl_rule_get_str(rule, UInt16(NFTNL_RULE_CHAIN.rawValue))
                 else { return }
-                counts[String(cString: chain), default: 0] += 1
+                counts[kernelTable, default: [:]][String(cString: chain), default: 0] += 1
             }
         }
         return counts
     }
 
-    /// The names of the named sets and maps of `table`'s kernel tables in `family`.
-    static func sets(family: NFTFamily, table: String) throws -> [String] {
-        let tables = Set(KernelTables.names(table))
-        var sets: [String] = []
+    /// The named sets and maps of `table`'s kernel tables in `family`.
+    static func sets(family: NFTFamily, table: String) throws -> [Set] {
+        let tables = Swift.Set(KernelTables.names(table))
+        var sets: [Set] = []
         try NetlinkSocket().dump(NetlinkSocket.nftables(NFT_MSG_GETSET), family: family.netlinkFamily) { header in
             let set = nftnl_set_alloc()!
             defer { nftnl_set_free(set) }
@@ -205,7 +217,7 @@ enum NetlinkListing {
                 nftnl_set_get_u32(set, UInt16(NFTNL_SET_FLAGS.rawValue)) & UInt32(NFT_SET_ANONYMOUS.rawValue) == 0,
                 let name = nftnl_set_get_str(set, UInt16(NFTNL_SET_NAME.rawValue))
             else { return }
-            sets.append(String(cString: name))
+            sets.append(Set(name: String(cString: name), table: String(cString: owner)))
         }
         return sets
     }
