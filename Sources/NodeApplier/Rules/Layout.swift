@@ -39,10 +39,9 @@ public struct Contribution: Hashable, Sendable {
 /// `pending-local-service-ips`), whose rules after the map send it to its protocol's scan chain,
 /// until the rehome gives it its verdict. A connection the map does not take pays that one more
 /// lookup.
-/// Those `pick-N` chains are the planner's: a full program adds those its verdicts name, a rehome
-/// those it needs (a partial sync does not: a new rule makes the kernel validate the whole table,
-/// ~10–15 ms at 50k services). Each is kept until the next full program, since a
-/// frontend's verdict may name it after its count moved on.
+/// Those `pick-N` chains (N ≤ `scanLimit`) are part of every table, as the scan chains are: adding
+/// one later would make the kernel read every element of the slot map it looks up (~50 ms for the
+/// 250k at 50k services) and validate the whole table.
 public enum Layout {
     public static let masqueradeMark: UInt32 = 0x4000
     /// The largest endpoint count the scan chains try. A frontend with more endpoints gets its
@@ -157,6 +156,10 @@ public enum Layout {
                 set(endpointSet.singleMap(proto), .frontendMap(proto))
                 // A frontend whose verdict waits for its new count: its pick-N chain misses and
                 // falls through to the scan, which finds its slots whatever the count.
+                for count in 1...scanLimit {
+                    let pick = endpointSet.pickChain(proto, count)
+                    table.chains[pick] = staticPicks[pick]!.chain
+                }
                 let scan = endpointSet.scanChain(proto)
                 table.chains[scan] = NFTChain(name: scan, rules: (1...scanLimit).map { endpointSet.pick(proto, $0) })
             }

@@ -69,7 +69,6 @@ public struct Planner: Sendable {
         let state = families[family]!
         for (name, claim) in state.chains { if let chain = claim.installed { shape.chains[name] = chain.rules.count } }
         for (name, claim) in state.sets where claim.installed != nil { shape.sets.insert(name) }
-        for (name, chain) in state.picks { shape.chains[name] = chain.rules.count }
         return shape
     }
 
@@ -106,10 +105,9 @@ public struct Planner: Sendable {
     /// `Layout`) until `rehome()`.
     public var awayFrontends: Int { families.values.reduce(0) { $0 + $1.awayCount } }
 
-    /// The transaction that sends every away frontend to the `pick-N` chain of its endpoint count
-    /// (adding the chains missing), or deletes it where nothing is desired. The kernel validates
-    /// the whole table for it (tens of milliseconds at 50k services), once for all of them. After a
-    /// failure the planner must be discarded.
+    /// The transaction that sends every away frontend to the `pick-N` chain of its endpoint count,
+    /// or deletes it where nothing is desired. The kernel validates the whole table for it (10–20 ms
+    /// at 50k services), once for all of them. After a failure the planner must be discarded.
     public mutating func rehome() -> NFTTransaction {
         NFTTransaction(table: tableName, operations: NFTFamily.allCases.flatMap { families[$0]!.rehome($0) })
     }
@@ -234,7 +232,6 @@ struct AwayElement: Sendable {
 protocol FamilyClaims: Sendable {
     var chains: [String: Claim<NFTChain>] { get }
     var sets: [String: Claim<NFTSetDefinition>] { get }
-    var picks: [String: NFTChain] { get }
     mutating func claim(_ id: UInt32, old: Contribution, new: Contribution, _ ids: ServiceIDs)
     mutating func installObjects(_ id: UInt32, _ contribution: Contribution, _ ids: ServiceIDs, into table: inout NFTTable)
     mutating func installElements(_ sets: [String: [ClaimedElements]], into table: inout NFTTable)
@@ -259,9 +256,6 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
     private var coOwners: [String: [Key: [UInt32]]] = [:]
     /// Elements installed with another value than their holder's, by set.
     private var away: [String: [Key: AwayElement]] = [:]
-    /// The `pick-N` chains (N ≤ `Layout.scanLimit`) in the kernel: added with the first verdict that
-    /// names one, kept until the next full program (see `Layout`).
-    private(set) var picks: [String: NFTChain] = [:]
     private var touchedChains: Set<String> = []
     private var touchedSets: Set<String> = []
     private var unclaimedChains: Set<String> = []
@@ -333,23 +327,7 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
             owners[set] = result.owners
             if !result.coOwners.isEmpty { coOwners[set] = result.coOwners }
             table.elements[set] = result.installed
-            guard table.sets[set]?.type == .frontendVerdictMap else { continue }
-            for value in result.installed.values {
-                if let chain = Layout.pick(of: value)?.chain, picks[chain.name] == nil { picks[chain.name] = chain }
-            }
         }
-        table.chains.merge(picks) { $1 }
-    }
-
-    /// The operations that add the `pick-N` chains `values` name and the kernel lacks yet.
-    private mutating func addPicks(named values: some Sequence<NFTTuple>, _ family: NFTFamily) -> [NFTOperation] {
-        var operations: [NFTOperation] = []
-        for value in values {
-            guard let chain = Layout.pick(of: value)?.chain, picks[chain.name] == nil else { continue }
-            picks[chain.name] = chain
-            operations += [.addChain(family, chain.name), .defineChain(family, chain)]
-        }
-        return operations
     }
 
     /// The set and chain operations for everything touched since the last call, in an order the
@@ -412,8 +390,7 @@ struct FamilyState<Storage: KeyBytes>: FamilyClaims {
                 deleted[place.set, default: []].append(place.element)
             }
         }
-        return addPicks(named: sets.flatMap { $0.value.values.compactMap(\.desired) }, family)
-            + operations(deleted) { .deleteElements(family, set: $0, $1) }
+        return operations(deleted) { .deleteElements(family, set: $0, $1) }
             + sets.compactMap { set, elements in
                 let added = elements.values.compactMap { element in element.desired.map { NFTElement(key: element.key, value: $0) } }
                 return added.isEmpty ? nil : .addElements(family, set: set, added)
