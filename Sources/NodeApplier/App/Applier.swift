@@ -314,8 +314,9 @@ public actor Applier {
     }
 
     /// Deletes the `ip` and `ip6` tables named `tableName` (with their affinity tables,
-    /// `KernelTables`) where they exist, in one transaction, and nothing else: what `node-applier --cleanup` does, as kube-proxy's `--cleanup`, to take a node
-    /// off this proxy (stopping the daemon leaves its rules in place).
+    /// `KernelTables`) where they exist, in one transaction, and nothing else: what `node-applier
+    /// --cleanup` does, as kube-proxy's `--cleanup`, to take a node off this proxy (stopping the
+    /// daemon leaves its rules in place).
     public static func removeTables(_ tableName: String, nft: any NFTablesClient) throws {
         // Adding a table that exists changes nothing; the deletion then finds one either way.
         try nft.apply(

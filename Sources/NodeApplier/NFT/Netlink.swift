@@ -160,7 +160,8 @@ enum NetlinkListing {
         var table: String
     }
 
-    /// The chains of `table`'s kernel tables (`KernelTables`) in `family` (none when there is no such table).
+    /// The chains of `table`'s kernel tables (`KernelTables`) in `family` (none when there is no
+    /// such table).
     static func chains(family: NFTFamily, table: String) throws -> [Chain] {
         let tables = Swift.Set(KernelTables.names(table))
         var chains: [Chain] = []

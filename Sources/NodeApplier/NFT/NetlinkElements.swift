@@ -24,9 +24,9 @@ public enum NetlinkElements {
     /// built on this thread: the kernel's share (~1 s at 350k elements) overlaps libnftnl's.
     static let elementsPerBatch = 40_000
 
-    /// Loads `sets` into table `table` (each set into the kernel table that holds it), in batches of `elementsPerBatch` elements: for sets that
-    /// nothing looks up yet (a staged program), a failed batch leaves only a partly filled table
-    /// behind, which the caller deletes.
+    /// Loads `sets` into table `table` (each set into the kernel table that holds it), in batches of
+    /// `elementsPerBatch` elements: for sets that nothing looks up yet (a staged program), a failed
+    /// batch leaves only a partly filled table behind, which the caller deletes.
     static func load(_ sets: consuming [SetElements], table: String) throws {
         var sending: Sending?
         // Also when building fails: no batch may still be on its way when the caller cleans up.

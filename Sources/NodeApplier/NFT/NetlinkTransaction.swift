@@ -8,10 +8,8 @@ import ProxyModel
 /// every endpoint change take 4–9 ms instead of 0.2, and a change to an affinity service 18–23 ms.
 /// Covered: elements whose keys and values have register encodings; the objects the affinity
 /// chains of a service are made of (address sets filled by the packet path, regular chains and
-/// their rules); `pick-N` chains of two endpoints or more (for a rule that reads a slot map,
-/// libnftables also fetched every element of the map). Anything else (the single-endpoint rule
-/// of `pick-1`, interval sets, firewall ranges) is left to libnftables, which encodes every rule
-/// the renderer writes.
+/// their rules). Anything else (a count's slot map and `pick-N` chain beyond the scan, interval
+/// sets, firewall ranges) is left to libnftables, which encodes every rule the renderer writes.
 ///
 /// The expressions are those `nft` compiles the same rules into, so `nft list` prints the
 /// renderer's text (the e2e tests read it back).
@@ -120,7 +118,7 @@ enum NetlinkTransaction {
             }
         }
 
-        /// A rule of an affinity or `pick-N` chain; false for any other.
+        /// A rule of an affinity chain; false for any other.
         private mutating func addRule(_ rule: NFTRule, to chain: String, family: NFTFamily) -> Bool {
             // A `randomGoto`'s anonymous map goes first. Its name is the chain's (one such rule per
             // chain), not nft's `__map%d`: for a name with `%d` the kernel reads the name of every
@@ -198,8 +196,7 @@ enum NetlinkTransaction {
         static let ipv6AddressType: UInt32 = 8
     }
 
-    /// The expressions of one rule, as `nft` compiles the matches and statements of affinity and
-    /// `pick-N` chains.
+    /// The expressions of one rule, as `nft` compiles the matches and statements of affinity chains.
     private struct Expressions {
         let header: UnsafeMutablePointer<nlmsghdr>
         let family: NFTFamily
@@ -255,7 +252,6 @@ enum NetlinkTransaction {
                     put(header, NFTA_DYNSET_OP.rawValue, NFT_DYNSET_OP_UPDATE.rawValue)
                     put(header, NFTA_DYNSET_SREG_KEY.rawValue, NFT_REG_1.rawValue)
                 }
-            case .dnatSlot(let map, let count, let offset): dnat(through: map, count: count, offset: offset)
             case .dnat(let address, let port):
                 guard (address.family == .ipv4) == (family == .ip) else { return false }
                 expression("immediate") {
@@ -270,32 +266,6 @@ enum NetlinkTransaction {
             default: return false
             }
             return true
-        }
-
-        /// `dnat to daddr . l4proto . dport . numgen random mod count offset offset map @map`: the
-        /// key in consecutive 32-bit registers from the first, the map's `address . port` into
-        /// register 1 (its port in the 32-bit register after the address).
-        private func dnat(through map: String, count: Int, offset: Int) {
-            let words = UInt32(family.addressLength / 4)
-            let first = NFT_REG32_00.rawValue
-            load(NFT_PAYLOAD_NETWORK_HEADER, offset: family == .ip ? 16 : 24, length: family.addressLength, into: first)
-            expression("meta") {
-                put(header, NFTA_META_KEY.rawValue, NFT_META_L4PROTO.rawValue)
-                put(header, NFTA_META_DREG.rawValue, first + words)
-            }
-            load(NFT_PAYLOAD_TRANSPORT_HEADER, offset: 2, length: 2, into: first + words + 1)
-            expression("numgen") {
-                put(header, NFTA_NG_DREG.rawValue, first + words + 2)
-                put(header, NFTA_NG_MODULUS.rawValue, UInt32(count))
-                put(header, NFTA_NG_TYPE.rawValue, NFT_NG_RANDOM.rawValue)
-                put(header, NFTA_NG_OFFSET.rawValue, UInt32(offset))
-            }
-            expression("lookup") {
-                put(header, NFTA_LOOKUP_SET.rawValue, map)
-                put(header, NFTA_LOOKUP_SREG.rawValue, first)
-                put(header, NFTA_LOOKUP_DREG.rawValue, NFT_REG_1.rawValue)
-            }
-            nat(address: NFT_REG_1.rawValue, port: first + words)
         }
 
         private func nat(address: UInt32, port: UInt32) {

@@ -3,7 +3,8 @@ import ProxyModel
 /// Follows a new connection's first packet through a table's base chains (those of both its
 /// kernel tables, `KernelTables`) the way netfilter would (hooks in order, chains by priority,
 /// jump/goto/return, verdict maps, DNAT, marks, masquerade) and answers where it can go. Random
-/// choices (`numgen`) branch, so the answer is the set of possible outcomes. Dynamic sets (ClientIP affinity) are remembered across traces.
+/// choices (`numgen`) branch, so the answer is the set of possible outcomes. Dynamic sets
+/// (ClientIP affinity) are remembered across traces.
 public struct PacketTracer {
     public enum Origin: Hashable, Sendable {
         /// Arrives on an interface (from a pod or from outside the node).
