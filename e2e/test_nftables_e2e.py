@@ -172,6 +172,14 @@ class Cluster:
         found = re.search(r"^kubeproxy_node_applier_applied_revision (\S+)$", self.metrics(number, ns), re.M)
         return float(found.group(1)) if found else None
 
+    def wait_caught_up(self, ns):
+        """Waits until the extra node-1 applier in `ns` holds node 1's applied revision."""
+        self.lab.wait_listening(ns, "127.0.0.1", 10256)
+        def synced():
+            revision = self.applied_revision(1, ns)
+            assert revision and revision == self.applied_revision(1), revision
+        eventually(synced, timeout=30)
+
 
 @pytest.fixture(scope="module")
 def cluster():
@@ -810,11 +818,7 @@ def test_cleanup_deletes_our_tables_and_nothing_else(cluster):
     lab.run(ns, "nft", "add table ip host-firewall; add chain ip host-firewall input { type filter hook input priority 0; }")
     lab.start_applier(1, ns=ns, key="applier-cleanup")
     try:
-        lab.wait_listening(ns, "127.0.0.1", 10256)
-        def synced():
-            revision = cluster.applied_revision(1, ns)
-            assert revision and revision == cluster.applied_revision(1), revision
-        eventually(synced, timeout=30)
+        cluster.wait_caught_up(ns)
     finally:
         lab.stop("applier-cleanup")
     assert _tables(lab, ns) == {"ip host-firewall", "ip kube-proxy-swift", "ip6 kube-proxy-swift",
@@ -836,11 +840,7 @@ def test_affinity_objects_left_in_the_main_table_are_replaced(cluster):
             "add chain ip kube-proxy-swift aff-old; add rule ip kube-proxy-swift aff-old update @aff-old { ip saddr }")
     lab.start_applier(1, ns=ns, key="applier-upgrade")
     try:
-        lab.wait_listening(ns, "127.0.0.1", 10256)
-        def synced():
-            revision = cluster.applied_revision(1, ns)
-            assert revision and revision == cluster.applied_revision(1), revision
-        eventually(synced, timeout=30)
+        cluster.wait_caught_up(ns)
         listed = lab.run(ns, "nft", "list", "ruleset").stdout
         assert "aff-old" not in listed and "table ip kube-proxy-swift-affinity {" in listed, listed
         assert re.search(r"^kubeproxy_sync_proxy_rules_nftables_sync_failures_total 0$", cluster.metrics(1, ns), re.M)
