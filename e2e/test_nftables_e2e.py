@@ -680,6 +680,42 @@ def _objects(ruleset):
     return objects
 
 
+def test_affinity_services_beyond_one_tables_worth_spread_over_more_tables_and_back(cluster):
+    """100 dual-stack ClientIP services (beyond `AffinityShards.servicesPerShard`, 64) make node 1
+    resync in full with two affinity tables per family; clients stick to one endpoint of services
+    in either table, over IPv4 and IPv6. Deleted again, they leave one affinity table per family,
+    and the fixture's `sticky` keeps working throughout. The drift test after this one finds
+    that every drift check in between matched."""
+    lab = cluster.lab
+    def address(index, v6):
+        return f"fd00:10:96::{0x9700 + index:x}" if v6 else f"10.97.0.{index + 1}"
+    names = [f"affine-{index}" for index in range(100)]
+    bulk = "---\n".join(dual_stack_yaml(name, (address(index, False), address(index, True)), ["p1a", "p2a"], affinity=True)
+                        for index, name in enumerate(names))
+    def tables():
+        return {line.split()[2] for line in lab.run(cluster.nodes[1], "nft", "list", "tables").stdout.splitlines()
+                if "kube-proxy-swift-affinity" in line}
+    def shard_addresses(family, table):
+        """The bulk services' addresses whose verdicts are in <table>."""
+        listed = lab.run(cluster.nodes[1], "nft", "list", "table", family, table).stdout
+        return re.findall(r"(10\.97\.[0-9.]+|fd00:10:96::97[0-9a-f]{2}) \. tcp \. 80 : goto aff", listed)
+    def sticks(host, pods=("p1a", "p2a")):
+        answering = cluster.answering(cluster.probe("p1b", "tcp", host, 80, count=12))
+        assert len(answering) == 1 and answering <= set(pods), (host, answering)
+    cluster.apply(bulk)
+    try:
+        eventually(lambda: _assert_equal(tables(), {"kube-proxy-swift-affinity", "kube-proxy-swift-affinity-1"}), timeout=30)
+        for family in ("ip", "ip6"):
+            for table in ("kube-proxy-swift-affinity", "kube-proxy-swift-affinity-1"):
+                found = shard_addresses(family, table)
+                assert found, (family, table)
+                eventually(lambda: sticks(found[0]))
+    finally:
+        lab.proxyctl(cluster.cp, "delete", "-f", "-", input=bulk)
+    eventually(lambda: _assert_equal(tables(), {"kube-proxy-swift-affinity"}), timeout=30)
+    sticks("10.96.0.14", ("p1a", "p2a", "p2b"))
+
+
 def test_rule_added_and_table_deleted_by_hand_are_repaired(cluster):
     lab = cluster.lab
     # The drift check ran every second through the tests before: what the kernel lists must match

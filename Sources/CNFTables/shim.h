@@ -1,7 +1,7 @@
 // libnftnl and libmnl (the netlink layer libnftables is built on): the elements of a staged full
-// program go in as netlink batches, without script text; chain and set definitions, and which chain
-// each rule is in, are read with netlink dumps. Stale UDP flows are read from and deleted in the
-// connection tracking table through ctnetlink.
+// program go in as netlink batches, without script text; tables, chain and set definitions, and
+// which chain each rule is in, are read with netlink dumps. Stale UDP flows are read from and
+// deleted in the connection tracking table through ctnetlink.
 // These come first: libnftables.h defines _GNU_SOURCE, and glibc headers read after it would
 // define socket types (fd_set) differently from Swift's Glibc module.
 #include <netinet/in.h>
@@ -11,6 +11,7 @@
 #include <libnftnl/common.h>
 #include <libnftnl/rule.h>
 #include <libnftnl/set.h>
+#include <libnftnl/table.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>

@@ -32,7 +32,7 @@ struct NodeApplierCommand: AsyncParsableCommand {
         help: "Service range; traffic to unallocated addresses in it is dropped. Repeatable. Default: 10.96.0.0/12 and fd00:10:96::/112.")
     var serviceCIDRs: [String] = []
 
-    @Option(help: "Name of the nftables tables (ip and ip6) this applier owns; ClientIP affinity is in NAME-affinity.")
+    @Option(help: "Name of the nftables tables (ip and ip6) this applier owns; ClientIP affinity is in NAME-affinity (and NAME-affinity-1, … past 64 affinity services).")
     var table: String = "kube-proxy-swift"
 
     @Option(name: .customLong("http-listen"), help: "Listen address for /healthz, /livez and /metrics.")
@@ -60,7 +60,7 @@ struct NodeApplierCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
-    @Flag(help: "Delete the ip and ip6 tables of --table (and their -affinity tables), then exit: takes this node off the proxy (stopping the daemon leaves its rules in place).")
+    @Flag(help: "Delete the ip and ip6 tables of --table (and their affinity tables), then exit: takes this node off the proxy (stopping the daemon leaves its rules in place).")
     var cleanup = false
 
     func validate() throws {

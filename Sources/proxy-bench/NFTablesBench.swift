@@ -137,9 +137,7 @@ struct NFTablesBench: AsyncParsableCommand {
     /// Removes the applier's tables (where they exist), so that the next full program is staged.
     private static func deleteTables() throws {
         for family in NFTFamily.allCases {
-            // `list chains`: `list tables` would fetch every element of the table first.
-            let listed = try nft(["list", "chains", family.rawValue]).output
-            for name in KernelTables.names(table) where listed.contains("table \(family.rawValue) \(name) {\n") {
+            for name in try LibNFTables().kernelTables(family: family, table: table) {
                 if try nft(["delete", "table", family.rawValue, name]).status != 0 {
                     throw BenchError("nft delete table \(family.rawValue) \(name) failed")
                 }
@@ -346,10 +344,12 @@ struct NFTablesBench: AsyncParsableCommand {
         }
         _ = lap()
         let heapState = liveHeapMB()
-        var contributions = Applier.derive(state, node: node).contributions
+        // No affinity services here: one shard, as the applier would count.
+        let shards = Layout.AffinityShards(for: 0)
+        var contributions = Applier.derive(state, node: node, affinityShards: shards).contributions
         let derive = lap()
         let heapContributions = liveHeapMB()
-        let (planner, transaction) = Planner.full(tableName: Self.table, node: node, contributions: contributions)
+        let (planner, transaction) = Planner.full(tableName: Self.table, node: node, affinityShards: shards, contributions: contributions)
         let plan = lap()
         contributions = [:]
         let heapPlanned = liveHeapMB()

@@ -436,6 +436,85 @@ import Testing
         #expect(try #require(nft.table(.ip)).chains["pick-tcp-70"] == nil)
     }
 
+    /// Past `servicesPerShard` ClientIP-affinity services the applier resyncs in full with more
+    /// affinity tables (and back with fewer once a quarter of them is left); in between, changes
+    /// are partial. Every affinity service stays sticky to its endpoint from a pod throughout.
+    @Test func affinityServicesSpreadOverMoreTablesAsTheyGrowAndFewerAsTheyShrink() async throws {
+        let (applier, nft) = try await fixtureApplier()
+        func affine(_ index: Int) -> Service {
+            Service(
+                metadata: meta("affine-\(index)"), clusterIPs: [ip("10.96.\(10 + index / 200).\(1 + index % 200)")],
+                ports: [ServicePort(name: "http", port: 80)], sessionAffinity: .clientIP(timeoutSeconds: 60))
+        }
+        let added = Layout.AffinityShards.servicesPerShard  // and the fixture's `sticky`
+        var revision: UInt64 = 1
+        func apply(upserts: [ProxyObject] = [], deletes: [ObjectKey] = []) async throws {
+            try await applier.receive(delta(from: revision, to: revision + 1, upserts: upserts, deletes: deletes))
+            revision += 1
+            #expect(await applier.sync() == .applied(revision: revision))
+        }
+        func wasFull() -> Bool { nft.lastTransaction?.operations.allSatisfy { if case .replaceTable = $0 { true } else { false } } == true }
+        let endpoints = [endpoint(podA1, node: "node-a"), endpoint(podB1, node: "node-b")]
+        let targets = Set([podA1, podB1].map { PacketTracer.Result.delivered(EndpointTarget(address: ip($0), port: 8080), masqueraded: false) })
+        func expectSticky(_ indices: Range<Int>) throws {
+            let table = try #require(nft.table(.ip))
+            var tracer = PacketTracer(table: table, localAddresses: fixtureNode.nodeIPs)
+            for index in indices {
+                let packet = PacketTracer.Packet(from: ip(podA2), to: affine(index).clusterIPs[0], .tcp, port: 80)
+                let outcomes = tracer.trace(packet)
+                #expect(Set(outcomes.map(\.result)) == targets)
+                let first = try #require(outcomes.first)
+                tracer.remember(first)
+                #expect(tracer.trace(packet).map(\.result) == [first.result])
+            }
+        }
+
+        try await apply(
+            upserts: (0..<added).flatMap { index -> [ProxyObject] in
+                [.service(affine(index)), .endpointSlice(slice("affine-\(index)", service: "affine-\(index)", endpoints))]
+            })
+        #expect(wasFull())
+        let grown = try #require(nft.table(.ip))
+        #expect(KernelTables.names(of: grown) == ["kube-proxy-swift", "kube-proxy-swift-affinity", "kube-proxy-swift-affinity-1"])
+        let shardChains = grown.chains.keys.filter { $0.wholeMatch(of: /aff1?-[0-9a-f]{16}/) != nil }
+        #expect(shardChains.count == added + 2)  // `sticky` has a cluster and a local chain
+        #expect(shardChains.contains { $0.hasPrefix("aff-") } && shardChains.contains { $0.hasPrefix("aff1-") })
+        try expectSticky(0..<added)
+
+        // Within the count: partial.
+        try await apply(upserts: [.endpointSlice(slice("affine-0", service: "affine-0", [endpoint(podB2, node: "node-b")]))])
+        #expect(!wasFull())
+        try await apply(upserts: [.endpointSlice(slice("affine-0", service: "affine-0", endpoints))])
+        #expect(!wasFull())
+
+        // Down to a quarter of two shards' worth: one table again.
+        let kept = Layout.AffinityShards.servicesPerShard / 2 - 1
+        try await apply(deletes: (kept..<added).map { ObjectKey(kind: .service, namespace: "default", name: "affine-\($0)") })
+        #expect(wasFull())
+        let shrunk = try #require(nft.table(.ip))
+        #expect(KernelTables.names(of: shrunk) == ["kube-proxy-swift", "kube-proxy-swift-affinity"])
+        try expectSticky(0..<kept)
+    }
+
+    @Test func affinityShardCountsGrowInPowersOfTwoAndShrinkLate() {
+        let perShard = Layout.AffinityShards.servicesPerShard
+        #expect([0, 1, perShard].map { Layout.AffinityShards(for: $0).count } == [1, 1, 1])
+        #expect([perShard + 1, 2 * perShard, 2 * perShard + 1, 5 * perShard].map { Layout.AffinityShards(for: $0).count } == [2, 2, 4, 8])
+        let four = Layout.AffinityShards(for: 3 * perShard)
+        #expect(four.fits(4 * perShard) && four.fits(perShard + 1))
+        #expect(!four.fits(4 * perShard + 1) && !four.fits(perShard))
+        #expect(Layout.AffinityShards(for: 0).fits(0))
+    }
+
+    @Test func objectsLiveInTheKernelTableTheirNamesSay() {
+        #expect(KernelTables.name("t", holding: "services") == "t")
+        #expect(KernelTables.name("t", holding: "aff-nat-output.b") == "t-affinity")
+        #expect(KernelTables.name("t", holding: "aff12-9139a2d558e0fadc-1797ede28a9709ab") == "t-affinity-12")
+        #expect(KernelTables.name("t", holding: "affinity") == "t")
+        #expect(["t", "t-affinity", "t-affinity-3"].allSatisfy { KernelTables.isOurs($0, of: "t") })
+        #expect(!["u", "t-affinity-", "t-affinity-x", "t-other", "tt-affinity"].contains { KernelTables.isOurs($0, of: "t") })
+    }
+
     @Test func healthCheckCountsLocalReadyEndpoints() {
         let service = Fixture.services.first { $0.metadata.name == "lb-local" }!
         let slices = Fixture.slices.filter { $0.serviceName == "lb-local" }

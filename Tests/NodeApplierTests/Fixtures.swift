@@ -11,6 +11,9 @@ let fixtureNode = NodeConfig(
     nodeName: "node-a", zone: "zone-a", nodeIPs: [ip("192.168.10.1"), ip("fd00:10::1")],
     clusterCIDRs: [cidr("10.244.0.0/16"), cidr("fd00:244::/64")])
 
+/// ClientIP affinity in one kernel table, as below `Layout.AffinityShards.servicesPerShard` services.
+let oneShard = Layout.AffinityShards(for: 0)
+
 let podA1 = "10.244.1.11"  // on node-a
 let podA2 = "10.244.1.12"  // on node-a
 let podB1 = "10.244.2.21"  // on node-b

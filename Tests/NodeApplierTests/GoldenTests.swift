@@ -56,14 +56,14 @@ import Testing
 
     /// Every transaction the applier produces (full and partial) passes the kernel check too.
     @Test func partialTransactionsPassTheKernelCheck() async throws {
-        var (planner, transaction) = Planner.full(tableName: "kube-proxy-swift-check", node: fixtureNode, contributions: [:])
+        var (planner, transaction) = Planner.full(tableName: "kube-proxy-swift-check", node: fixtureNode, affinityShards: oneShard, contributions: [:])
         let full = NFTRenderer.render(transaction)
         var contributions: [ServiceName: Planner.Change] = [:]
         for service in Fixture.services {
             let name = ServiceName(namespace: service.metadata.namespace, name: service.metadata.name)
             let slices = Fixture.slices.filter { $0.serviceName == service.metadata.name }
             contributions[name] = Planner.Change(
-                old: [:], new: Layout.contribution(of: NodeView.ports(of: service, slices: slices, node: fixtureNode)))
+                old: [:], new: Layout.contribution(of: NodeView.ports(of: service, slices: slices, node: fixtureNode), affinityShards: oneShard))
         }
         let update = planner.update(contributions) { _ in [:] }
         let partial = try #require(update)

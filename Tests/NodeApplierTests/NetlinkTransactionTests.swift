@@ -8,7 +8,7 @@ import Testing
 @Suite struct NetlinkTransactionTests {
     /// The partial sync that adds `services`, with their slices, to the fixture node's empty tables.
     func partial(_ services: [Service], slices: [EndpointSlice] = Fixture.slices) throws -> NFTTransaction {
-        var planner = Planner.full(tableName: "kube-proxy-swift", node: fixtureNode, contributions: [:]).planner
+        var planner = Planner.full(tableName: "kube-proxy-swift", node: fixtureNode, affinityShards: oneShard, contributions: [:]).planner
         return try add(services, slices: slices, to: &planner)
     }
 
@@ -18,7 +18,7 @@ import Testing
         for service in services {
             let own = slices.filter { $0.serviceName == service.metadata.name }
             changes[ServiceName(namespace: service.metadata.namespace, name: service.metadata.name)] = Planner.Change(
-                old: [:], new: Layout.contribution(of: NodeView.ports(of: service, slices: own, node: fixtureNode)))
+                old: [:], new: Layout.contribution(of: NodeView.ports(of: service, slices: own, node: fixtureNode), affinityShards: oneShard))
         }
         return try #require(planner.update(changes) { _ in [:] })
     }
@@ -43,7 +43,7 @@ import Testing
     /// map: libnftables, which writes the map's `typeof`. The next ones add elements only.
     @Test func aCountBeyondTheScanBringsItsMapThroughLibnftablesOnce() throws {
         let endpoints = (1...70).map { endpoint("10.244.7.\($0)", node: "node-a") }
-        var planner = Planner.full(tableName: "kube-proxy-swift", node: fixtureNode, contributions: [:]).planner
+        var planner = Planner.full(tableName: "kube-proxy-swift", node: fixtureNode, affinityShards: oneShard, contributions: [:]).planner
         func add(_ name: String, _ address: String) throws -> NFTTransaction {
             let service = Service(metadata: meta(name), clusterIPs: [ip(address)], ports: [ServicePort(name: "http", port: 80)])
             return try self.add([service], slices: [slice(name, service: name, endpoints)], to: &planner)
@@ -59,7 +59,7 @@ import Testing
 
     /// The rehome changes elements only (every table has the `pick-N` chains of the scan's counts).
     @Test func theRehomeGoesAsABatch() throws {
-        var planner = Planner.full(tableName: "kube-proxy-swift", node: fixtureNode, contributions: [:]).planner
+        var planner = Planner.full(tableName: "kube-proxy-swift", node: fixtureNode, affinityShards: oneShard, contributions: [:]).planner
         _ = try add(Fixture.services.filter { $0.loadBalancerSourceRanges.isEmpty }, to: &planner)
         let rehome = planner.rehome()
         #expect(!rehome.isEmpty)
@@ -73,6 +73,6 @@ import Testing
         // A rule translating to the other family's address: the layout never writes one.
         let mixed = NFTOperation.defineChain(.ip, NFTChain(name: "x", rules: [NFTRule([.l4proto(.tcp)], [.dnat(ip("fd00::1"), port: 80)])]))
         #expect(try NetlinkTransaction.batch(for: [mixed], table: "t") == nil)
-        #expect(try NetlinkTransaction.batch(for: [.deleteTable(.ip)], table: "t") == nil)
+        #expect(try NetlinkTransaction.batch(for: [.deleteTable(.ip, "t")], table: "t") == nil)
     }
 }

@@ -21,7 +21,7 @@ import Testing
         let beta = ServiceName(namespace: "default", name: "beta")
         let nft = FakeNFTables()
         var (planner, full) = Planner.full(
-            tableName: "t", node: fixtureNode, contributions: [alpha: claiming("10.0.1.1"), beta: claiming("10.0.2.2")])
+            tableName: "t", node: fixtureNode, affinityShards: oneShard, contributions: [alpha: claiming("10.0.1.1"), beta: claiming("10.0.2.2")])
         try nft.apply(full)
         #expect(installed(nft) == [.address(ip("10.0.1.1")), .port(8080)])
 

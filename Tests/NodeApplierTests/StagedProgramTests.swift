@@ -10,10 +10,12 @@ import Testing
     @Test func freshProgramSplitsTheTablesWithoutLosingAnything() async throws {
         let (_, nft) = try await fixtureApplier()
         let tables = try NFTFamily.allCases.map { try #require(nft.table($0)) }
-        let program = StagedProgram.fresh(table: "kube-proxy-swift", tables: tables)
+        let program = StagedProgram.fresh(table: "kube-proxy-swift", tables: tables, kernel: [:])
         #expect(program.generation == .a)
         #expect(program.prepare.isEmpty)
-        #expect(program.rollback.operations == NFTFamily.allCases.map { .deleteTable($0) })
+        #expect(
+            program.rollback.operations
+                == NFTFamily.allCases.flatMap { [.deleteTable($0, "kube-proxy-swift"), .deleteTable($0, "kube-proxy-swift-affinity")] })
 
         var rebuilt: [NFTFamily: NFTTable] = [:]
         for operation in program.skeleton.operations {
@@ -60,7 +62,9 @@ import Testing
                     .addSet(.ip, NFTSetDefinition(name: "cluster-ips.b", type: .address(interval: false))),
                 ]))
         func listing(_ family: NFTFamily) -> StagedProgram.Listing? {
-            kernel.table(family).map { StagedProgram.Listing(chains: Array($0.chains.keys), sets: Array($0.sets.keys)) }
+            kernel.table(family).map {
+                StagedProgram.Listing(tables: KernelTables.names(of: $0), chains: Array($0.chains.keys), sets: Array($0.sets.keys))
+            }
         }
         let program = StagedProgram.swap(
             table: "kube-proxy-swift", tables: tables, live: .a, kernel: [.ip: listing(.ip)!])
@@ -103,6 +107,30 @@ import Testing
         try kernel.apply(program.rollback)
         #expect(kernel.table(.ip).map(withoutEmptyElements) == withoutEmptyElements(live))
         #expect(kernel.table(.ip6) == NFTTable(family: .ip6, name: "kube-proxy-swift"))
+    }
+
+    /// Fewer affinity shards than the kernel holds: the fresh program and the swap both delete the
+    /// tables of the shards beyond, and leave nothing of theirs.
+    @Test func programsDeleteTheTablesOfShardsBeyondTheirCount() throws {
+        func table(shards: Int) -> NFTTable {
+            Layout.baseTable(family: .ip, name: "t", node: fixtureNode, affinityShards: Layout.AffinityShards(for: shards * Layout.AffinityShards.servicesPerShard))
+        }
+        let live = table(shards: 4)
+        #expect(KernelTables.names(of: live) == ["t", "t-affinity", "t-affinity-1", "t-affinity-2", "t-affinity-3"])
+        let listing = StagedProgram.Listing(tables: KernelTables.names(of: live), chains: Array(live.chains.keys), sets: Array(live.sets.keys))
+        let beyond: [NFTOperation] = [.deleteTable(.ip, "t-affinity-2"), .deleteTable(.ip, "t-affinity-3")]
+
+        let fresh = StagedProgram.fresh(table: "t", tables: [table(shards: 2)], kernel: [.ip: listing])
+        #expect(Array(fresh.skeleton.operations.prefix(2)) == beyond)
+
+        let swap = StagedProgram.swap(table: "t", tables: [table(shards: 2)], live: .a, kernel: [.ip: listing])
+        #expect(Array(swap.hooks.operations.suffix(2)) == beyond)
+        let kernel = FakeNFTables()
+        try kernel.apply(NFTTransaction(table: "t", operations: [.replaceTable(live)]))
+        for step in [swap.prepare, swap.skeleton, swap.hooks] { try kernel.apply(step) }
+        let after = try #require(kernel.table(.ip))
+        #expect(KernelTables.names(of: after) == ["t", "t-affinity", "t-affinity-1"])
+        #expect(after.chains.keys.contains("aff1-nat-prerouting.b") && after.sets.keys.contains("aff1-service-ips.b"))
     }
 
     @Test func generationNamesMapBothWays() {

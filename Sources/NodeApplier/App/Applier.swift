@@ -40,6 +40,10 @@ public actor Applier {
     private var dirty: Set<ServiceName> = []
     /// The contributions of dirty services as of the last sync (what the planner has claimed).
     private var before: [ServiceName: [NFTFamily: Contribution]] = [:]
+    /// The proxied services with ClientIP affinity, as of the last sync, and the shards the
+    /// planner's contributions spread them over (a full sync counts them afresh).
+    private var affinityServices: Set<ServiceName> = []
+    private var affinityShards = Layout.AffinityShards(for: 0)
     /// Commit times of received changes not yet applied (network-programming latency).
     private var pendingCommitTimes: [Int64] = []
     private let pendingSince = Atomic<Int64>(0)
@@ -136,6 +140,7 @@ public actor Applier {
         guard needsSync else { return nil }
         let revision = state.revision
         let start = ContinuousClock.now
+        if planner != nil, !affinityShardsFit() { planner = nil }
         let full = planner == nil
         do {
             if planner == nil {
@@ -318,29 +323,39 @@ public actor Applier {
     /// --cleanup` does, as kube-proxy's `--cleanup`, to take a node off this proxy (stopping the
     /// daemon leaves its rules in place).
     public static func removeTables(_ tableName: String, nft: any NFTablesClient) throws {
-        // Adding a table that exists changes nothing; the deletion then finds one either way.
-        try nft.apply(
-            NFTTransaction(table: tableName, operations: NFTFamily.allCases.flatMap { [.addTable($0), .deleteTable($0)] }))
+        let operations = try NFTFamily.allCases.flatMap { family in
+            try nft.kernelTables(family: family, table: tableName).map { NFTOperation.deleteTable(family, $0) }
+        }
+        try nft.apply(NFTTransaction(table: tableName, operations: operations))
     }
 
     /// What a service gives this node: its share of the rules and its UDP frontends (for the
     /// stale-flow cleanup), both from one node view.
     private func derive(_ name: ServiceName) -> (contribution: [NFTFamily: Contribution], udpFrontends: [StaleFlows.Frontend: Set<IPAddress>])? {
-        Self.derive(name, state: state, node: node)
+        Self.derive(name, state: state, node: node, affinityShards: affinityShards)
     }
 
-    private static func derive(_ name: ServiceName, state: ClusterState, node: NodeConfig) -> (
+    private static func derive(_ name: ServiceName, state: ClusterState, node: NodeConfig, affinityShards: Layout.AffinityShards) -> (
         contribution: [NFTFamily: Contribution], udpFrontends: [StaleFlows.Frontend: Set<IPAddress>]
     )? {
         guard let service = state.service(name) else { return nil }
         let slices = state.slices(of: name)
         let ports = NodeView.ports(of: service, slices: slices, node: node)
-        return (Layout.contribution(of: ports), StaleFlows.frontends(of: ports, slices: slices))
+        return (Layout.contribution(of: ports, affinityShards: affinityShards), StaleFlows.frontends(of: ports, slices: slices))
+    }
+
+    /// Whether `name` is a proxied service with ClientIP affinity.
+    private static func hasAffinity(_ name: ServiceName, in state: ClusterState) -> Bool {
+        guard let service = state.service(name), NodeView.isProxied(service), case .clientIP = service.sessionAffinity else { return false }
+        return true
     }
 
     private func fullSync() throws {
-        let (contributions, frontends) = Self.derive(state, node: node)
-        let (plan, transaction) = Planner.full(tableName: tableName, node: node, contributions: contributions)
+        affinityServices = Set(state.serviceNames.filter { Self.hasAffinity($0, in: state) })
+        affinityShards = Layout.AffinityShards(for: affinityServices.count)
+        let (contributions, frontends) = Self.derive(state, node: node, affinityShards: affinityShards)
+        let (plan, transaction) = Planner.full(
+            tableName: tableName, node: node, affinityShards: affinityShards, contributions: contributions)
         // The per-service contributions are as large as the transaction itself; freeing them
         // (0.2 s at 50k services) overlaps the kernel's work.
         let released = BackgroundRelease(consume contributions)
@@ -355,7 +370,11 @@ public actor Applier {
         udpFrontends = StaleFlows.FrontendIndex(frontends)
         anyUDPFlowMayBeStale = !udpFrontends.isEmpty
         changedUDPFrontends = []
-        logger.info("full sync", metadata: ["revision": "\(state.revision)", "services": "\(plan.serviceCount)"])
+        logger.info(
+            "full sync",
+            metadata: [
+                "revision": "\(state.revision)", "services": "\(plan.serviceCount)", "affinityShards": "\(affinityShards.count)",
+            ])
     }
 
     /// Every service's contribution, and the UDP frontends of those that have any, derived on
@@ -363,7 +382,7 @@ public actor Applier {
     /// on two cores, 0.65–1.10 s on one (fifth session). UDP services' frontends add about half: in
     /// one later period 0.29–0.35 s for TCP services, 0.43–0.65 s for UDP ones (`proxy-bench
     /// nftables --service-protocol UDP`).
-    public static func derive(_ state: ClusterState, node: NodeConfig) -> (
+    public static func derive(_ state: ClusterState, node: NodeConfig, affinityShards: Layout.AffinityShards) -> (
         contributions: [ServiceName: [NFTFamily: Contribution]], udpFrontends: [ServiceName: [StaleFlows.Frontend: Set<IPAddress>]]
     ) {
         let names = Array(state.serviceNames)
@@ -373,7 +392,7 @@ public actor Applier {
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             var part: Part = (Dictionary(minimumCapacity: names.count / workers + 1), [:])
             for index in stride(from: worker, to: names.count, by: workers) {
-                guard let derived = derive(names[index], state: state, node: node) else { continue }
+                guard let derived = derive(names[index], state: state, node: node, affinityShards: affinityShards) else { continue }
                 part.contributions[names[index]] = derived.contribution
                 if !derived.udpFrontends.isEmpty { part.udpFrontends[names[index]] = derived.udpFrontends }
             }
@@ -388,6 +407,20 @@ public actor Applier {
             }
             return derived
         }
+    }
+
+    /// Counts the changed services' affinity in; false when the affinity services no longer fit
+    /// the planner's shards: every affinity service's objects move, in a full program (staged,
+    /// swapped in at once).
+    private func affinityShardsFit() -> Bool {
+        for name in dirty {
+            if Self.hasAffinity(name, in: state) { affinityServices.insert(name) } else { affinityServices.remove(name) }
+        }
+        guard !affinityShards.fits(affinityServices.count) else { return true }
+        logger.info(
+            "affinity services need another shard count; resyncing in full",
+            metadata: ["affinityServices": "\(affinityServices.count)", "affinityShards": "\(affinityShards.count)"])
+        return false
     }
 
     private func partialSync() throws {

@@ -38,6 +38,10 @@ public final class FakeNFTables: NFTablesClient {
         state.withLock { $0.tables[family] }.map(NFTTableShape.init)
     }
 
+    public func kernelTables(family: NFTFamily, table: String) throws -> [String] {
+        state.withLock { $0.tables[family] }.map { KernelTables.names(of: $0) } ?? []
+    }
+
     public func apply(_ transaction: consuming NFTTransaction) throws {
         try state.withLock { state in
             if let failure = state.failure {
@@ -61,11 +65,17 @@ public final class FakeNFTables: NFTablesClient {
         switch operation {
         case .replaceTable(let table):
             tables[table.family] = table
-        case .addTable(let family):
+        case .addTable(let family, _):
             if tables[family] == nil { tables[family] = NFTTable(family: family, name: name) }
-        case .deleteTable(let family):
-            _ = try existing(family)
-            tables[family] = nil
+        case .deleteTable(let family, let kernel):
+            // The family's kernel tables are one table here: the deleted one's objects go.
+            var table = try existing(family)
+            guard KernelTables.names(of: table).contains(kernel) else { throw NFTError("No such file or directory: table \(kernel)") }
+            let holds = { (object: String) in KernelTables.name(name, holding: object) == kernel }
+            table.sets = table.sets.filter { !holds($0.key) }
+            table.elements = table.elements.filter { !holds($0.key) }
+            table.chains = table.chains.filter { !holds($0.key) }
+            tables[family] = table.sets.isEmpty && table.chains.isEmpty ? nil : table
         case .addSet(let family, let set):
             var table = try existing(family)
             if let old = table.sets[set.name], old != set { throw NFTError("File exists: set \(set.name) with another type") }

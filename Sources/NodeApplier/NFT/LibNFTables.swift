@@ -99,9 +99,10 @@ public final class LibNFTables: NFTablesClient {
             hooked.formUnion(chains.filter(\.hooked).map { Generation(of: $0.name) })
             misplaced = misplaced || chains.contains { !Self.belongs($0.name, in: $0.table, of: table) }
                 || sets.contains { !Self.belongs($0.name, in: $0.table, of: table) }
-            kernel[family] = StagedProgram.Listing(chains: chains.map(\.name), sets: sets.map(\.name))
+            kernel[family] = StagedProgram.Listing(
+                tables: try NetlinkListing.tables(family: family, table: table), chains: chains.map(\.name), sets: sets.map(\.name))
         }
-        guard !hooked.isEmpty, !misplaced else { return .fresh(table: table, tables: tables) }
+        guard !hooked.isEmpty, !misplaced else { return .fresh(table: table, tables: tables, kernel: kernel) }
         return .swap(table: table, tables: tables, live: hooked.contains(.a) ? .a : .b, kernel: kernel)
     }
 
@@ -130,6 +131,10 @@ public final class LibNFTables: NFTablesClient {
         live.withLock { $0 = generation }
     }
 
+    public func kernelTables(family: NFTFamily, table: String) throws -> [String] {
+        try NetlinkListing.tables(family: family, table: table)
+    }
+
     /// Parses and checks `script` against the kernel without committing anything (`nft --check`).
     public static func check(_ script: String) throws {
         try Context(dryRun: true).run(script)
@@ -151,7 +156,7 @@ public final class LibNFTables: NFTablesClient {
             guard Self.belongs(name, in: kernelTable, of: table) else { return "\(name) (table \(kernelTable))" }
             return generation.layoutName(name) ?? "\(name) (generation \(generation.other))"
         }
-        let rules = try NetlinkListing.ruleCounts(family: family, table: table)
+        let rules = try NetlinkListing.ruleCounts(family: family, tables: Set(chains.map(\.table)))
         return NFTTableShape(
             chains: Dictionary(uniqueKeysWithValues: chains.map { (layoutName($0.name, $0.table), rules[$0.table]?[$0.name] ?? 0) }),
             sets: Set(try NetlinkListing.sets(family: family, table: table).map { layoutName($0.name, $0.table) }))

@@ -184,43 +184,86 @@ public struct NFTTable: Hashable, Sendable {
     }
 }
 
-/// Each family's table is two tables in the kernel: the objects whose names start with
-/// `affinityPrefix` (the layout's ClientIP-affinity sets, maps and chains) live in
-/// `<table>-affinity`, every other in `<table>`. Adding a rule, or a verdict element that jumps,
-/// makes the kernel validate the whole table it goes to: at 50k services that walk takes 10–20 ms,
-/// and a change to an affinity service adds rules. In a table of their own, affinity changes walk
-/// only the affinity services. Objects reference only objects of their own kernel table.
+/// Each family's table is several tables in the kernel: the objects whose names start with an
+/// affinity prefix (the layout's ClientIP-affinity sets, maps and chains) live in an affinity table,
+/// every other in `<table>`. Adding a rule, or a verdict element that jumps, makes the kernel
+/// validate the whole table it goes to: at 50k services that walk takes 10–20 ms, and a change to
+/// an affinity service adds rules. In tables of their own, affinity changes walk only the affinity
+/// services of one table. Objects reference only objects of their own kernel table.
+///
+/// The affinity services are spread over shards (`Layout.AffinityShards`): shard 0's objects are
+/// named `aff-…` and live in `<table>-affinity`, shard k's are named `aff<k>-…` and live in
+/// `<table>-affinity-<k>`.
 public enum KernelTables {
-    public static let affinityPrefix = "aff-"
+    /// The prefix of the names of affinity shard `shard`'s objects.
+    public static func affinityPrefix(shard: Int) -> String { shard == 0 ? "aff-" : "aff\(shard)-" }
 
-    /// The kernel tables of `table`, in the order a script creates them.
-    public static func names(_ table: String) -> [String] { [table, table + "-affinity"] }
+    /// The kernel table of affinity shard `shard`.
+    public static func affinityTable(_ table: String, shard: Int) -> String {
+        shard == 0 ? table + "-affinity" : "\(table)-affinity-\(shard)"
+    }
 
     /// The kernel table that holds `object` (a set, map or chain, in any generation's name).
-    public static func name(_ table: String, holding object: String) -> String { names(table)[index(holding: object)] }
-
-    private static func index(holding object: String) -> Int { object.hasPrefix(affinityPrefix) ? 1 : 0 }
-
-    /// `table` as the kernel holds it: one table per kernel table name, each with its objects.
-    public static func split(_ table: consuming NFTTable) -> [NFTTable] {
-        var parts = names(table.name).map { NFTTable(family: table.family, name: $0) }
-        for (name, set) in table.sets { parts[index(holding: name)].sets[name] = set }
-        for (name, chain) in table.chains { parts[index(holding: name)].chains[name] = chain }
-        for name in Array(table.elements.keys) {
-            parts[index(holding: name)].elements[name] = table.elements.removeValue(forKey: name)
-        }
-        return parts
+    public static func name(_ table: String, holding object: String) -> String {
+        shard(holding: object).map { affinityTable(table, shard: $0) } ?? table
     }
+
+    /// Whether `kernelTable` is one of `table`'s kernel tables (of any shard count).
+    public static func isOurs(_ kernelTable: String, of table: String) -> Bool {
+        guard kernelTable != table, kernelTable != table + "-affinity" else { return true }
+        let shard = kernelTable.dropFirst(table.count + "-affinity-".count)
+        return kernelTable.hasPrefix(table + "-affinity-") && !shard.isEmpty && shard.allSatisfy(\.isASCIIDigit)
+    }
+
+    /// The affinity shard of `object`; nil for the main table's objects.
+    private static func shard(holding object: String) -> Int? {
+        guard object.hasPrefix("aff") else { return nil }
+        let rest = object.dropFirst(3)
+        let digits = rest.prefix(while: \.isASCIIDigit)
+        guard rest.dropFirst(digits.count).first == "-" else { return nil }
+        return digits.isEmpty ? 0 : Int(digits)
+    }
+
+    /// The kernel tables that hold `table`'s objects: the main table first, then the affinity
+    /// shards', by shard (as `split` orders them).
+    public static func names(of table: borrowing NFTTable) -> [String] {
+        let shards = Set(table.sets.keys.compactMap(shard(holding:))).union(table.chains.keys.compactMap(shard(holding:)))
+        return [table.name] + shards.sorted().map { affinityTable(table.name, shard: $0) }
+    }
+
+    /// `table` as the kernel holds it: the main table first, then each affinity shard that holds
+    /// anything, by shard.
+    public static func split(_ table: consuming NFTTable) -> [NFTTable] {
+        var parts: [Int: NFTTable] = [:]
+        func part(_ object: String) -> Int {
+            let shard = shard(holding: object) ?? -1
+            if parts[shard] == nil {
+                parts[shard] = NFTTable(family: table.family, name: shard < 0 ? table.name : affinityTable(table.name, shard: shard))
+            }
+            return shard
+        }
+        _ = part("")
+        for (name, set) in table.sets { parts[part(name)]!.sets[name] = set }
+        for (name, chain) in table.chains { parts[part(name)]!.chains[name] = chain }
+        for name in Array(table.elements.keys) {
+            parts[part(name)]!.elements[name] = table.elements.removeValue(forKey: name)
+        }
+        return parts.sorted { $0.key < $1.key }.map(\.value)
+    }
+}
+
+extension Character {
+    fileprivate var isASCIIDigit: Bool { isASCII && isNumber }
 }
 
 /// One step of a transaction. A transaction applies completely or not at all.
 public enum NFTOperation: Hashable, Sendable {
     /// Replace the table atomically with `table` (creating it when missing).
     case replaceTable(NFTTable)
-    /// Create the family's (empty) kernel tables when missing; leave them as they are otherwise.
-    case addTable(NFTFamily)
-    /// Delete the family's kernel tables.
-    case deleteTable(NFTFamily)
+    /// Create a kernel table (`KernelTables`) when missing; leave it as it is otherwise.
+    case addTable(NFTFamily, String)
+    /// Delete a kernel table with everything in it.
+    case deleteTable(NFTFamily, String)
     case addSet(NFTFamily, NFTSetDefinition)
     case deleteSet(NFTFamily, String)
     /// Create an empty chain (so that rules of the same transaction can jump to it).

@@ -32,10 +32,10 @@ public enum NFTRenderer {
                 out += "delete table \(part.family.rawValue) \(part.name)\n"
                 renderBody(part, sorted: false, into: &out)
             }
-        case .addTable(let family):
-            for kernel in KernelTables.names(name) { out += "add table \(family.rawValue) \(kernel)\n" }
-        case .deleteTable(let family):
-            for kernel in KernelTables.names(name) { out += "delete table \(family.rawValue) \(kernel)\n" }
+        case .addTable(let family, let kernel):
+            out += "add table \(family.rawValue) \(kernel)\n"
+        case .deleteTable(let family, let kernel):
+            out += "delete table \(family.rawValue) \(kernel)\n"
         case .addSet(let family, let set):
             out += "add \(set.isMap ? "map" : "set") \(family.rawValue) \(table(holding: set.name)) \(set.name) { "
             out += declaration(of: set, family: family).joined(separator: "; ")

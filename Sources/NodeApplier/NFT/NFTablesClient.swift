@@ -37,4 +37,6 @@ public protocol NFTablesClient: Sendable {
     func apply(_ transaction: consuming NFTTransaction) throws
     /// The shape of `table` in `family`, or nil when the table does not exist.
     func shape(family: NFTFamily, table: String) throws -> NFTTableShape?
+    /// The kernel tables of `table` (`KernelTables`) that exist in `family`.
+    func kernelTables(family: NFTFamily, table: String) throws -> [String]
 }

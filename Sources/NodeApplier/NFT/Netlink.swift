@@ -147,7 +147,7 @@ final class NetlinkSocket {
 enum NetlinkListing {
     struct Chain: Hashable {
         var name: String
-        /// The kernel table that holds it (one of `KernelTables.names`).
+        /// The kernel table that holds it (one of `table`'s, `KernelTables`).
         var table: String
         /// Attached to a netfilter hook (a base chain).
         var hooked: Bool
@@ -160,16 +160,31 @@ enum NetlinkListing {
         var table: String
     }
 
+    /// The kernel tables of `table` (`KernelTables`) in `family`.
+    static func tables(family: NFTFamily, table: String) throws -> [String] {
+        var tables: [String] = []
+        try NetlinkSocket().dump(NetlinkSocket.nftables(NFT_MSG_GETTABLE), family: family.netlinkFamily) { header in
+            let kernelTable = nftnl_table_alloc()!
+            defer { nftnl_table_free(kernelTable) }
+            guard nftnl_table_nlmsg_parse(header, kernelTable) == 0,
+                let name = nftnl_table_get_str(kernelTable, UInt16(NFTNL_TABLE_NAME.rawValue)),
+                KernelTables.isOurs(String(cString: name), of: table)
+            else { return }
+            tables.append(String(cString: name))
+        }
+        return tables.sorted()
+    }
+
     /// The chains of `table`'s kernel tables (`KernelTables`) in `family` (none when there is no
     /// such table).
     static func chains(family: NFTFamily, table: String) throws -> [Chain] {
-        let tables = Swift.Set(KernelTables.names(table))
         var chains: [Chain] = []
         try NetlinkSocket().dump(NetlinkSocket.nftables(NFT_MSG_GETCHAIN), family: family.netlinkFamily) { header in
             let chain = nftnl_chain_alloc()!
             defer { nftnl_chain_free(chain) }
             guard nftnl_chain_nlmsg_parse(header, chain) == 0,
-                let owner = nftnl_chain_get_str(chain, UInt16(NFTNL_CHAIN_TABLE.rawValue)), tables.contains(String(cString: owner)),
+                let owner = nftnl_chain_get_str(chain, UInt16(NFTNL_CHAIN_TABLE.rawValue)),
+                KernelTables.isOurs(String(cString: owner), of: table),
                 let name = nftnl_chain_get_str(chain, UInt16(NFTNL_CHAIN_NAME.rawValue))
             else { return }
             chains.append(
@@ -180,11 +195,11 @@ enum NetlinkListing {
         return chains
     }
 
-    /// How many rules each chain of `table`'s kernel tables in `family` holds, by kernel table and
-    /// chain (chains without rules are left out).
-    static func ruleCounts(family: NFTFamily, table: String) throws -> [String: [String: Int]] {
+    /// How many rules each chain of the kernel tables `tables` in `family` holds, by kernel table
+    /// and chain (chains without rules are left out).
+    static func ruleCounts(family: NFTFamily, tables: Swift.Set<String>) throws -> [String: [String: Int]] {
         var counts: [String: [String: Int]] = [:]
-        for kernelTable in KernelTables.names(table) {
+        for kernelTable in tables {
             // Only our tables' rules: other tables (a host firewall) may hold many more.
             let filter = { (header: UnsafeMutablePointer<nlmsghdr>) in
                 let rule = nftnl_rule_alloc()!
@@ -207,14 +222,14 @@ enum NetlinkListing {
 
     /// The named sets and maps of `table`'s kernel tables in `family`.
     static func sets(family: NFTFamily, table: String) throws -> [Set] {
-        let tables = Swift.Set(KernelTables.names(table))
         var sets: [Set] = []
         try NetlinkSocket().dump(NetlinkSocket.nftables(NFT_MSG_GETSET), family: family.netlinkFamily) { header in
             let set = nftnl_set_alloc()!
             defer { nftnl_set_free(set) }
             // Anonymous sets (`{ … }` written inline in rules) belong to their rules.
             guard nftnl_set_nlmsg_parse(header, set) == 0,
-                let owner = nftnl_set_get_str(set, UInt16(NFTNL_SET_TABLE.rawValue)), tables.contains(String(cString: owner)),
+                let owner = nftnl_set_get_str(set, UInt16(NFTNL_SET_TABLE.rawValue)),
+                KernelTables.isOurs(String(cString: owner), of: table),
                 nftnl_set_get_u32(set, UInt16(NFTNL_SET_FLAGS.rawValue)) & UInt32(NFT_SET_ANONYMOUS.rawValue) == 0,
                 let name = nftnl_set_get_str(set, UInt16(NFTNL_SET_NAME.rawValue))
             else { return }

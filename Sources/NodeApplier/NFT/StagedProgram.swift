@@ -17,12 +17,15 @@
 /// Rules that look up the `typeof` slot maps are in regular chains, so they are written in the
 /// batch that defines the maps (nft 1.0.6 cannot add them to maps read back from the kernel).
 public struct StagedProgram: Sendable {
-    /// The chains and sets of our table in one family, as the kernel lists them.
+    /// The kernel tables of our table in one family, and their chains and sets, as the kernel
+    /// lists them.
     public struct Listing: Hashable, Sendable {
+        public var tables: [String]
         public var chains: [String]
         public var sets: [String]
 
-        public init(chains: [String], sets: [String]) {
+        public init(tables: [String], chains: [String], sets: [String]) {
+            self.tables = tables
             self.chains = chains
             self.sets = sets
         }
@@ -37,19 +40,24 @@ public struct StagedProgram: Sendable {
     public var hooks: NFTTransaction
     public var rollback: NFTTransaction
 
-    /// Tables none of whose chains is hooked: replaced as a whole, in generation `a`.
-    public static func fresh(table: String, tables: consuming [NFTTable]) -> StagedProgram {
+    /// Tables none of whose chains is hooked: replaced as a whole, in generation `a`. Kernel
+    /// tables the new ones do not include (affinity shards of a larger count) are deleted.
+    public static func fresh(table: String, tables: consuming [NFTTable], kernel: [NFTFamily: Listing]) -> StagedProgram {
         var program = StagedProgram(table: table, generation: .a)
         for var stripped in tables {
+            let family = stripped.family
+            let names = KernelTables.names(of: stripped)
             program.take(&stripped)
+            program.skeleton.operations += (kernel[family]?.tables ?? []).filter { !names.contains($0) }.map { .deleteTable(family, $0) }
             program.skeleton.operations.append(.replaceTable(stripped))
-            program.rollback.operations.append(.deleteTable(stripped.family))
+            program.rollback.operations += names.map { .deleteTable(family, $0) }
         }
         return program
     }
 
     /// Tables in the layout's names that replace the `live` generation's ruleset, whose objects
-    /// the kernel lists as `kernel` (a family without a table has no listing).
+    /// the kernel lists as `kernel` (a family without a table has no listing). Kernel tables the
+    /// new ones do not include (affinity shards of a larger count) go with the live ruleset.
     public static func swap(
         table: String, tables: consuming [NFTTable], live: Generation, kernel: [NFTFamily: Listing]
     ) -> StagedProgram {
@@ -58,12 +66,13 @@ public struct StagedProgram: Sendable {
         for var stripped in tables {
             stripped = stripped.named(target)
             let family = stripped.family
-            let listing = kernel[family] ?? Listing(chains: [], sets: [])
+            let listing = kernel[family] ?? Listing(tables: [], chains: [], sets: [])
             let isLive = { (name: String) in Generation(of: name) == live }
             program.prepare.operations += removal(
                 family, chains: listing.chains.filter { !isLive($0) }, sets: listing.sets.filter { !isLive($0) })
+            let names = KernelTables.names(of: stripped)
             program.take(&stripped)
-            program.skeleton.operations.append(.addTable(family))
+            program.skeleton.operations += names.map { .addTable(family, $0) }
             let sets = stripped.sets.values.sorted { $0.name < $1.name }
             let chains = stripped.chains.values.sorted { $0.name < $1.name }
             for set in sets {
@@ -76,8 +85,10 @@ public struct StagedProgram: Sendable {
             // Every chain exists before any rule jumps to one.
             program.skeleton.operations += chains.map { .addChain(family, $0.name) }
             program.skeleton.operations += chains.map { .defineChain(family, $0) }
-            program.hooks.operations += removal(
-                family, chains: listing.chains.filter(isLive), sets: listing.sets.filter(isLive))
+            // The live objects of the tables kept; the others go with their tables.
+            let kept = { (name: String) in isLive(name) && names.contains(KernelTables.name(table, holding: name)) }
+            program.hooks.operations += removal(family, chains: listing.chains.filter(kept), sets: listing.sets.filter(kept))
+            program.hooks.operations += listing.tables.filter { !names.contains($0) }.map { .deleteTable(family, $0) }
             program.rollback.operations += removal(family, chains: chains.map(\.name), sets: sets.map(\.name))
         }
         return program

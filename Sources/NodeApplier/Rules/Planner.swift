@@ -14,6 +14,8 @@ import Synchronization
 /// element is its holder's contribution, which the caller can always derive again.
 public struct Planner: Sendable {
     public let tableName: String
+    /// The affinity shards of every contribution the planner takes (another count is a full resync).
+    public let affinityShards: Layout.AffinityShards
     private let base: [NFTFamily: NFTTable]
     private var families: [NFTFamily: any FamilyClaims] = [:]
     private var serviceIDs = ServiceIDs()
@@ -32,11 +34,13 @@ public struct Planner: Sendable {
         }
     }
 
-    /// Plans a complete ruleset; `transaction` replaces both tables with it.
+    /// Plans a complete ruleset; `transaction` replaces both families' tables with it.
+    /// `contributions` were derived for `affinityShards`.
     public static func full(
-        tableName: String, node: NodeConfig, contributions: [ServiceName: [NFTFamily: Contribution]]
+        tableName: String, node: NodeConfig, affinityShards: Layout.AffinityShards,
+        contributions: [ServiceName: [NFTFamily: Contribution]]
     ) -> (planner: Planner, transaction: NFTTransaction) {
-        var planner = Planner(tableName: tableName, node: node)
+        var planner = Planner(tableName: tableName, node: node, affinityShards: affinityShards)
         var tables = planner.base
         // Services in name order; a service's number is its place in that order.
         var elements: [NFTFamily: [String: [ClaimedElements]]] = [:]
@@ -56,9 +60,13 @@ public struct Planner: Sendable {
         return (planner, NFTTransaction(table: tableName, operations: operations))
     }
 
-    private init(tableName: String, node: NodeConfig) {
+    private init(tableName: String, node: NodeConfig, affinityShards: Layout.AffinityShards) {
         self.tableName = tableName
-        base = Dictionary(uniqueKeysWithValues: NFTFamily.allCases.map { ($0, Layout.baseTable(family: $0, name: tableName, node: node)) })
+        self.affinityShards = affinityShards
+        base = Dictionary(
+            uniqueKeysWithValues: NFTFamily.allCases.map {
+                ($0, Layout.baseTable(family: $0, name: tableName, node: node, affinityShards: affinityShards))
+            })
         // An IPv4 table's keys fit 16 bytes; IPv6 addresses alone take 16.
         families = [.ip: FamilyState<Bytes16>(), .ip6: FamilyState<Bytes32>()]
     }
