@@ -1,6 +1,6 @@
 import ProxyModel
 
-/// Follows a new connection's first packet through a table's base chains (those of both its
+/// Follows a new connection's first packet through a table's base chains (those of all its
 /// kernel tables, `KernelTables`) the way netfilter would (hooks in order, chains by priority,
 /// jump/goto/return, verdict maps, DNAT, marks, masquerade) and answers where it can go. Random
 /// choices (`numgen`) branch, so the answer is the set of possible outcomes. Dynamic sets

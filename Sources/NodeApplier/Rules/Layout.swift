@@ -18,10 +18,11 @@ public struct Contribution: Hashable, Sendable {
 /// an endpoint slot at random from a map. Per-service chains only for ClientIP affinity (per-endpoint
 /// dynamic sets) and loadBalancerSourceRanges firewalls.
 ///
-/// ClientIP affinity has a kernel table of its own (`KernelTables`): its frontends' verdicts, its
-/// chains and sets, nat base chains that run after ours (a connection our chains translated does
-/// not meet them), and a copy of the cluster CIDRs. Our chains mark affinity frontends' connections
-/// for masquerade as any other's; they do not translate them (the frontends are not in our maps).
+/// ClientIP affinity has kernel tables of its own (`KernelTables`, `AffinityShards`), each with its
+/// frontends' verdicts, its chains and sets, nat base chains that run after ours (a connection our
+/// chains translated does not meet them), and a copy of the cluster CIDRs. Our chains mark affinity
+/// frontends' connections for masquerade as any other's; they do not translate them (the frontends
+/// are not in our maps).
 ///
 /// A frontend with N endpoints keeps them in the slots `slotOffset(N) ..< slotOffset(N) + N` of its
 /// protocol's slot map (N = 1: the single-endpoint map), so each count has a key space of its own.
