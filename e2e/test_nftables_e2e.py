@@ -859,9 +859,11 @@ def test_cleanup_deletes_our_tables_and_nothing_else(cluster):
         lab.stop("applier-cleanup")
     assert _tables(lab, ns) == {"ip host-firewall", "ip kube-proxy-swift", "ip6 kube-proxy-swift",
                                 "ip kube-proxy-swift-affinity", "ip6 kube-proxy-swift-affinity"}
+    # An affinity shard's table (past 64 affinity services), and one whose name only looks like it.
+    lab.run(ns, "nft", "add table ip6 kube-proxy-swift-affinity-3; add table ip kube-proxy-swift-affinity-x")
     for _ in range(2):
         lab.run(ns, os.path.join(BUILD, "node-applier"), "--cleanup")
-        assert _tables(lab, ns) == {"ip host-firewall"}
+        assert _tables(lab, ns) == {"ip host-firewall", "ip kube-proxy-swift-affinity-x"}
 
 
 def test_affinity_objects_left_in_the_main_table_are_replaced(cluster):

@@ -14,8 +14,6 @@ import Synchronization
 /// element is its holder's contribution, which the caller can always derive again.
 public struct Planner: Sendable {
     public let tableName: String
-    /// The affinity shards of every contribution the planner takes (another count is a full resync).
-    public let affinityShards: Layout.AffinityShards
     private let base: [NFTFamily: NFTTable]
     private var families: [NFTFamily: any FamilyClaims] = [:]
     private var serviceIDs = ServiceIDs()
@@ -35,7 +33,7 @@ public struct Planner: Sendable {
     }
 
     /// Plans a complete ruleset; `transaction` replaces both families' tables with it.
-    /// `contributions` were derived for `affinityShards`.
+    /// `contributions`, and those of every later `update`, are derived for `affinityShards`.
     public static func full(
         tableName: String, node: NodeConfig, affinityShards: Layout.AffinityShards,
         contributions: [ServiceName: [NFTFamily: Contribution]]
@@ -62,7 +60,6 @@ public struct Planner: Sendable {
 
     private init(tableName: String, node: NodeConfig, affinityShards: Layout.AffinityShards) {
         self.tableName = tableName
-        self.affinityShards = affinityShards
         base = Dictionary(
             uniqueKeysWithValues: NFTFamily.allCases.map {
                 ($0, Layout.baseTable(family: $0, name: tableName, node: node, affinityShards: affinityShards))
