@@ -699,12 +699,18 @@ def test_affinity_services_beyond_one_tables_worth_spread_over_more_tables_and_b
         """The bulk services' addresses whose verdicts are in <table>."""
         listed = lab.run(cluster.nodes[1], "nft", "list", "table", family, table).stdout
         return re.findall(r"(10\.97\.[0-9.]+|fd00:10:96::97[0-9a-f]{2}) \. tcp \. 80 : goto aff", listed)
+    def affinity_metrics():
+        """Node 1's affinity services and tables, as its /metrics says."""
+        text = cluster.metrics(1)
+        return [float(re.search(rf"^kubeproxy_node_applier_affinity_{name} (\S+)$", text, re.M).group(1))
+                for name in ("services", "tables")]
     def sticks(host, pods=("p1a", "p2a")):
         answering = cluster.answering(cluster.probe("p1b", "tcp", host, 80, count=12))
         assert len(answering) == 1 and answering <= set(pods), (host, answering)
     cluster.apply(bulk)
     try:
         eventually(lambda: _assert_equal(tables(), {"kube-proxy-swift-affinity", "kube-proxy-swift-affinity-1"}), timeout=30)
+        eventually(lambda: _assert_equal(affinity_metrics(), [101, 2]))  # and the fixture's `sticky`
         for family in ("ip", "ip6"):
             for table in ("kube-proxy-swift-affinity", "kube-proxy-swift-affinity-1"):
                 found = shard_addresses(family, table)
@@ -713,6 +719,7 @@ def test_affinity_services_beyond_one_tables_worth_spread_over_more_tables_and_b
     finally:
         lab.proxyctl(cluster.cp, "delete", "-f", "-", input=bulk)
     eventually(lambda: _assert_equal(tables(), {"kube-proxy-swift-affinity"}), timeout=30)
+    eventually(lambda: _assert_equal(affinity_metrics(), [1, 1]))
     sticks("10.96.0.14", ("p1a", "p2a", "p2b"))
 
 

@@ -173,6 +173,8 @@ public actor Applier {
         metrics.appliedRevision.set(Double(revision))
         metrics.services.set(Double(planner?.serviceCount ?? 0))
         metrics.awayFrontends.set(Double(planner?.awayFrontends ?? 0))
+        metrics.affinityServices.set(Double(affinityServices.count))
+        metrics.affinityTables.set(Double(affinityShards.count))
         appliedRevision = revision
         pendingSince.store(0, ordering: .relaxed)
         logger.debug(

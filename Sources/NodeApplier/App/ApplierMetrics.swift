@@ -14,6 +14,8 @@ public struct ApplierMetrics: Sendable {
     let driftRepairs: Counter
     let services: Gauge
     let awayFrontends: Gauge
+    let affinityServices: Gauge
+    let affinityTables: Gauge
     let rehomeDuration: DurationHistogram
     let streamsOpened: Counter
     let staleFlowsDuration: DurationHistogram
@@ -57,6 +59,12 @@ public struct ApplierMetrics: Sendable {
                 "node_applier", "away_frontends", "",
                 "Frontends whose verdict waits for the next rehome: new ones, or their endpoint count changed or none "
                     + "is left (new connections scan the counts)."))
+        affinityServices = registry.makeGauge(
+            descriptor: name("node_applier", "affinity_services", "", "Services with ClientIP affinity (proxied by this node)."))
+        affinityTables = registry.makeGauge(
+            descriptor: name(
+                "node_applier", "affinity_tables", "",
+                "Kernel tables per family that ClientIP affinity is spread over (more past 64 affinity services each)."))
         rehomeDuration = registry.makeDurationHistogram(
             descriptor: name(
                 "node_applier", "rehome_duration", "seconds", "Duration of giving away frontends the verdicts of their endpoint counts."),
