@@ -540,11 +540,14 @@ endpoints:
             listed = lab.run(cluster.nodes[1], "nft", "list", "ruleset").stdout
             offset = count * (count - 1) // 2
             for family in ("ip", "ip6"):
-                # libnftables writes them (with the map's `typeof`); `nft list` names the port of
-                # the rule it wrote itself `tcp dport`, with the same expressions.
-                rule = (rf"chain pick-tcp-{count} \{{\n\t\tdnat {family} to {family} daddr \. meta l4proto \. (th|tcp) dport"
+                # A netlink batch writes them, the map a copy of the shared one's definition: nft
+                # lists its `typeof` (libnftables would list the rule's port as `tcp dport`).
+                rule = (rf"chain pick-tcp-{count} \{{\n\t\tdnat {family} to {family} daddr \. meta l4proto \. th dport"
                         rf" \. numgen random mod {count} offset {offset} map @backends-tcp-{count}\n\t\}}")
-                assert re.search(rule, listed), rule
+                typeof = (rf"map backends-tcp-{count} \{{\n\t\ttypeof {family} daddr \. meta l4proto \. th dport \. numgen random"
+                          rf" mod 1 : {family} daddr \. tcp dport\n")
+                for pattern in (rule, typeof):
+                    assert re.search(pattern, listed), pattern
         def earlier_count_gone():
             listed = lab.run(cluster.nodes[1], "nft", "list", "ruleset").stdout
             assert not re.search(r"(chain pick-tcp-65|map backends-tcp-65)(\.b)? \{", listed), listed

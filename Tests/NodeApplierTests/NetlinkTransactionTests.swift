@@ -40,8 +40,10 @@ import Testing
     }
 
     /// The first frontend with a count beyond the scan brings that count's `pick-N` chain and slot
-    /// map: libnftables, which writes the map's `typeof`. The next ones add elements only.
-    @Test func aCountBeyondTheScanBringsItsMapThroughLibnftablesOnce() throws {
+    /// map, a copy of the shared slot map's definition as the kernel holds it (with the `typeof`
+    /// notes nft writes); without that definition, libnftables writes it. The next ones add
+    /// elements only.
+    @Test func aCountBeyondTheScanBringsItsMapOnceACopyOfTheSharedOnes() throws {
         let endpoints = (1...70).map { endpoint("10.244.7.\($0)", node: "node-a") }
         var planner = Planner.full(tableName: "kube-proxy-swift", node: fixtureNode, affinityShards: oneShard, contributions: [:]).planner
         func add(_ name: String, _ address: String) throws -> NFTTransaction {
@@ -52,6 +54,9 @@ import Testing
         #expect(first.operations.contains { if case .defineChain(_, let chain) = $0 { chain.name == "pick-tcp-70" } else { false } })
         #expect(first.operations.contains { if case .addSet(_, let set) = $0 { set.name == "backends-tcp-70" } else { false } })
         #expect(try !isBatch(first))
+        let shared = NetlinkListing.SetDefinition(flags: 8, keyType: 1, keyLength: 16, dataType: 2, dataLength: 8, userData: [0, 4, 0, 0, 0, 0])
+        #expect(try NetlinkTransaction.batch(for: first.operations, table: first.table, slotMaps: [.ip: [.tcp: shared]]) != nil)
+        #expect(try NetlinkTransaction.batch(for: first.operations, table: first.table, slotMaps: [.ip: [.udp: shared]]) == nil)
         let second = try add("large2", "10.96.0.71")
         #expect(second.operations.allSatisfy { if case .addElements = $0 { true } else { false } })
         #expect(try isBatch(second))
