@@ -22,9 +22,7 @@ enum NetlinkTransaction {
     /// that deleted something waits until the kernel has freed it (an RCU grace period, ~16 ms here).
     static func apply(_ operations: [NFTOperation], table: String, on socket: NetlinkSocket) throws -> Bool {
         let slotMaps = try slotMapDefinitions(for: operations, table: table, on: socket)
-        guard let batch = try batch(for: operations, table: table, slotMaps: slotMaps) else {
-            return false
-        }
+        guard let batch = try batch(for: operations, table: table, slotMaps: slotMaps) else { return false }
         if !batch.isEmpty { try batch.commit(on: socket) }
         return true
     }
