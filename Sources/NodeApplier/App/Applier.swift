@@ -120,7 +120,7 @@ public actor Applier {
             let deletes = try delta.deletes.map { (ref) throws -> ObjectKey in try ObjectKey(wire: ref) }
             if planner != nil {
                 for name in state.affected(upserts: upserts, deletes: deletes) where before[name] == nil && !dirty.contains(name) {
-                    before[name] = derive(name)?.contribution ?? [:]
+                    before[name] = contribution(name)
                 }
             }
             dirty.formUnion(state.apply(to: delta.toRevision, upserts: upserts, deletes: deletes))
@@ -337,6 +337,13 @@ public actor Applier {
         Self.derive(name, state: state, node: node, affinityShards: affinityShards)
     }
 
+    /// A service's share of the rules alone (empty without the service).
+    private func contribution(_ name: ServiceName) -> [NFTFamily: Contribution] {
+        guard let service = state.service(name) else { return [:] }
+        let ports = NodeView.ports(of: service, slices: state.slices(of: name), node: node)
+        return Layout.contribution(of: ports, affinityShards: affinityShards)
+    }
+
     private static func derive(_ name: ServiceName, state: ClusterState, node: NodeConfig, affinityShards: Layout.AffinityShards) -> (
         contribution: [NFTFamily: Contribution], udpFrontends: [StaleFlows.Frontend: Set<IPAddress>]
     )? {
@@ -436,7 +443,7 @@ public actor Applier {
             derivedFrontends[name] = derived?.udpFrontends ?? [:]
         }
         planner = nil  // restored only when the kernel took the transaction
-        guard let transaction = plan.update(changes, current: { derive($0)?.contribution ?? [:] }) else {
+        guard let transaction = plan.update(changes, current: contribution) else {
             try fullSync()
             return
         }
