@@ -113,7 +113,8 @@ import Testing
     /// tables of the shards beyond, and leave nothing of theirs.
     @Test func programsDeleteTheTablesOfShardsBeyondTheirCount() throws {
         func table(shards: Int) -> NFTTable {
-            Layout.baseTable(family: .ip, name: "t", node: fixtureNode, affinityShards: Layout.AffinityShards(for: shards * Layout.AffinityShards.servicesPerShard))
+            let affinityShards = Layout.AffinityShards(for: shards * Layout.AffinityShards.servicesPerShard)
+            return Layout.baseTable(family: .ip, name: "t", node: fixtureNode, affinityShards: affinityShards)
         }
         let live = table(shards: 4)
         #expect(KernelTables.names(of: live) == ["t", "t-affinity", "t-affinity-1", "t-affinity-2", "t-affinity-3"])
