@@ -315,8 +315,9 @@ public enum Layout {
         func element(_ set: String, _ key: NFTTuple, _ value: NFTTuple = NFTTuple()) {
             contribution.elements[set, default: [:]][key] = value
         }
-        // An affinity frontend's verdict names a chain of its shard's table: it goes in that table's maps.
-        let shard = affinityShards.shard(of: view.service)
+        // An affinity frontend's verdict names a chain of its shard's table: it goes in that table's
+        // maps. Only affinity services hash their names (every full program derives every service).
+        let shard = view.affinityTimeoutSeconds == nil ? 0 : affinityShards.shard(of: view.service)
         let (serviceIPs, localServiceIPs) =
             view.affinityTimeoutSeconds == nil
             ? (Name.serviceIPs, Name.localServiceIPs) : (Name.affinityServiceIPs(shard), Name.affinityLocalServiceIPs(shard))
