@@ -728,8 +728,26 @@ def test_affinity_services_beyond_one_tables_worth_spread_over_more_tables_and_b
 
 def test_rule_added_and_table_deleted_by_hand_are_repaired(cluster):
     lab = cluster.lab
-    # The drift check ran every second through the tests before: what the kernel lists must match
-    # the plan, or every check would have been a (needless) repair.
+    def count(pattern):
+        found = re.search(rf"^{pattern} (\d+)$", cluster.metrics(1), re.M)
+        return int(found.group(1)) if found else 0
+    def checks(result):
+        return count(rf'kubeproxy_node_applier_drift_checks_total\{{result="{result}"\}}')
+    # The drift check ran every second through the tests before. It listed the tables once after
+    # each full program (several commits), and not after the applier's own partial syncs (each the
+    # only commit since the last).
+    def listed_after_full_programs_only():
+        full_programs = count("kubeproxy_sync_full_proxy_rules_duration_seconds_count")
+        assert checks("unchanged") > 0 and 0 < checks("matched") <= full_programs, cluster.metrics(1)
+    eventually(listed_after_full_programs_only)
+    # Another program's commit (a table of its own): the next check lists the tables, which must
+    # match the plan after every partial sync of the tests before.
+    matched = checks("matched")
+    lab.run(cluster.nodes[1], "nft", "add", "table", "ip", "elsewhere")
+    lab.run(cluster.nodes[1], "nft", "delete", "table", "ip", "elsewhere")
+    def listed():
+        assert checks("matched") > matched, cluster.metrics(1)
+    eventually(listed)
     assert re.search(r"^kubeproxy_node_applier_drift_repairs_total 0$", cluster.metrics(1), re.M), cluster.metrics(1)
     # A rule added by hand to one of our chains (whichever generation's names are live; the repair
     # swaps in the other).

@@ -41,7 +41,9 @@ struct NodeApplierCommand: AsyncParsableCommand {
     @Option(name: .customLong("min-sync-interval"), help: "Seconds; changes closer together are applied in one sync.")
     var minSyncInterval: Double = 0.1
 
-    @Option(name: .customLong("drift-check-interval"), help: "Seconds between comparisons of the kernel's tables with the plan.")
+    @Option(
+        name: .customLong("drift-check-interval"),
+        help: "Seconds between comparisons of the kernel's tables with the plan (listed when another program committed since).")
     var driftCheckInterval: Double = 10
 
     @Option(

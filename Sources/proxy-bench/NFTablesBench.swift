@@ -188,10 +188,11 @@ struct NFTablesBench: AsyncParsableCommand {
         for (services, endpoints) in parsed {
             var runs: [Double] = []
             var decode = 0.0
-            var applier: Applier?
+            var applier: (Applier, ApplierMetrics)?
             for run in 0..<6 {
                 if run < 3 { try Self.deleteTables() }
-                let current = Applier(node: node, tableName: Self.table, nft: nft, logger: logger)
+                let metrics = ApplierMetrics()
+                let current = Applier(node: node, tableName: Self.table, nft: nft, metrics: metrics, logger: logger)
                 let snapshot = Self.snapshot(services: services, endpoints: endpoints, revision: UInt64(run + 1), protocol: serviceProtocol)
                 let decodeStart = ContinuousClock.now
                 try await current.receive(snapshot)
@@ -199,14 +200,16 @@ struct NFTablesBench: AsyncParsableCommand {
                 let start = ContinuousClock.now
                 guard case .applied = await current.sync() else { throw BenchError("full sync failed") }
                 runs.append((ContinuousClock.now - start).inSeconds)
-                applier = current
+                applier = (current, metrics)
             }
             print(
                 String(
                     format: "%8ld  %9ld  %14.3f  %7.3f  %7.3f  %15.3f  %7.3f  %7.3f  %17.3f", services, services * endpoints,
                     runs[0], runs[1], runs[2], runs[3], runs[4], runs[5], decode))
             try breakdown(services: services, endpoints: endpoints, node: node, nft: nft)
-            if let applier, changes > 0 { try await measureChanges(applier, services: services, endpoints: endpoints) }
+            if let (applier, metrics) = applier, changes > 0 {
+                try await measureChanges(applier, metrics: metrics, services: services, endpoints: endpoints)
+            }
         }
         if conntrackFlows > 0 { try await measureStaleFlows(nft: nft, node: node, logger: logger) }
         try await measureLatency(nft: nft, node: node, logger: logger)
@@ -386,7 +389,7 @@ struct NFTablesBench: AsyncParsableCommand {
     /// endpoints and back, then to 100 and back; a new service; an endpoint replaced in a service
     /// with ClientIP affinity (`changes` services have it). Then the rehome that gives the waiting
     /// frontends the verdicts of their counts.
-    private func measureChanges(_ applier: Applier, services: Int, endpoints: Int) async throws {
+    private func measureChanges(_ applier: Applier, metrics: ApplierMetrics, services: Int, endpoints: Int) async throws {
         var revision = await applier.held.revision
         func apply(_ objects: ProxyObject...) async throws -> Duration {
             try await applier.receive(
@@ -418,6 +421,8 @@ struct NFTablesBench: AsyncParsableCommand {
             service.sessionAffinity = .clientIP(timeoutSeconds: SessionAffinity.defaultTimeoutSeconds)
             _ = try await apply(.service(service))
         }
+        // As the daemon, with a drift check done: each sync then reads the ruleset generation after its commits.
+        guard !(await applier.checkDrift()) else { throw BenchError("drift check found drift") }
         for change in 0..<changes {
             replaced.append(try await apply(.endpointSlice(slice((change * 7919) % services, endpoints, change))))
         }
@@ -465,6 +470,43 @@ struct NFTablesBench: AsyncParsableCommand {
                         sorted.last!.milliseconds))
         }
         print(String(format: "  then their verdicts brought to their counts (%ld frontends, one transaction): %.1f ms", away, rehome.milliseconds))
+        try await measureDriftChecks(applier, metrics: metrics)
+    }
+
+    /// Drift checks hold the applier: a change that arrives meanwhile waits. With the ruleset
+    /// generation where the last check left it (the applier's own partial syncs since), and after
+    /// another program committed (a table added and deleted), when the tables are listed.
+    private func measureDriftChecks(_ applier: Applier, metrics: ApplierMetrics) async throws {
+        func check(_ expected: String) async throws -> Duration {
+            let before = Self.driftChecks(metrics, expected)
+            let start = ContinuousClock.now
+            guard !(await applier.checkDrift()) else { throw BenchError("drift check found drift") }
+            let elapsed = ContinuousClock.now - start
+            guard Self.driftChecks(metrics, expected) == before + 1 else { throw BenchError("drift check not \(expected)") }
+            return elapsed
+        }
+        var unchanged: [Duration] = []
+        var listed: [Duration] = []
+        for _ in 0..<10 {
+            unchanged.append(try await check("unchanged"))
+            for action in ["add", "delete"] {
+                guard try Self.nft([action, "table", "ip", "\(Self.table)-elsewhere"]).status == 0 else { throw BenchError("nft \(action) table failed") }
+            }
+            listed.append(try await check("matched"))
+        }
+        let tables = await applier.affinityShards.count
+        print(
+            "  drift check (\(tables) affinity table\(tables == 1 ? "" : "s") per family), 10 each: ruleset unchanged since the last "
+                + String(format: "(after the partial syncs above) p50 %.3f ms; ", percentile(unchanged.sorted(), 50).milliseconds)
+                + String(format: "after another program's commit (tables listed) p50 %.1f ms, max %.1f ms", percentile(listed.sorted(), 50).milliseconds,
+                    listed.max()!.milliseconds))
+    }
+
+    /// The count of drift checks with `result` so far.
+    private static func driftChecks(_ metrics: ApplierMetrics, _ result: String) -> Int {
+        let line = "kubeproxy_node_applier_drift_checks_total{result=\"\(result)\"} "
+        let text = String(decoding: metrics.render(), as: UTF8.self)
+        return text.split(separator: "\n").first { $0.hasPrefix(line) }.flatMap { Int($0.dropFirst(line.count)) } ?? 0
     }
 
     private func measureLatency(nft: LibNFTables, node: NodeConfig, logger: Logger) async throws {

@@ -31,6 +31,8 @@ import Testing
         func shape(family: NFTFamily, table: String) throws -> NFTTableShape? { try inner.shape(family: family, table: table) }
 
         func kernelTables(family: NFTFamily, table: String) throws -> [String] { try inner.kernelTables(family: family, table: table) }
+
+        func generation() throws -> RulesetGeneration { try inner.generation() }
     }
 
     /// A Delta that arrives while a sync holds the applier for longer than the dead-peer timeout

@@ -348,6 +348,43 @@ import Testing
         #expect(tables(nft) == before)
     }
 
+    /// The tables are listed when the ruleset generation moved since they last matched, and not
+    /// for the applier's own partial syncs, each the only commit since.
+    @Test func driftCheckListsTheTablesOnlyAfterOtherCommits() async throws {
+        let nft = FakeNFTables()
+        let metrics = ApplierMetrics()
+        let applier = Applier(node: fixtureNode, tableName: "kube-proxy-swift", nft: nft, metrics: metrics, logger: quietLogger())
+        try await applier.receive(Fixture.snapshot())
+        #expect(await applier.sync() == .applied(revision: 1))
+        func listed(_ check: () async -> Bool) async -> Int {
+            let before = nft.shapeReads
+            #expect(await check() == false)
+            return nft.shapeReads - before
+        }
+        #expect(await listed { await applier.checkDrift() } == 2, "after a full program (several commits) both families are listed")
+        #expect(await listed { await applier.checkDrift() } == 0)
+        var single = Fixture.slices[2]
+        single.endpoints.removeLast()
+        try await applier.receive(delta(from: 1, to: 2, upserts: [.endpointSlice(single)]))
+        #expect(await applier.sync() == .applied(revision: 2))
+        #expect(await listed { await applier.checkDrift() } == 0, "the applier's own transaction was the only commit")
+        nft.commitElsewhere()
+        #expect(await listed { await applier.checkDrift() } == 2)
+        #expect(await listed { await applier.checkDrift() } == 0)
+        // Another program's commit before the applier's own: the generation moved by two.
+        nft.commitElsewhere()
+        single.endpoints = Fixture.slices[2].endpoints
+        try await applier.receive(delta(from: 2, to: 3, upserts: [.endpointSlice(single)]))
+        #expect(await applier.sync() == .applied(revision: 3))
+        #expect(await listed { await applier.checkDrift() } == 2)
+        nft.appendRule(.ip, chain: "services", NFTRule([], [.verdict(.drop)]))
+        #expect(await applier.checkDrift() == true)
+        let text = String(decoding: metrics.render(), as: UTF8.self)
+        for (result, count) in [("unchanged", 3), ("matched", 3), ("drifted", 1)] {
+            #expect(text.contains("kubeproxy_node_applier_drift_checks_total{result=\"\(result)\"} \(count)"), "\(text)")
+        }
+    }
+
     @Test func ruleAddedByHandIsDetectedAndRepaired() async throws {
         let (applier, nft) = try await fixtureApplier()
         let before = tables(nft)

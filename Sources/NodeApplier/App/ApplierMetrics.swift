@@ -12,6 +12,7 @@ public struct ApplierMetrics: Sendable {
     let syncFailures: Counter
     let appliedRevision: Gauge
     let driftRepairs: Counter
+    let driftChecks: [DriftCheckResult: Counter]
     let services: Gauge
     let awayFrontends: Gauge
     let affinityServices: Gauge
@@ -53,6 +54,11 @@ public struct ApplierMetrics: Sendable {
             descriptor: name("node_applier", "applied_revision", "", "Last revision applied to the kernel."))
         driftRepairs = registry.makeCounter(
             descriptor: name("node_applier", "drift_repairs", "total", "Full resyncs because the table differed from the plan."))
+        let checks = name(
+            "node_applier", "drift_checks", "total",
+            "Drift checks: the ruleset generation unchanged since the tables matched (nothing listed), or tables listed and matched or drifted.")
+        driftChecks = Dictionary(
+            uniqueKeysWithValues: DriftCheckResult.allCases.map { ($0, registry.makeCounter(descriptor: checks, labels: [("result", $0.rawValue)])) })
         services = registry.makeGauge(descriptor: name("node_applier", "services", "", "Services with rules on this node."))
         awayFrontends = registry.makeGauge(
             descriptor: name(
@@ -85,4 +91,12 @@ public struct ApplierMetrics: Sendable {
         registry.emit(into: &buffer)
         return buffer
     }
+}
+
+/// What a drift check found (`Applier.checkDrift`).
+enum DriftCheckResult: String, CaseIterable, Sendable {
+    /// The ruleset generation was the one the tables last matched at: nothing was listed.
+    case unchanged
+    case matched
+    case drifted
 }

@@ -9,6 +9,8 @@ public final class FakeNFTables: NFTablesClient {
         var failure: String?
         var transactions = 0
         var last: NFTTransaction?
+        var generation = RulesetGeneration(id: 1)
+        var shapeReads = 0
     }
 
     private let state = Mutex(State())
@@ -19,12 +21,26 @@ public final class FakeNFTables: NFTablesClient {
     public func failNextTransaction(_ message: String) { state.withLock { $0.failure = message } }
 
     /// Deletes a table behind the applier's back (drift).
-    public func removeTable(_ family: NFTFamily) { _ = state.withLock { $0.tables.removeValue(forKey: family) } }
+    public func removeTable(_ family: NFTFamily) {
+        state.withLock {
+            $0.tables.removeValue(forKey: family)
+            $0.generation = $0.generation.next
+        }
+    }
 
     /// Appends a rule to a chain behind the applier's back (drift).
     public func appendRule(_ family: NFTFamily, chain: String, _ rule: NFTRule) {
-        state.withLock { $0.tables[family]?.chains[chain]?.rules.append(rule) }
+        state.withLock {
+            $0.tables[family]?.chains[chain]?.rules.append(rule)
+            $0.generation = $0.generation.next
+        }
     }
+
+    /// A transaction of another program (in another table): the generation moves, our tables stay.
+    public func commitElsewhere() { state.withLock { $0.generation = $0.generation.next } }
+
+    /// How many times a table's shape was read.
+    public var shapeReads: Int { state.withLock { $0.shapeReads } }
 
     public func table(_ family: NFTFamily) -> NFTTable? { state.withLock { $0.tables[family] } }
 
@@ -35,8 +51,13 @@ public final class FakeNFTables: NFTablesClient {
     public var lastTransaction: NFTTransaction? { state.withLock { $0.last } }
 
     public func shape(family: NFTFamily, table: String) throws -> NFTTableShape? {
-        state.withLock { $0.tables[family] }.map(NFTTableShape.init)
+        state.withLock { state in
+            state.shapeReads += 1
+            return state.tables[family]
+        }.map(NFTTableShape.init)
     }
+
+    public func generation() throws -> RulesetGeneration { state.withLock { $0.generation } }
 
     public func kernelTables(family: NFTFamily, table: String) throws -> [String] {
         state.withLock { $0.tables[family] }.map { KernelTables.names(of: $0) } ?? []
@@ -53,6 +74,7 @@ public final class FakeNFTables: NFTablesClient {
             for table in tables.values { try Self.checkReferences(table) }
             state.tables = tables
             state.transactions += 1
+            if !transaction.isEmpty { state.generation = state.generation.next }
             state.last = transaction
         }
     }

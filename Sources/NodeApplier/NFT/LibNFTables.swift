@@ -23,16 +23,18 @@ public final class LibNFTables: NFTablesClient {
 
         deinit { nft_ctx_free(pointer) }
 
-        /// The socket partial syncs go out on (`NetlinkTransaction`), opened once.
+        /// The socket partial syncs go out on (`NetlinkTransaction`) and listings are read on,
+        /// opened once: closing a netfilter socket right after a commit that deleted something
+        /// waits for the kernel to free it (an RCU grace period, ~16 ms here).
         private var netlink: NetlinkSocket?
 
-        /// Runs `operations` on the netlink socket when `NetlinkTransaction` covers them; false otherwise.
-        /// A refused batch may leave answers unread: the socket is closed with it.
-        func applyOverNetlink(_ operations: [NFTOperation], table: String) throws -> Bool {
+        /// Runs `body` on the netlink socket. A refused batch or a failed dump may leave answers
+        /// unread: the socket is closed with it.
+        func withNetlink<Result>(_ body: (NetlinkSocket) throws -> Result) throws -> Result {
             let socket = try netlink ?? NetlinkSocket()
             netlink = socket
             do {
-                return try NetlinkTransaction.apply(operations, table: table, on: socket)
+                return try body(socket)
             } catch {
                 netlink = nil
                 throw error
@@ -77,7 +79,7 @@ public final class LibNFTables: NFTablesClient {
         }
         let named = transaction.named(live.withLock { $0 })
         try commands.withLock { context in
-            if try context.applyOverNetlink(named.operations, table: named.table) { return }
+            if try context.withNetlink({ try NetlinkTransaction.apply(named.operations, table: named.table, on: $0) }) { return }
             try context.run(NFTRenderer.render(named))
         }
     }
@@ -95,13 +97,17 @@ public final class LibNFTables: NFTablesClient {
         var hooked: Set<Generation> = []
         var misplaced = false
         for family in tables.map(\.family) {
-            let chains = try NetlinkListing.chains(family: family, table: table)
-            let sets = try NetlinkListing.sets(family: family, table: table)
+            let (kernelTables, chains, sets) = try netlink { socket in
+                (
+                    try NetlinkListing.tables(family: family, table: table, on: socket),
+                    try NetlinkListing.chains(family: family, table: table, on: socket),
+                    try NetlinkListing.sets(family: family, table: table, on: socket)
+                )
+            }
             hooked.formUnion(chains.filter(\.hooked).map { Generation(of: $0.name) })
             misplaced = misplaced || chains.contains { !Self.belongs($0.name, in: $0.table, of: table) }
                 || sets.contains { !Self.belongs($0.name, in: $0.table, of: table) }
-            kernel[family] = StagedProgram.Listing(
-                tables: try NetlinkListing.tables(family: family, table: table), chains: chains.map(\.name), sets: sets.map(\.name))
+            kernel[family] = StagedProgram.Listing(tables: kernelTables, chains: chains.map(\.name), sets: sets.map(\.name))
         }
         guard !hooked.isEmpty, !misplaced else { return .fresh(table: table, tables: tables, kernel: kernel) }
         return .swap(table: table, tables: tables, live: hooked.contains(.a) ? .a : .b, kernel: kernel)
@@ -133,7 +139,16 @@ public final class LibNFTables: NFTablesClient {
     }
 
     public func kernelTables(family: NFTFamily, table: String) throws -> [String] {
-        try NetlinkListing.tables(family: family, table: table)
+        try netlink { try NetlinkListing.tables(family: family, table: table, on: $0) }
+    }
+
+    public func generation() throws -> RulesetGeneration {
+        RulesetGeneration(id: try netlink { try $0.generation() })
+    }
+
+    /// Runs `body` on the context's netlink socket.
+    private func netlink<Result: Sendable>(_ body: (NetlinkSocket) throws -> Result) throws -> Result {
+        try commands.withLock { try $0.withNetlink(body) }
     }
 
     /// Parses and checks `script` against the kernel without committing anything (`nft --check`).
@@ -149,17 +164,20 @@ public final class LibNFTables: NFTablesClient {
     /// In the layout's names; objects of the other generation (left over), or in the wrong kernel
     /// table, keep their kernel names with a note, so that they never match the plan.
     public func shape(family: NFTFamily, table: String) throws -> NFTTableShape? {
-        let chains = try NetlinkListing.chains(family: family, table: table)
+        try netlink { socket in try Self.shape(family: family, table: table, generation: live.withLock { $0 }, on: socket) }
+    }
+
+    private static func shape(family: NFTFamily, table: String, generation: Generation, on socket: NetlinkSocket) throws -> NFTTableShape? {
+        let chains = try NetlinkListing.chains(family: family, table: table, on: socket)
         // Every table the applier writes has base chains: none means the table is gone.
         guard !chains.isEmpty else { return nil }
-        let generation = live.withLock { $0 }
         let layoutName = { (name: String, kernelTable: String) in
             guard Self.belongs(name, in: kernelTable, of: table) else { return "\(name) (table \(kernelTable))" }
             return generation.layoutName(name) ?? "\(name) (generation \(generation.other))"
         }
-        let rules = try NetlinkListing.ruleCounts(family: family, tables: Set(chains.map(\.table)))
+        let rules = try NetlinkListing.ruleCounts(family: family, tables: Set(chains.map(\.table)), on: socket)
         return NFTTableShape(
             chains: Dictionary(uniqueKeysWithValues: chains.map { (layoutName($0.name, $0.table), rules[$0.table]?[$0.name] ?? 0) }),
-            sets: Set(try NetlinkListing.sets(family: family, table: table).map { layoutName($0.name, $0.table) }))
+            sets: Set(try NetlinkListing.sets(family: family, table: table, on: socket).map { layoutName($0.name, $0.table) }))
     }
 }

@@ -29,6 +29,17 @@ public struct NFTError: Error, Hashable, Sendable, CustomStringConvertible {
     public var description: String { message }
 }
 
+/// The kernel's count of the nftables transactions it committed (nf_tables' generation id), in all
+/// tables and families, whoever sent them: while it stays put, the ruleset is as it was.
+public struct RulesetGeneration: Hashable, Sendable {
+    public var id: UInt32
+
+    public init(id: UInt32) { self.id = id }
+
+    /// The generation the next commit makes (the kernel skips 0 when the count wraps).
+    public var next: RulesetGeneration { RulesetGeneration(id: id == .max ? 1 : id + 1) }
+}
+
 /// The kernel side: applies transactions atomically and reports a table's shape.
 /// `LibNFTables` talks to the kernel; `FakeNFTables` keeps the tables in memory for unit tests.
 public protocol NFTablesClient: Sendable {
@@ -39,4 +50,6 @@ public protocol NFTablesClient: Sendable {
     func shape(family: NFTFamily, table: String) throws -> NFTTableShape?
     /// The kernel tables of `table` (`KernelTables`) that exist in `family`.
     func kernelTables(family: NFTFamily, table: String) throws -> [String]
+    /// The ruleset's generation now.
+    func generation() throws -> RulesetGeneration
 }

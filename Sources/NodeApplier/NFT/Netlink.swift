@@ -98,20 +98,43 @@ final class NetlinkSocket {
         _ type: UInt16, family: UInt8, filter: (UnsafeMutablePointer<nlmsghdr>) -> Void = { _ in },
         parse: (UnsafePointer<nlmsghdr>) throws -> Void
     ) throws {
+        try request(type, flags: NLM_F_DUMP, family: family, filter: filter, parse: parse)
+    }
+
+    /// The ruleset's generation: the kernel counts every transaction it commits, whoever sent it
+    /// (`NFT_MSG_GETGEN`).
+    func generation() throws -> UInt32 {
+        var found: UInt32?
+        try request(Self.nftables(NFT_MSG_GETGEN), flags: NLM_F_ACK, family: UInt8(AF_UNSPEC)) { header in
+            let generation = nftnl_gen_alloc()!
+            defer { nftnl_gen_free(generation) }
+            guard nftnl_gen_nlmsg_parse(header, generation) == 0 else { return }
+            found = nftnl_gen_get_u32(generation, UInt16(NFTNL_GEN_ID))
+        }
+        guard let found else { throw NFTError("netlink: the kernel did not tell the ruleset's generation") }
+        return found
+    }
+
+    /// Sends one request and hands each reply message to `parse`, until the end of a dump or the
+    /// acknowledgement (which a request with `NLM_F_ACK` gets after its reply).
+    private func request(
+        _ type: UInt16, flags: Int32, family: UInt8, filter: (UnsafeMutablePointer<nlmsghdr>) -> Void = { _ in },
+        parse: (UnsafePointer<nlmsghdr>) throws -> Void
+    ) throws {
         var request = [UInt8](repeating: 0, count: 512)
         let sequence = UInt32(truncatingIfNeeded: time(nil))
         let length = request.withUnsafeMutableBytes { bytes in
-            let header = Self.putHeader(bytes.baseAddress!, type: type, flags: NLM_F_DUMP, family: family, sequence: sequence)
+            let header = Self.putHeader(bytes.baseAddress!, type: type, flags: flags, family: family, sequence: sequence)
             filter(header)
             return Int(header.pointee.nlmsg_len)
         }
         let sent = request.withUnsafeBytes { mnl_socket_sendto(socket, $0.baseAddress, length) }
-        guard sent == length else { throw NFTError("netlink: dump request: \(Self.lastError)") }
+        guard sent == length else { throw NFTError("netlink: request: \(Self.lastError)") }
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         while true {
             let received = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            guard received > 0 else { throw NFTError("netlink: reading a dump: \(Self.lastError)") }
+            guard received > 0 else { throw NFTError("netlink: reading an answer: \(Self.lastError)") }
             var done = false
             try forEachMessage(received) { header, offset in
                 guard header.nlmsg_seq == sequence else { return }
@@ -120,7 +143,8 @@ final class NetlinkSocket {
                     done = true
                 case NLMSG_ERROR:
                     let answer = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset + MemoryLayout<nlmsghdr>.size, as: nlmsgerr.self) }
-                    if answer.error != 0 { throw NFTError("netlink: dump: \(String(cString: strerror(-answer.error)))") }
+                    if answer.error != 0 { throw NFTError("netlink: \(String(cString: strerror(-answer.error)))") }
+                    done = true
                 default:
                     try buffer.withUnsafeBytes { try parse(($0.baseAddress! + offset).assumingMemoryBound(to: nlmsghdr.self)) }
                 }
@@ -161,9 +185,9 @@ enum NetlinkListing {
     }
 
     /// The kernel tables of `table` (`KernelTables`) in `family`.
-    static func tables(family: NFTFamily, table: String) throws -> [String] {
+    static func tables(family: NFTFamily, table: String, on socket: NetlinkSocket) throws -> [String] {
         var tables: [String] = []
-        try NetlinkSocket().dump(NetlinkSocket.nftables(NFT_MSG_GETTABLE), family: family.netlinkFamily) { header in
+        try socket.dump(NetlinkSocket.nftables(NFT_MSG_GETTABLE), family: family.netlinkFamily) { header in
             let kernelTable = nftnl_table_alloc()!
             defer { nftnl_table_free(kernelTable) }
             guard nftnl_table_nlmsg_parse(header, kernelTable) == 0,
@@ -177,9 +201,9 @@ enum NetlinkListing {
 
     /// The chains of `table`'s kernel tables (`KernelTables`) in `family` (none when there is no
     /// such table).
-    static func chains(family: NFTFamily, table: String) throws -> [Chain] {
+    static func chains(family: NFTFamily, table: String, on socket: NetlinkSocket) throws -> [Chain] {
         var chains: [Chain] = []
-        try NetlinkSocket().dump(NetlinkSocket.nftables(NFT_MSG_GETCHAIN), family: family.netlinkFamily) { header in
+        try socket.dump(NetlinkSocket.nftables(NFT_MSG_GETCHAIN), family: family.netlinkFamily) { header in
             let chain = nftnl_chain_alloc()!
             defer { nftnl_chain_free(chain) }
             guard nftnl_chain_nlmsg_parse(header, chain) == 0,
@@ -197,7 +221,7 @@ enum NetlinkListing {
 
     /// How many rules each chain of the kernel tables `tables` in `family` holds, by kernel table
     /// and chain (chains without rules are left out).
-    static func ruleCounts(family: NFTFamily, tables: Swift.Set<String>) throws -> [String: [String: Int]] {
+    static func ruleCounts(family: NFTFamily, tables: Swift.Set<String>, on socket: NetlinkSocket) throws -> [String: [String: Int]] {
         var counts: [String: [String: Int]] = [:]
         for kernelTable in tables {
             // Only our tables' rules: other tables (a host firewall) may hold many more.
@@ -207,7 +231,7 @@ enum NetlinkListing {
                 nftnl_rule_set_str(rule, UInt16(NFTNL_RULE_TABLE.rawValue), kernelTable)
                 nftnl_rule_nlmsg_build_payload(header, rule)
             }
-            try NetlinkSocket().dump(NetlinkSocket.nftables(NFT_MSG_GETRULE), family: family.netlinkFamily, filter: filter) { header in
+            try socket.dump(NetlinkSocket.nftables(NFT_MSG_GETRULE), family: family.netlinkFamily, filter: filter) { header in
                 let rule = nftnl_rule_alloc()!
                 defer { nftnl_rule_free(rule) }
                 guard nftnl_rule_nlmsg_parse(header, rule) == 0,
@@ -232,8 +256,7 @@ enum NetlinkListing {
     }
 
     /// The definition of the set or map `name` in the kernel table `kernelTable`; nil when there is
-    /// none. On `socket`, the one the caller keeps: closing one right after a commit that deleted
-    /// something waits for the kernel to free it (~16 ms).
+    /// none.
     static func definition(family: NFTFamily, kernelTable: String, set name: String, on socket: NetlinkSocket) throws -> SetDefinition? {
         var found: SetDefinition?
         let filter = { (header: UnsafeMutablePointer<nlmsghdr>) in
@@ -261,9 +284,9 @@ enum NetlinkListing {
     }
 
     /// The named sets and maps of `table`'s kernel tables in `family`.
-    static func sets(family: NFTFamily, table: String) throws -> [Set] {
+    static func sets(family: NFTFamily, table: String, on socket: NetlinkSocket) throws -> [Set] {
         var sets: [Set] = []
-        try NetlinkSocket().dump(NetlinkSocket.nftables(NFT_MSG_GETSET), family: family.netlinkFamily) { header in
+        try socket.dump(NetlinkSocket.nftables(NFT_MSG_GETSET), family: family.netlinkFamily) { header in
             let set = nftnl_set_alloc()!
             defer { nftnl_set_free(set) }
             // Anonymous sets (`{ … }` written inline in rules) belong to their rules.
