@@ -1,18 +1,17 @@
 // libnftnl and libmnl (the netlink layer libnftables is built on): the elements of a staged full
 // program go in as netlink batches, without script text; tables, chain and set definitions, and
-// which chain each rule is in, are read with netlink dumps, and the ruleset's generation with a request. Stale UDP flows are read from and
-// deleted in the connection tracking table through ctnetlink.
+// which chain each rule is in, are read with netlink dumps, and the ruleset's generation with a
+// request. Stale UDP flows are read from and deleted in the connection tracking table through
+// ctnetlink.
 // These come first: libnftables.h defines _GNU_SOURCE, and glibc headers read after it would
 // define socket types (fd_set) differently from Swift's Glibc module.
 #include <netinet/in.h>
 #include <libmnl/libmnl.h>
 #include <libnftnl/batch.h>
-#include <libnftnl/chain.h>
 #include <libnftnl/common.h>
 #include <libnftnl/gen.h>
 #include <libnftnl/rule.h>
 #include <libnftnl/set.h>
-#include <libnftnl/table.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>

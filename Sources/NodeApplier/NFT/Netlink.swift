@@ -188,13 +188,12 @@ enum NetlinkListing {
     static func tables(family: NFTFamily, table: String, on socket: NetlinkSocket) throws -> [String] {
         var tables: [String] = []
         try socket.dump(NetlinkSocket.nftables(NFT_MSG_GETTABLE), family: family.netlinkFamily) { header in
-            let kernelTable = nftnl_table_alloc()!
-            defer { nftnl_table_free(kernelTable) }
-            guard nftnl_table_nlmsg_parse(header, kernelTable) == 0,
-                let name = nftnl_table_get_str(kernelTable, UInt16(NFTNL_TABLE_NAME.rawValue)),
-                KernelTables.isOurs(String(cString: name), of: table)
-            else { return }
-            tables.append(String(cString: name))
+            var name: String?
+            forEachAttribute(of: header) { type, attribute in
+                if type == NFTA_TABLE_NAME.rawValue { name = string(attribute) }
+            }
+            guard let name, KernelTables.isOurs(name, of: table) else { return }
+            tables.append(name)
         }
         return tables.sorted()
     }
@@ -204,17 +203,19 @@ enum NetlinkListing {
     static func chains(family: NFTFamily, table: String, on socket: NetlinkSocket) throws -> [Chain] {
         var chains: [Chain] = []
         try socket.dump(NetlinkSocket.nftables(NFT_MSG_GETCHAIN), family: family.netlinkFamily) { header in
-            let chain = nftnl_chain_alloc()!
-            defer { nftnl_chain_free(chain) }
-            guard nftnl_chain_nlmsg_parse(header, chain) == 0,
-                let owner = nftnl_chain_get_str(chain, UInt16(NFTNL_CHAIN_TABLE.rawValue)),
-                KernelTables.isOurs(String(cString: owner), of: table),
-                let name = nftnl_chain_get_str(chain, UInt16(NFTNL_CHAIN_NAME.rawValue))
-            else { return }
-            chains.append(
-                Chain(
-                    name: String(cString: name), table: String(cString: owner),
-                    hooked: nftnl_chain_is_set(chain, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue))))
+            var owner: String?
+            var name: String?
+            var hooked = false
+            forEachAttribute(of: header) { type, attribute in
+                switch type {
+                case NFTA_CHAIN_TABLE.rawValue: owner = string(attribute)
+                case NFTA_CHAIN_NAME.rawValue: name = string(attribute)
+                case NFTA_CHAIN_HOOK.rawValue: hooked = true
+                default: break
+                }
+            }
+            guard let owner, KernelTables.isOurs(owner, of: table), let name else { return }
+            chains.append(Chain(name: name, table: owner, hooked: hooked))
         }
         return chains
     }
@@ -232,13 +233,17 @@ enum NetlinkListing {
                 nftnl_rule_nlmsg_build_payload(header, rule)
             }
             try socket.dump(NetlinkSocket.nftables(NFT_MSG_GETRULE), family: family.netlinkFamily, filter: filter) { header in
-                let rule = nftnl_rule_alloc()!
-                defer { nftnl_rule_free(rule) }
-                guard nftnl_rule_nlmsg_parse(header, rule) == 0,
-                    let owner = nftnl_rule_get_str(rule, UInt16(NFTNL_RULE_TABLE.rawValue)), String(cString: owner) == kernelTable,
-                    let chain = nftnl_rule_get_str(rule, UInt16(NFTNL_RULE_CHAIN.rawValue))
-                else { return }
-                counts[kernelTable, default: [:]][String(cString: chain), default: 0] += 1
+                var owner: String?
+                var chain: String?
+                forEachAttribute(of: header) { type, attribute in
+                    switch type {
+                    case NFTA_RULE_TABLE.rawValue: owner = string(attribute)
+                    case NFTA_RULE_CHAIN.rawValue: chain = string(attribute)
+                    default: break
+                    }
+                }
+                guard owner == kernelTable, let chain else { return }
+                counts[kernelTable, default: [:]][chain, default: 0] += 1
             }
         }
         return counts
@@ -287,19 +292,38 @@ enum NetlinkListing {
     static func sets(family: NFTFamily, table: String, on socket: NetlinkSocket) throws -> [Set] {
         var sets: [Set] = []
         try socket.dump(NetlinkSocket.nftables(NFT_MSG_GETSET), family: family.netlinkFamily) { header in
-            let set = nftnl_set_alloc()!
-            defer { nftnl_set_free(set) }
+            var owner: String?
+            var name: String?
+            var flags: UInt32 = 0
+            forEachAttribute(of: header) { type, attribute in
+                switch type {
+                case NFTA_SET_TABLE.rawValue: owner = string(attribute)
+                case NFTA_SET_NAME.rawValue: name = string(attribute)
+                case NFTA_SET_FLAGS.rawValue: flags = UInt32(bigEndian: mnl_attr_get_u32(attribute))
+                default: break
+                }
+            }
             // Anonymous sets (`{ … }` written inline in rules) belong to their rules.
-            guard nftnl_set_nlmsg_parse(header, set) == 0,
-                let owner = nftnl_set_get_str(set, UInt16(NFTNL_SET_TABLE.rawValue)),
-                KernelTables.isOurs(String(cString: owner), of: table),
-                nftnl_set_get_u32(set, UInt16(NFTNL_SET_FLAGS.rawValue)) & UInt32(NFT_SET_ANONYMOUS.rawValue) == 0,
-                let name = nftnl_set_get_str(set, UInt16(NFTNL_SET_NAME.rawValue))
-            else { return }
-            sets.append(Set(name: String(cString: name), table: String(cString: owner)))
+            guard let owner, KernelTables.isOurs(owner, of: table), flags & UInt32(NFT_SET_ANONYMOUS.rawValue) == 0, let name else { return }
+            sets.append(Set(name: name, table: owner))
         }
         return sets
     }
+
+    /// Calls `body` with each top-level attribute of the nf_tables message `header` and its type,
+    /// read in place: the listings need a few names and flags, and libnftnl's parse copies every
+    /// attribute (a rule's expressions decoded: 7,394 rules took 23 ms with it, 15 without).
+    private static func forEachAttribute(of header: UnsafePointer<nlmsghdr>, _ body: (UInt32, UnsafePointer<nlattr>) -> Void) {
+        var attribute = UnsafePointer(mnl_nlmsg_get_payload_offset(header, MemoryLayout<nfgenmsg>.size)!.assumingMemoryBound(to: nlattr.self))
+        let end = UnsafeRawPointer(header) + Int(header.pointee.nlmsg_len)
+        while mnl_attr_ok(attribute, Int32(end - UnsafeRawPointer(attribute))) {
+            body(UInt32(mnl_attr_get_type(attribute)), attribute)
+            attribute = UnsafePointer(mnl_attr_next(attribute)!)
+        }
+    }
+
+    /// A string attribute's text.
+    private static func string(_ attribute: UnsafePointer<nlattr>) -> String { String(cString: mnl_attr_get_str(attribute)) }
 }
 
 extension NFTFamily {
