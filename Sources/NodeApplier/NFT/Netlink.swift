@@ -226,13 +226,7 @@ enum NetlinkListing {
         var counts: [String: [String: Int]] = [:]
         for kernelTable in tables {
             // Only our tables' rules: other tables (a host firewall) may hold many more.
-            let filter = { (header: UnsafeMutablePointer<nlmsghdr>) in
-                let rule = nftnl_rule_alloc()!
-                defer { nftnl_rule_free(rule) }
-                nftnl_rule_set_str(rule, UInt16(NFTNL_RULE_TABLE.rawValue), kernelTable)
-                nftnl_rule_nlmsg_build_payload(header, rule)
-            }
-            try socket.dump(NetlinkSocket.nftables(NFT_MSG_GETRULE), family: family.netlinkFamily, filter: filter) { header in
+            try socket.dump(NetlinkSocket.nftables(NFT_MSG_GETRULE), family: family.netlinkFamily, filter: only(kernelTable)) { header in
                 var owner: String?
                 var chain: String?
                 forEachAttribute(of: header) { type, attribute in
@@ -264,13 +258,7 @@ enum NetlinkListing {
     /// none.
     static func definition(family: NFTFamily, kernelTable: String, set name: String, on socket: NetlinkSocket) throws -> SetDefinition? {
         var found: SetDefinition?
-        let filter = { (header: UnsafeMutablePointer<nlmsghdr>) in
-            let set = nftnl_set_alloc()!
-            defer { nftnl_set_free(set) }
-            nftnl_set_set_str(set, UInt16(NFTNL_SET_TABLE.rawValue), kernelTable)
-            nftnl_set_nlmsg_build_payload(header, set)
-        }
-        try socket.dump(NetlinkSocket.nftables(NFT_MSG_GETSET), family: family.netlinkFamily, filter: filter) { header in
+        try socket.dump(NetlinkSocket.nftables(NFT_MSG_GETSET), family: family.netlinkFamily, filter: only(kernelTable)) { header in
             let set = nftnl_set_alloc()!
             defer { nftnl_set_free(set) }
             guard nftnl_set_nlmsg_parse(header, set) == 0,
@@ -320,6 +308,12 @@ enum NetlinkListing {
             body(UInt32(mnl_attr_get_type(attribute)), attribute)
             attribute = UnsafePointer(mnl_attr_next(attribute)!)
         }
+    }
+
+    /// A dump request's filter: the objects of the kernel table `kernelTable` alone (every
+    /// message type's table attribute is its first, NFTA_*_TABLE = 1).
+    private static func only(_ kernelTable: String) -> (UnsafeMutablePointer<nlmsghdr>) -> Void {
+        { mnl_attr_put_strz($0, 1, kernelTable) }
     }
 
     /// A string attribute's text.
