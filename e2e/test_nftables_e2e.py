@@ -87,7 +87,7 @@ spec:
   clusterIP: 10.96.0.15
   loadBalancerSourceRanges: [192.168.100.50/32]
   ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30082}]
-status: {loadBalancer: {ingress: [{ip: 172.18.0.10}]}}
+status: {loadBalancer: {ingress: [{ip: 172.18.0.10}, {ip: 172.18.0.20, ipMode: Proxy}]}}
 ---
 apiVersion: v1
 kind: Service
@@ -634,6 +634,8 @@ def test_full_program_is_the_same_staged_or_swapped(cluster):
                                        "172.18.0.10 . tcp . 80 : goto fw-", "10.244.1.10 . 10.244.1.10")
                if element not in rulesets[0]]
     assert not missing, (missing, rulesets[0])
+    # The ingress IP in ipMode Proxy: the load balancer delivers to the NodePort, nothing to program.
+    assert "172.18.0.20" not in rulesets[0], rulesets[0]
     # The kernel lists chains in the order they were created: the staged program adds base chains last.
     staged_objects = _objects(rulesets[0])
     assert {("ip kube-proxy-swift", "chain", "nat-prerouting"), ("ip6 kube-proxy-swift", "map", "service-ips")} <= set(staged_objects)

@@ -58,12 +58,13 @@ enum Fixture {
                 ServicePort(name: "dns", protocol: .udp, port: 53, nodePort: 30053),
                 ServicePort(name: "sig", protocol: .sctp, port: 9000, nodePort: 30900),
             ]),
-        // LoadBalancer, Local policy, source ranges, health check node port.
+        // LoadBalancer, Local policy, source ranges, health check node port; a second ingress IP
+        // in ipMode Proxy (the load balancer sends its traffic to the NodePort itself).
         Service(
             metadata: meta("lb-local"), type: .loadBalancer, clusterIPs: [ip("10.96.0.13")],
             ports: [ServicePort(name: "http", port: 80, nodePort: 30081)], externalTrafficPolicy: .local,
-            loadBalancerSourceRanges: [cidr("203.0.113.0/24")], loadBalancerIngressIPs: [ip("172.18.0.10")],
-            healthCheckNodePort: 32100),
+            loadBalancerSourceRanges: [cidr("203.0.113.0/24")], loadBalancerIngressIPs: [ip("172.18.0.10"), ip("172.18.0.12")],
+            loadBalancerIngressIPModes: [.vip, .proxy], healthCheckNodePort: 32100),
         // LoadBalancer, Local policy, no endpoint on this node.
         Service(
             metadata: meta("lb-remote"), type: .loadBalancer, clusterIPs: [ip("10.96.0.14")],

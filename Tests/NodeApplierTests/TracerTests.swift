@@ -73,6 +73,13 @@ import Testing
         #expect(results(tracer, fromNode) == [to(podB2, 8080, masqueraded: true)])
     }
 
+    /// kube-proxy's rule: an ingress IP in ipMode Proxy gets nothing (the load balancer does not
+    /// send its traffic to that address).
+    @Test func loadBalancerIngressInProxyModeIsNotAService() async throws {
+        let tracer = try await tracer()
+        #expect(results(tracer, Packet(from: allowedClient, to: ip("172.18.0.12"), .tcp, port: 80)) == [to("172.18.0.12", 80)])
+    }
+
     @Test func loadBalancerSourceRangesBlockOtherClients() async throws {
         let tracer = try await tracer()
         #expect(results(tracer, Packet(from: outsideClient, to: ip("172.18.0.10"), .tcp, port: 80)) == [.dropped])

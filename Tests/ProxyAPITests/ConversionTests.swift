@@ -21,13 +21,29 @@ import Testing
             internalTrafficPolicy: .local,
             externalIPs: [IPAddress("192.0.2.1")!],
             loadBalancerSourceRanges: [CIDR("198.51.100.0/24")!, CIDR("2001:db8::/32")!],
-            loadBalancerIngressIPs: [IPAddress("203.0.113.9")!],
+            loadBalancerIngressIPs: [IPAddress("203.0.113.9")!, IPAddress("203.0.113.10")!],
+            loadBalancerIngressIPModes: [.vip, .proxy],
             healthCheckNodePort: 32100,
             trafficDistribution: .preferSameZone)
         #expect(try Service(wire: service.wire) == service)
         let headless = Service(metadata: ObjectMeta(namespace: "a", name: "b"), headless: true)
         #expect(headless.wire.clusterIps == ["None"])
         #expect(try Service(wire: headless.wire) == headless)
+    }
+
+    /// ipModes are one per ingress IP, "" meaning VIP; all VIP is the same as none.
+    @Test func ingressIPModesDefaultToVIP() throws {
+        var wire = Service(metadata: ObjectMeta(namespace: "a", name: "b"), type: .loadBalancer).wire
+        wire.loadBalancerIngressIps = ["203.0.113.9", "203.0.113.10"]
+        wire.loadBalancerIngressIpModes = ["", "VIP"]
+        #expect(try Service(wire: wire).loadBalancerIngressIPModes == nil)
+        wire.loadBalancerIngressIpModes = ["", "Proxy"]
+        let service = try Service(wire: wire)
+        #expect(service.loadBalancerIngressIPModes == [.vip, .proxy])
+        #expect(service.loadBalancerVIPs == [IPAddress("203.0.113.9")!])
+        #expect(service.wire.loadBalancerIngressIpModes == ["VIP", "Proxy"])
+        wire.loadBalancerIngressIpModes = []
+        #expect(try Service(wire: wire).loadBalancerVIPs.count == 2)
     }
 
     @Test func everySliceFieldSurvivesTheWire() throws {
@@ -67,6 +83,8 @@ import Testing
         wire.clusterIps = ["10.96.0.1", "fd00::01"]
         wire.ipFamilies = ["ipv4"]
         wire.loadBalancerSourceRanges = ["10.0.0.1/8"]
+        wire.loadBalancerIngressIps = ["203.0.113.9"]
+        wire.loadBalancerIngressIpModes = ["proxy"]
         wire.ports = [.with { $0.port = 80; $0.protocol = .UNRECOGNIZED(7) }]
         do {
             _ = try Service(wire: wire)
@@ -74,7 +92,7 @@ import Testing
         } catch {
             #expect(error.violations.map(\.field) == [
                 "spec.type", "spec.clusterIPs[1]", "spec.ipFamilies[0]", "spec.ports[0].protocol",
-                "spec.loadBalancerSourceRanges[0]",
+                "spec.loadBalancerSourceRanges[0]", "status.loadBalancer.ingress[0].ipMode",
             ])
         }
         var slice = Kubeproxy_V1_EndpointSlice()

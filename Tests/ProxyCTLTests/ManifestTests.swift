@@ -36,7 +36,7 @@ import Testing
               - {name: dns, port: 53, targetPort: 5353, protocol: UDP}
             status:
               loadBalancer:
-                ingress: [{ip: 203.0.113.10, ipMode: VIP}]
+                ingress: [{ip: 203.0.113.10, ipMode: VIP}, {hostname: lb.example.com}, {ip: 203.0.113.11, ipMode: Proxy}]
             """
         let objects = try Manifests.decode(yaml, source: "web.yaml", defaultNamespace: "default")
         #expect(objects.count == 1)
@@ -48,7 +48,12 @@ import Testing
         #expect(service.ports[1].targetPort == .number(5353))
         #expect(service.sessionAffinity == .clientIP(timeoutSeconds: 600))
         #expect(service.healthCheckNodePort == 32001)
-        #expect(service.loadBalancerIngressIPs.map(\.description) == ["203.0.113.10"])
+        #expect(service.loadBalancerIngressIPs.map(\.description) == ["203.0.113.10", "203.0.113.11"])
+        #expect(service.loadBalancerIngressIPModes == [.vip, .proxy])
+        // Written back as a cluster shows it.
+        let ingress = (Format.manifest(.service(service))["status"] as? [String: Any])
+            .flatMap { $0["loadBalancer"] as? [String: Any] }.flatMap { $0["ingress"] as? [[String: String]] }
+        #expect(ingress == [["ip": "203.0.113.10", "ipMode": "VIP"], ["ip": "203.0.113.11", "ipMode": "Proxy"]])
         #expect(objects[0].location == "web.yaml: document 1 (Service shop/web)")
     }
 

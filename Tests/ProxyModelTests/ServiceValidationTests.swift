@@ -132,6 +132,15 @@ let serviceCases: [Case<Service>] = [
     Case("a link-local ingress IP", rejects: "status.loadBalancer.ingress[0].ip") {
         $0.loadBalancerIngressIPs = [ip("169.254.0.1")]
     },
+    Case("an ingress IP in ipMode Proxy", rejects: nil) {
+        $0.type = .loadBalancer
+        $0.loadBalancerIngressIPs = [ip("192.0.2.10"), ip("192.0.2.11")]
+        $0.loadBalancerIngressIPModes = [.vip, .proxy]
+    },
+    Case("ipModes not one per ingress IP", rejects: "status.loadBalancer.ingress") {
+        $0.loadBalancerIngressIPs = [ip("192.0.2.10"), ip("192.0.2.11")]
+        $0.loadBalancerIngressIPModes = [.proxy]
+    },
     Case("externalTrafficPolicy Local on a plain ClusterIP", rejects: "spec.externalTrafficPolicy") {
         $0.externalTrafficPolicy = .local
     },

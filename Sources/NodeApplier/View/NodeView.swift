@@ -108,7 +108,7 @@ public enum NodeView {
                             && (service.usesNodePorts || !service.externalIPs.isEmpty),
                         externalIPs: service.externalIPs.filter { $0.family == family },
                         loadBalancerIPs: service.type == .loadBalancer
-                            ? service.loadBalancerIngressIPs.filter { $0.family == family } : [],
+                            ? service.loadBalancerVIPs.filter { $0.family == family } : [],
                         loadBalancerSourceRanges: ranges,
                         nodePortIPs: port.nodePort != nil && service.usesNodePorts ? node.nodeIPs.filter { $0.family == family } : [],
                         affinityTimeoutSeconds: {

@@ -122,6 +122,7 @@ extension Service {
             loadBalancerIngressIPs: wire.loadBalancerIngressIps.enumerated().compactMap {
                 v.ip($1, "status.loadBalancer.ingress[\($0)].ip")
             },
+            loadBalancerIngressIPModes: Self.ipModes(wire.loadBalancerIngressIpModes, ips: wire.loadBalancerIngressIps.count, &v),
             healthCheckNodePort: wire.healthCheckNodePort == 0 ? nil : Int(wire.healthCheckNodePort),
             trafficDistribution: wire.trafficDistribution.isEmpty
                 ? nil : v.choice(wire.trafficDistribution, "spec.trafficDistribution", empty: nil),
@@ -162,10 +163,18 @@ extension Service {
             $0.externalIps = externalIPs.map(\.description)
             $0.loadBalancerSourceRanges = loadBalancerSourceRanges.map(\.description)
             $0.loadBalancerIngressIps = loadBalancerIngressIPs.map(\.description)
+            $0.loadBalancerIngressIpModes = loadBalancerIngressIPModes?.map(\.rawValue) ?? []
             $0.healthCheckNodePort = UInt32(healthCheckNodePort ?? 0)
             $0.trafficDistribution = trafficDistribution?.rawValue ?? ""
             $0.externalName = externalName ?? ""
         }
+    }
+
+    /// The model's ipModes of the wire's `ipModes` for `ips` ingress IPs: nil when there are none,
+    /// or one each ("" is VIP) and all VIP. Validation checks the count.
+    private static func ipModes(_ ipModes: [String], ips: Int, _ v: inout Violations) -> [LoadBalancerIPMode]? {
+        let modes = ipModes.enumerated().map { v.choice($1, "status.loadBalancer.ingress[\($0)].ipMode", empty: LoadBalancerIPMode.vip) ?? .vip }
+        return modes.isEmpty || (modes.count == ips && modes.allSatisfy { $0 == .vip }) ? nil : modes
     }
 }
 

@@ -301,6 +301,14 @@ public nonisolated struct Kubeproxy_V1_Service: @unchecked Sendable {
     set {_uniqueStorage()._loadBalancerIngressIps = newValue}
   }
 
+  /// status.loadBalancer.ingress[].ipMode of each of load_balancer_ingress_ips: "VIP" or "Proxy"
+  /// ("" = VIP). Empty = all VIP. Proxy: the load balancer delivers to the nodes itself, and
+  /// proxies program nothing for that IP (as kube-proxy).
+  public var loadBalancerIngressIpModes: [String] {
+    get {_storage._loadBalancerIngressIpModes}
+    set {_uniqueStorage()._loadBalancerIngressIpModes = newValue}
+  }
+
   /// 0 = allocate when type=LoadBalancer and externalTrafficPolicy=Local.
   public var healthCheckNodePort: UInt32 {
     get {_storage._healthCheckNodePort}
@@ -1378,7 +1386,7 @@ nonisolated extension Kubeproxy_V1_ServicePort: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Kubeproxy_V1_Service: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Service"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}metadata\0\u{1}type\0\u{3}cluster_ips\0\u{3}ip_families\0\u{3}ip_family_policy\0\u{1}ports\0\u{3}session_affinity\0\u{3}session_affinity_timeout_seconds\0\u{3}external_traffic_policy\0\u{3}internal_traffic_policy\0\u{3}external_ips\0\u{3}load_balancer_source_ranges\0\u{3}load_balancer_ingress_ips\0\u{3}health_check_node_port\0\u{3}traffic_distribution\0\u{3}external_name\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}metadata\0\u{1}type\0\u{3}cluster_ips\0\u{3}ip_families\0\u{3}ip_family_policy\0\u{1}ports\0\u{3}session_affinity\0\u{3}session_affinity_timeout_seconds\0\u{3}external_traffic_policy\0\u{3}internal_traffic_policy\0\u{3}external_ips\0\u{3}load_balancer_source_ranges\0\u{3}load_balancer_ingress_ips\0\u{3}health_check_node_port\0\u{3}traffic_distribution\0\u{3}external_name\0\u{3}load_balancer_ingress_ip_modes\0")
 
   fileprivate class _StorageClass {
     var _metadata: Kubeproxy_V1_ObjectMeta? = nil
@@ -1394,6 +1402,7 @@ nonisolated extension Kubeproxy_V1_Service: SwiftProtobuf.Message, SwiftProtobuf
     var _externalIps: [String] = []
     var _loadBalancerSourceRanges: [String] = []
     var _loadBalancerIngressIps: [String] = []
+    var _loadBalancerIngressIpModes: [String] = []
     var _healthCheckNodePort: UInt32 = 0
     var _trafficDistribution: String = String()
     var _externalName: String = String()
@@ -1420,6 +1429,7 @@ nonisolated extension Kubeproxy_V1_Service: SwiftProtobuf.Message, SwiftProtobuf
       _externalIps = source._externalIps
       _loadBalancerSourceRanges = source._loadBalancerSourceRanges
       _loadBalancerIngressIps = source._loadBalancerIngressIps
+      _loadBalancerIngressIpModes = source._loadBalancerIngressIpModes
       _healthCheckNodePort = source._healthCheckNodePort
       _trafficDistribution = source._trafficDistribution
       _externalName = source._externalName
@@ -1457,6 +1467,7 @@ nonisolated extension Kubeproxy_V1_Service: SwiftProtobuf.Message, SwiftProtobuf
         case 14: try { try decoder.decodeSingularUInt32Field(value: &_storage._healthCheckNodePort) }()
         case 15: try { try decoder.decodeSingularStringField(value: &_storage._trafficDistribution) }()
         case 16: try { try decoder.decodeSingularStringField(value: &_storage._externalName) }()
+        case 17: try { try decoder.decodeRepeatedStringField(value: &_storage._loadBalancerIngressIpModes) }()
         default: break
         }
       }
@@ -1517,6 +1528,9 @@ nonisolated extension Kubeproxy_V1_Service: SwiftProtobuf.Message, SwiftProtobuf
       if !_storage._externalName.isEmpty {
         try visitor.visitSingularStringField(value: _storage._externalName, fieldNumber: 16)
       }
+      if !_storage._loadBalancerIngressIpModes.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._loadBalancerIngressIpModes, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1539,6 +1553,7 @@ nonisolated extension Kubeproxy_V1_Service: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._externalIps != rhs_storage._externalIps {return false}
         if _storage._loadBalancerSourceRanges != rhs_storage._loadBalancerSourceRanges {return false}
         if _storage._loadBalancerIngressIps != rhs_storage._loadBalancerIngressIps {return false}
+        if _storage._loadBalancerIngressIpModes != rhs_storage._loadBalancerIngressIpModes {return false}
         if _storage._healthCheckNodePort != rhs_storage._healthCheckNodePort {return false}
         if _storage._trafficDistribution != rhs_storage._trafficDistribution {return false}
         if _storage._externalName != rhs_storage._externalName {return false}

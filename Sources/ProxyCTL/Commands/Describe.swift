@@ -56,7 +56,8 @@ struct Describe: AsyncParsableCommand {
         ]
         if !service.externalIPs.isEmpty { lines.append(("External IPs", service.externalIPs.map(\.description).joined(separator: ","))) }
         if !service.loadBalancerIngressIPs.isEmpty {
-            lines.append(("LoadBalancer Ingress", service.loadBalancerIngressIPs.map(\.description).joined(separator: ",")))
+            let ingress = service.loadBalancerIngressIPs.enumerated().map { "\($1) (\(service.loadBalancerIngressIPMode($0).rawValue))" }
+            lines.append(("LoadBalancer Ingress", ingress.joined(separator: ", ")))
         }
         if let externalName = service.externalName { lines.append(("External Name", externalName)) }
         for port in service.ports {

@@ -51,13 +51,16 @@ enum ServiceManifest {
         service.trafficDistribution = reader.string(spec["trafficDistribution"], "spec.trafficDistribution") ?? ""
         service.externalName = reader.string(spec["externalName"], "spec.externalName") ?? ""
         if let status = reader.map(map["status"], "status"), let balancer = reader.map(status["loadBalancer"], "status.loadBalancer") {
+            var modes: [String] = []
             for (index, ingress) in reader.list(balancer["ingress"], "status.loadBalancer.ingress").enumerated() {
                 if let ingress = reader.map(ingress, "status.loadBalancer.ingress[\(index)]"),
                     let ip = reader.string(ingress["ip"], "status.loadBalancer.ingress[\(index)].ip")
                 {
                     service.loadBalancerIngressIps.append(ip)
+                    modes.append(reader.string(ingress["ipMode"], "status.loadBalancer.ingress[\(index)].ipMode") ?? "")
                 }
             }
+            if modes.contains(where: { !$0.isEmpty }) { service.loadBalancerIngressIpModes = modes }
         }
         return service
     }

@@ -130,6 +130,12 @@ enum Format {
         return (try? Yams.dump(object: root, sortKeys: true)) ?? ""
     }
 
+    /// `status.loadBalancer.ingress`, with the ipMode of each (as an API server that knows it
+    /// shows it: VIP when unset).
+    private static func loadBalancerIngress(_ service: Service) -> [[String: Any]] {
+        service.loadBalancerIngressIPs.enumerated().map { ["ip": $1.description, "ipMode": service.loadBalancerIngressIPMode($0).rawValue] }
+    }
+
     static func manifest(_ object: ProxyObject) -> [String: Any] {
         var metadata: [String: Any] = [
             "name": object.metadata.name, "namespace": object.metadata.namespace,
@@ -140,7 +146,7 @@ enum Format {
         case .service(let service):
             return ["apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": serviceSpec(service)]
                 .merging(service.loadBalancerIngressIPs.isEmpty
-                    ? [:] : ["status": ["loadBalancer": ["ingress": service.loadBalancerIngressIPs.map { ["ip": $0.description] }]]]) { $1 }
+                    ? [:] : ["status": ["loadBalancer": ["ingress": loadBalancerIngress(service)]]]) { $1 }
         case .endpointSlice(let slice):
             var labels = slice.metadata.labels
             labels["kubernetes.io/service-name"] = slice.serviceName

@@ -18,6 +18,9 @@ public struct Service: Hashable, Sendable, Codable {
     public var loadBalancerSourceRanges: [CIDR]
     /// `status.loadBalancer.ingress[].ip`.
     public var loadBalancerIngressIPs: [IPAddress]
+    /// `status.loadBalancer.ingress[].ipMode` of each of `loadBalancerIngressIPs`; nil when all
+    /// are VIP, the default (and what objects stored before ipMode have).
+    public var loadBalancerIngressIPModes: [LoadBalancerIPMode]?
     /// Allocated for LoadBalancer services with externalTrafficPolicy Local; nil otherwise.
     public var healthCheckNodePort: Int?
     public var trafficDistribution: TrafficDistribution?
@@ -37,6 +40,7 @@ public struct Service: Hashable, Sendable, Codable {
         externalIPs: [IPAddress] = [],
         loadBalancerSourceRanges: [CIDR] = [],
         loadBalancerIngressIPs: [IPAddress] = [],
+        loadBalancerIngressIPModes: [LoadBalancerIPMode]? = nil,
         healthCheckNodePort: Int? = nil,
         trafficDistribution: TrafficDistribution? = nil,
         externalName: String? = nil
@@ -54,6 +58,7 @@ public struct Service: Hashable, Sendable, Codable {
         self.externalIPs = externalIPs
         self.loadBalancerSourceRanges = loadBalancerSourceRanges
         self.loadBalancerIngressIPs = loadBalancerIngressIPs
+        self.loadBalancerIngressIPModes = loadBalancerIngressIPModes
         self.healthCheckNodePort = healthCheckNodePort
         self.trafficDistribution = trafficDistribution
         self.externalName = externalName
@@ -64,6 +69,26 @@ public struct Service: Hashable, Sendable, Codable {
 
     /// Whether the service needs a healthCheckNodePort (kube-proxy's rule).
     public var needsHealthCheckNodePort: Bool { type == .loadBalancer && externalTrafficPolicy == .local }
+
+    /// The ipMode of the `index`th ingress IP.
+    public func loadBalancerIngressIPMode(_ index: Int) -> LoadBalancerIPMode {
+        guard let modes = loadBalancerIngressIPModes, modes.indices.contains(index) else { return .vip }
+        return modes[index]
+    }
+
+    /// The ingress IPs whose traffic reaches the nodes addressed to them (ipMode VIP): the ones a
+    /// proxy programs.
+    public var loadBalancerVIPs: [IPAddress] {
+        loadBalancerIngressIPs.indices.filter { loadBalancerIngressIPMode($0) == .vip }.map { loadBalancerIngressIPs[$0] }
+    }
+}
+
+/// How a load balancer delivers traffic for an ingress IP (`status.loadBalancer.ingress[].ipMode`).
+public enum LoadBalancerIPMode: String, Hashable, Sendable, Codable, CaseIterable {
+    /// Addressed to the ingress IP: the node's proxy translates it.
+    case vip = "VIP"
+    /// Addressed to the node (the load balancer proxies it): nothing for the proxy to do.
+    case proxy = "Proxy"
 }
 
 public enum ServiceType: String, Hashable, Sendable, Codable, CaseIterable {

@@ -84,6 +84,9 @@ extension Service {
         for (index, address) in loadBalancerIngressIPs.enumerated() {
             v.routableAddress(address, "status.loadBalancer.ingress[\(index)].ip")
         }
+        if let modes = loadBalancerIngressIPModes, modes.count != loadBalancerIngressIPs.count {
+            v.add("status.loadBalancer.ingress", "has \(modes.count) ipModes for \(loadBalancerIngressIPs.count) IPs: one each, or none (all VIP)")
+        }
         if externalTrafficPolicy == .local && !usesNodePorts && externalIPs.isEmpty {
             v.add("spec.externalTrafficPolicy", "may be Local only for NodePort or LoadBalancer services or with externalIPs")
         }
