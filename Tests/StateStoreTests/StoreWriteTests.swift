@@ -236,6 +236,24 @@ import Testing
         ])
     }
 
+    /// ipModes are stored with the service; a service without them keeps the body it had before
+    /// ipModes existed (no key), so that stored bodies read back and unchanged writes stay unchanged.
+    @Test func ingressIPModesAreStoredAndAbsentWhenAllVIP() async throws {
+        let fixture = try TemporaryStore()
+        defer { fixture.remove() }
+        let proxied = service("lb") {
+            $0.type = .loadBalancer
+            $0.loadBalancerIngressIPs = [ip("192.0.2.10"), ip("192.0.2.11")]
+            $0.loadBalancerIngressIPModes = [.vip, .proxy]
+        }
+        _ = try await fixture.store.apply([ApplyItem(object: proxied)])
+        let stored = try await fixture.store.get(key(.service, "lb")).object
+        guard case .service(let read) = stored else { throw StoreError.storage("not a service") }
+        #expect(read.loadBalancerIngressIPModes == [.vip, .proxy])
+        let plain = String(decoding: try ObjectCoding.encode(service("web")), as: UTF8.self)
+        #expect(plain.contains("loadBalancerIngressIPs") && !plain.contains("loadBalancerIngressIPModes"), "\(plain)")
+    }
+
     @Test func stateAndIdentitySurviveReopening() async throws {
         let fixture = try TemporaryStore()
         defer { fixture.remove() }
