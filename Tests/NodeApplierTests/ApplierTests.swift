@@ -385,6 +385,39 @@ import Testing
         }
     }
 
+    /// kube-proxy's change metrics: every Service and EndpointSlice change counted, pending until
+    /// a sync applies it, and when one was last queued.
+    @Test func changesAreCountedAndPendingUntilSynced() async throws {
+        let nft = FakeNFTables()
+        let metrics = ApplierMetrics()
+        let applier = Applier(node: fixtureNode, tableName: "kube-proxy-swift", nft: nft, metrics: metrics, logger: quietLogger())
+        try await applier.receive(Fixture.snapshot())
+        #expect(await applier.sync() == .applied(revision: 1))
+        func value(_ name: String) -> String? {
+            let text = String(decoding: metrics.render(), as: UTF8.self)
+            return text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.map { String($0.dropFirst(name.count + 1)) }
+        }
+        let queuedAtSnapshot = try #require(value("kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds").flatMap(Double.init))
+        #expect(queuedAtSnapshot > 0)
+        let slice = Fixture.slices[2]
+        try await applier.receive(
+            delta(
+                from: 1, to: 2, upserts: [.service(Fixture.services[0]), .endpointSlice(slice)],
+                deletes: [ObjectKey(kind: .endpointSlice, namespace: "default", name: Fixture.slices[0].metadata.name)]))
+        #expect(value("kubeproxy_sync_proxy_rules_service_changes_total") == "1")
+        #expect(value("kubeproxy_sync_proxy_rules_endpoint_changes_total") == "2")
+        #expect(value("kubeproxy_sync_proxy_rules_service_changes_pending") == "1.0")
+        #expect(value("kubeproxy_sync_proxy_rules_endpoint_changes_pending") == "2.0")
+        #expect(try #require(value("kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds").flatMap(Double.init)) >= queuedAtSnapshot)
+        nft.failNextTransaction("Error: refused")
+        #expect(await applier.sync() == .failed(revision: 2, error: "Error: refused"))
+        #expect(value("kubeproxy_sync_proxy_rules_endpoint_changes_pending") == "2.0", "not applied yet")
+        #expect(await applier.sync() == .applied(revision: 2))
+        #expect(value("kubeproxy_sync_proxy_rules_service_changes_pending") == "0.0")
+        #expect(value("kubeproxy_sync_proxy_rules_endpoint_changes_pending") == "0.0")
+        #expect(value("kubeproxy_sync_proxy_rules_endpoint_changes_total") == "2")
+    }
+
     @Test func ruleAddedByHandIsDetectedAndRepaired() async throws {
         let (applier, nft) = try await fixtureApplier()
         let before = tables(nft)

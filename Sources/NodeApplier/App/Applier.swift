@@ -51,6 +51,8 @@ public actor Applier {
     private var verifiedGeneration: RulesetGeneration?
     /// Commit times of received changes not yet applied (network-programming latency).
     private var pendingCommitTimes: [Int64] = []
+    /// Received Service and EndpointSlice changes not yet synced, by kind (kube-proxy's metrics).
+    private var pendingChanges: [ObjectKind: Int] = [:]
     private let pendingSince = Atomic<Int64>(0)
     /// Whether partial syncs ran since the heap was last trimmed.
     private var freedSinceTrim = false
@@ -130,6 +132,12 @@ public actor Applier {
             }
             dirty.formUnion(state.apply(to: delta.toRevision, upserts: upserts, deletes: deletes))
             pendingCommitTimes.append(delta.commitTimeUnixNanos)
+            for kind in upserts.map(\.kind) + deletes.map(\.kind) {
+                guard let counter = metrics.changes[kind] else { continue }
+                counter.increment()
+                pendingChanges[kind, default: 0] += 1
+            }
+            for (kind, count) in pendingChanges { metrics.changesPending[kind]?.set(Double(count)) }
             markPending()
         case .heartbeat, nil:
             break
@@ -137,7 +145,9 @@ public actor Applier {
     }
 
     private func markPending() {
-        if pendingSince.load(ordering: .relaxed) == 0 { pendingSince.store(WallClock.nowUnixNanos(), ordering: .relaxed) }
+        let now = WallClock.nowUnixNanos()
+        metrics.lastQueuedTimestamp.set(Double(now) / 1e9)
+        if pendingSince.load(ordering: .relaxed) == 0 { pendingSince.store(now, ordering: .relaxed) }
     }
 
     /// Programs the kernel with the held state, when there is anything to do.
@@ -174,6 +184,8 @@ public actor Applier {
             metrics.networkProgramming.record(Duration.nanoseconds(now - commit))
         }
         pendingCommitTimes = []
+        for kind in pendingChanges.keys { metrics.changesPending[kind]?.set(Double(0)) }
+        pendingChanges = [:]
         metrics.lastSyncTimestamp.set(Double(now) / 1e9)
         metrics.appliedRevision.set(Double(revision))
         metrics.services.set(Double(planner?.serviceCount ?? 0))

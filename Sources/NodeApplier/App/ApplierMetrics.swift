@@ -9,6 +9,9 @@ public struct ApplierMetrics: Sendable {
     let partialSyncDuration: DurationHistogram
     let networkProgramming: DurationHistogram
     let lastSyncTimestamp: Gauge
+    let lastQueuedTimestamp: Gauge
+    let changes: [ObjectKind: Counter]
+    let changesPending: [ObjectKind: Gauge]
     let syncFailures: Counter
     let appliedRevision: Gauge
     let driftRepairs: Counter
@@ -48,6 +51,19 @@ public struct ApplierMetrics: Sendable {
             buckets: syncBuckets + [.seconds(30), .seconds(60)])
         lastSyncTimestamp = registry.makeGauge(
             descriptor: name("sync", "proxy_rules_last_timestamp", "seconds", "When the rules were last synced successfully."))
+        lastQueuedTimestamp = registry.makeGauge(
+            descriptor: name(
+                "sync", "proxy_rules_last_queued_timestamp", "seconds",
+                "When a change was last received for a sync (much later than the last sync: something is hung)."))
+        let kinds: [(ObjectKind, String)] = [(.service, "service"), (.endpointSlice, "endpoint")]
+        changes = Dictionary(
+            uniqueKeysWithValues: kinds.map { kind, word in
+                (kind, registry.makeCounter(descriptor: name("sync", "proxy_rules_\(word)_changes", "total", "Cumulative \(kind.rawValue) changes received.")))
+            })
+        changesPending = Dictionary(
+            uniqueKeysWithValues: kinds.map { kind, word in
+                (kind, registry.makeGauge(descriptor: name("sync", "proxy_rules_\(word)_changes_pending", "", "\(kind.rawValue) changes received and not yet synced.")))
+            })
         syncFailures = registry.makeCounter(
             descriptor: name("sync", "proxy_rules_nftables_sync_failures", "total", "Transactions the kernel refused."))
         appliedRevision = registry.makeGauge(
