@@ -418,6 +418,36 @@ import Testing
         #expect(value("kubeproxy_sync_proxy_rules_endpoint_changes_total") == "2")
     }
 
+    /// kube-proxy's `sync_proxy_rules_no_local_endpoints_total`: on node-a, itp-local (internal)
+    /// and lb-remote (external) have endpoints on node-b only; full and partial syncs keep it.
+    @Test func portsWithoutLocalEndpointsAreCountedByPolicy() async throws {
+        let metrics = ApplierMetrics()
+        let applier = Applier(node: fixtureNode, tableName: "kube-proxy-swift", nft: FakeNFTables(), metrics: metrics, logger: quietLogger())
+        func counts() -> [String] {
+            String(decoding: metrics.render(), as: UTF8.self).split(separator: "\n")
+                .filter { $0.hasPrefix("kubeproxy_sync_proxy_rules_no_local_endpoints_total{") }.map(String.init).sorted()
+        }
+        func expect(internal: Int, external: Int) {
+            #expect(counts() == [
+                "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"} \(Double(external))",
+                "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"} \(Double(`internal`))",
+            ])
+        }
+        try await applier.receive(Fixture.snapshot())
+        #expect(await applier.sync() == .applied(revision: 1))
+        expect(internal: 1, external: 1)
+        var lbLocal = Fixture.slices[4]
+        lbLocal.endpoints.removeFirst()  // podA2, node-a's
+        var itpLocal = Fixture.slices[7]
+        itpLocal.endpoints.append(endpoint(podA1, node: "node-a"))
+        try await applier.receive(delta(from: 1, to: 2, upserts: [.endpointSlice(lbLocal), .endpointSlice(itpLocal)]))
+        #expect(await applier.sync() == .applied(revision: 2))
+        expect(internal: 0, external: 2)
+        try await applier.receive(delta(from: 2, to: 3, deletes: [ObjectKey(kind: .service, namespace: "default", name: "lb-remote")]))
+        #expect(await applier.sync() == .applied(revision: 3))
+        expect(internal: 0, external: 1)
+    }
+
     @Test func ruleAddedByHandIsDetectedAndRepaired() async throws {
         let (applier, nft) = try await fixtureApplier()
         let before = tables(nft)

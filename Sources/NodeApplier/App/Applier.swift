@@ -53,6 +53,10 @@ public actor Applier {
     private var pendingCommitTimes: [Int64] = []
     /// Received Service and EndpointSlice changes not yet synced, by kind (kube-proxy's metrics).
     private var pendingChanges: [ObjectKind: Int] = [:]
+    /// As of the last sync, the services that have ports without local endpoints, and their sum
+    /// (kube-proxy's metric).
+    private var noLocalEndpoints: [ServiceName: NoLocalEndpoints] = [:]
+    private var noLocalEndpointsTotal = NoLocalEndpoints()
     private let pendingSince = Atomic<Int64>(0)
     /// Whether partial syncs ran since the heap was last trimmed.
     private var freedSinceTrim = false
@@ -192,6 +196,8 @@ public actor Applier {
         metrics.awayFrontends.set(Double(planner?.awayFrontends ?? 0))
         metrics.affinityServices.set(Double(affinityServices.count))
         metrics.affinityTables.set(Double(affinityShards.count))
+        metrics.noLocalEndpoints.internal.set(Double(noLocalEndpointsTotal.internal))
+        metrics.noLocalEndpoints.external.set(Double(noLocalEndpointsTotal.external))
         appliedRevision = revision
         pendingSince.store(0, ordering: .relaxed)
         logger.debug(
@@ -375,9 +381,16 @@ public actor Applier {
         try nft.apply(NFTTransaction(table: tableName, operations: operations))
     }
 
-    /// What a service gives this node: its share of the rules and its UDP frontends (for the
-    /// stale-flow cleanup), both from one node view.
-    private func derive(_ name: ServiceName) -> (contribution: [NFTFamily: Contribution], udpFrontends: [StaleFlows.Frontend: Set<IPAddress>])? {
+    /// What a service gives this node, all from one node view.
+    struct Derived {
+        var contribution: [NFTFamily: Contribution]
+        /// For the stale-flow cleanup.
+        var udpFrontends: [StaleFlows.Frontend: Set<IPAddress>]
+        /// For the metric.
+        var noLocalEndpoints: NoLocalEndpoints
+    }
+
+    private func derive(_ name: ServiceName) -> Derived? {
         Self.derive(name, state: state, node: node, affinityShards: affinityShards)
     }
 
@@ -388,13 +401,13 @@ public actor Applier {
         return Layout.contribution(of: ports, affinityShards: affinityShards)
     }
 
-    private static func derive(_ name: ServiceName, state: ClusterState, node: NodeConfig, affinityShards: Layout.AffinityShards) -> (
-        contribution: [NFTFamily: Contribution], udpFrontends: [StaleFlows.Frontend: Set<IPAddress>]
-    )? {
+    private static func derive(_ name: ServiceName, state: ClusterState, node: NodeConfig, affinityShards: Layout.AffinityShards) -> Derived? {
         guard let service = state.service(name) else { return nil }
         let slices = state.slices(of: name)
         let ports = NodeView.ports(of: service, slices: slices, node: node)
-        return (Layout.contribution(of: ports, affinityShards: affinityShards), StaleFlows.frontends(of: ports, slices: slices))
+        return Derived(
+            contribution: Layout.contribution(of: ports, affinityShards: affinityShards),
+            udpFrontends: StaleFlows.frontends(of: ports, slices: slices), noLocalEndpoints: NoLocalEndpoints(of: ports))
     }
 
     /// Whether `name` is a proxied service with ClientIP affinity.
@@ -406,12 +419,13 @@ public actor Applier {
     private func fullSync() throws {
         affinityServices = Set(state.serviceNames.filter { Self.hasAffinity($0, in: state) })
         affinityShards = Layout.AffinityShards(for: affinityServices.count)
-        let (contributions, frontends) = Self.derive(state, node: node, affinityShards: affinityShards)
+        let derived = Self.derive(state, node: node, affinityShards: affinityShards)
         let (plan, transaction) = Planner.full(
-            tableName: tableName, node: node, affinityShards: affinityShards, contributions: contributions)
+            tableName: tableName, node: node, affinityShards: affinityShards, contributions: derived.contributions)
+        let (frontends, noLocal) = (derived.udpFrontends, derived.noLocalEndpoints)
         // The per-service contributions are as large as the transaction itself; freeing them
         // (0.2 s at 50k services) overlaps the kernel's work.
-        let released = BackgroundRelease(consume contributions)
+        let released = BackgroundRelease(consume derived)
         // Handed over, not copied: the client splits the tables into the staged program's parts
         // and frees the elements while the kernel takes the last netlink batch.
         verifiedGeneration = nil
@@ -424,6 +438,9 @@ public actor Applier {
         udpFrontends = StaleFlows.FrontendIndex(frontends)
         anyUDPFlowMayBeStale = !udpFrontends.isEmpty
         changedUDPFrontends = []
+        noLocalEndpoints = noLocal
+        noLocalEndpointsTotal = NoLocalEndpoints()
+        for part in noLocal.values { noLocalEndpointsTotal += part }
         logger.info(
             "full sync",
             metadata: [
@@ -431,24 +448,29 @@ public actor Applier {
             ])
     }
 
-    /// Every service's contribution, and the UDP frontends of those that have any, derived on
-    /// every core: each depends on the service's own objects only. At 50k TCP services 0.50–0.63 s
-    /// on two cores, 0.65–1.10 s on one (fifth session). UDP services' frontends add about half: in
-    /// one later period 0.29–0.35 s for TCP services, 0.43–0.65 s for UDP ones (`proxy-bench
-    /// nftables --service-protocol UDP`).
-    public static func derive(_ state: ClusterState, node: NodeConfig, affinityShards: Layout.AffinityShards) -> (
-        contributions: [ServiceName: [NFTFamily: Contribution]], udpFrontends: [ServiceName: [StaleFlows.Frontend: Set<IPAddress>]]
-    ) {
+    /// What every service gives this node; the UDP frontends and ports without local endpoints of
+    /// those that have any.
+    public struct DerivedState: Sendable {
+        public var contributions: [ServiceName: [NFTFamily: Contribution]] = [:]
+        var udpFrontends: [ServiceName: [StaleFlows.Frontend: Set<IPAddress>]] = [:]
+        var noLocalEndpoints: [ServiceName: NoLocalEndpoints] = [:]
+    }
+
+    /// Every service's `Derived`, on every core: each depends on the service's own objects only.
+    /// At 50k TCP services 0.50–0.63 s on two cores, 0.65–1.10 s on one (fifth session). UDP
+    /// services' frontends add about half: in one later period 0.29–0.35 s for TCP services,
+    /// 0.43–0.65 s for UDP ones (`proxy-bench nftables --service-protocol UDP`).
+    public static func derive(_ state: ClusterState, node: NodeConfig, affinityShards: Layout.AffinityShards) -> DerivedState {
         let names = Array(state.serviceNames)
         let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, names.count / 1000))
-        typealias Part = (contributions: [ServiceName: [NFTFamily: Contribution]], udpFrontends: [ServiceName: [StaleFlows.Frontend: Set<IPAddress>]])
-        let parts = Mutex([Part](repeating: ([:], [:]), count: workers))
+        let parts = Mutex([DerivedState](repeating: DerivedState(), count: workers))
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
-            var part: Part = (Dictionary(minimumCapacity: names.count / workers + 1), [:])
+            var part = DerivedState(contributions: Dictionary(minimumCapacity: names.count / workers + 1))
             for index in stride(from: worker, to: names.count, by: workers) {
                 guard let derived = derive(names[index], state: state, node: node, affinityShards: affinityShards) else { continue }
                 part.contributions[names[index]] = derived.contribution
                 if !derived.udpFrontends.isEmpty { part.udpFrontends[names[index]] = derived.udpFrontends }
+                if !derived.noLocalEndpoints.isZero { part.noLocalEndpoints[names[index]] = derived.noLocalEndpoints }
             }
             parts.withLock { $0[worker] = part }
         }
@@ -458,6 +480,7 @@ public actor Applier {
             for part in parts {
                 derived.contributions.merge(part.contributions) { first, _ in first }
                 derived.udpFrontends.merge(part.udpFrontends) { first, _ in first }
+                derived.noLocalEndpoints.merge(part.noLocalEndpoints) { first, _ in first }
             }
             return derived
         }
@@ -482,10 +505,12 @@ public actor Applier {
         let changed = dirty
         var changes: [ServiceName: Planner.Change] = [:]
         var derivedFrontends: [ServiceName: [StaleFlows.Frontend: Set<IPAddress>]] = [:]
+        var derivedNoLocal: [ServiceName: NoLocalEndpoints] = [:]
         for name in changed {
             let derived = derive(name)
             changes[name] = Planner.Change(old: before[name] ?? [:], new: derived?.contribution ?? [:])
             derivedFrontends[name] = derived?.udpFrontends ?? [:]
+            derivedNoLocal[name] = derived?.noLocalEndpoints ?? NoLocalEndpoints()
         }
         planner = nil  // restored only when the kernel took the transaction
         guard let transaction = plan.update(changes, current: contribution) else {
@@ -505,6 +530,11 @@ public actor Applier {
             // A frontend no longer there has nothing to clean up (its service or its serving
             // endpoints are gone); the others' flows are checked.
             changedUDPFrontends.formUnion(frontends.keys)
+        }
+        for (name, noLocal) in derivedNoLocal {
+            noLocalEndpointsTotal -= noLocalEndpoints[name] ?? NoLocalEndpoints()
+            noLocalEndpointsTotal += noLocal
+            noLocalEndpoints[name] = noLocal.isZero ? nil : noLocal
         }
     }
 

@@ -12,6 +12,7 @@ public struct ApplierMetrics: Sendable {
     let lastQueuedTimestamp: Gauge
     let changes: [ObjectKind: Counter]
     let changesPending: [ObjectKind: Gauge]
+    let noLocalEndpoints: (internal: Gauge, external: Gauge)
     let syncFailures: Counter
     let appliedRevision: Gauge
     let driftRepairs: Counter
@@ -64,6 +65,13 @@ public struct ApplierMetrics: Sendable {
             uniqueKeysWithValues: kinds.map { kind, word in
                 (kind, registry.makeGauge(descriptor: name("sync", "proxy_rules_\(word)_changes_pending", "", "\(kind.rawValue) changes received and not yet synced.")))
             })
+        let noLocal = name(
+            "sync", "proxy_rules_no_local_endpoints", "total",
+            "Service ports (per IP family) with a Local traffic policy and no local endpoints, while they have endpoints elsewhere.")
+        noLocalEndpoints = (
+            registry.makeGauge(descriptor: noLocal, labels: [("traffic_policy", "internal")]),
+            registry.makeGauge(descriptor: noLocal, labels: [("traffic_policy", "external")])
+        )
         syncFailures = registry.makeCounter(
             descriptor: name("sync", "proxy_rules_nftables_sync_failures", "total", "Transactions the kernel refused."))
         appliedRevision = registry.makeGauge(

@@ -75,6 +75,37 @@ public struct ServicePortView: Hashable, Sendable {
     public var internalEndpoints: [EndpointTarget] { internalPolicyLocal ? localEndpoints : clusterEndpoints }
 }
 
+/// Service ports (one per IP family) with a Local traffic policy whose traffic of that kind this
+/// node drops for want of a local endpoint, while the service has endpoints elsewhere: kube-proxy's
+/// `sync_proxy_rules_no_local_endpoints_total`, by traffic policy.
+public struct NoLocalEndpoints: Hashable, Sendable {
+    /// internalTrafficPolicy Local: ClusterIP traffic.
+    public var `internal` = 0
+    /// externalTrafficPolicy Local: NodePort, LoadBalancer and external IP traffic.
+    public var external = 0
+
+    public init() {}
+
+    public init(of ports: [ServicePortView]) {
+        for port in ports where port.localEndpoints.isEmpty && !port.clusterEndpoints.isEmpty {
+            if port.internalPolicyLocal { `internal` += 1 }
+            if port.externalPolicyLocal { external += 1 }
+        }
+    }
+
+    var isZero: Bool { self == NoLocalEndpoints() }
+
+    static func += (total: inout NoLocalEndpoints, part: NoLocalEndpoints) {
+        total.internal += part.internal
+        total.external += part.external
+    }
+
+    static func -= (total: inout NoLocalEndpoints, part: NoLocalEndpoints) {
+        total.internal -= part.internal
+        total.external -= part.external
+    }
+}
+
 /// kube-proxy's service and endpoint semantics, reduced to the view of one node.
 public enum NodeView {
     public static let serviceProxyNameLabel = "service.kubernetes.io/service-proxy-name"
