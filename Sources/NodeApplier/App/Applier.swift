@@ -320,9 +320,9 @@ public actor Applier {
     /// Returns whether drift was found.
     ///
     /// Nothing is listed while the ruleset generation is the one the tables last matched at:
-    /// nobody has committed anything since. Listing them held the applier for 26–63 ms at 10k and
+    /// nobody has committed anything since. Listing them holds the applier for 17–45 ms at 10k and
     /// 50k services with 4 affinity tables per family (`proxy-bench nftables`), and a change that
-    /// arrived meanwhile waited.
+    /// arrives meanwhile waits; reading the generation, ~0.1 ms.
     @discardableResult
     public func checkDrift() -> Bool {
         guard let planner else { return false }
