@@ -351,11 +351,8 @@ import Testing
     /// The tables are listed when the ruleset generation moved since they last matched, and not
     /// for the applier's own partial syncs, each the only commit since.
     @Test func driftCheckListsTheTablesOnlyAfterOtherCommits() async throws {
-        let nft = FakeNFTables()
         let metrics = ApplierMetrics()
-        let applier = Applier(node: fixtureNode, tableName: "kube-proxy-swift", nft: nft, metrics: metrics, logger: quietLogger())
-        try await applier.receive(Fixture.snapshot())
-        #expect(await applier.sync() == .applied(revision: 1))
+        let (applier, nft) = try await fixtureApplier(metrics: metrics)
         func listed(_ check: () async -> Bool) async -> Int {
             let before = nft.shapeReads
             #expect(await check() == false)
@@ -379,24 +376,20 @@ import Testing
         #expect(await listed { await applier.checkDrift() } == 2)
         nft.appendRule(.ip, chain: "services", NFTRule([], [.verdict(.drop)]))
         #expect(await applier.checkDrift() == true)
-        let text = String(decoding: metrics.render(), as: UTF8.self)
-        for (result, count) in [("unchanged", 3), ("matched", 3), ("drifted", 1)] {
-            #expect(text.contains("kubeproxy_node_applier_drift_checks_total{result=\"\(result)\"} \(count)"), "\(text)")
-        }
+        #expect(
+            metricLines(metrics, "kubeproxy_node_applier_drift_checks_total") == [
+                #"kubeproxy_node_applier_drift_checks_total{result="drifted"} 1"#,
+                #"kubeproxy_node_applier_drift_checks_total{result="matched"} 3"#,
+                #"kubeproxy_node_applier_drift_checks_total{result="unchanged"} 3"#,
+            ])
     }
 
     /// kube-proxy's change metrics: every Service and EndpointSlice change counted, pending until
     /// a sync applies it, and when one was last queued.
     @Test func changesAreCountedAndPendingUntilSynced() async throws {
-        let nft = FakeNFTables()
         let metrics = ApplierMetrics()
-        let applier = Applier(node: fixtureNode, tableName: "kube-proxy-swift", nft: nft, metrics: metrics, logger: quietLogger())
-        try await applier.receive(Fixture.snapshot())
-        #expect(await applier.sync() == .applied(revision: 1))
-        func value(_ name: String) -> String? {
-            let text = String(decoding: metrics.render(), as: UTF8.self)
-            return text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.map { String($0.dropFirst(name.count + 1)) }
-        }
+        let (applier, nft) = try await fixtureApplier(metrics: metrics)
+        func value(_ name: String) -> String? { metricLines(metrics, name).first.map { String($0.dropFirst(name.count + 1)) } }
         let queuedAtSnapshot = try #require(value("kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds").flatMap(Double.init))
         #expect(queuedAtSnapshot > 0)
         let slice = Fixture.slices[2]
@@ -422,19 +415,13 @@ import Testing
     /// and lb-remote (external) have endpoints on node-b only; full and partial syncs keep it.
     @Test func portsWithoutLocalEndpointsAreCountedByPolicy() async throws {
         let metrics = ApplierMetrics()
-        let applier = Applier(node: fixtureNode, tableName: "kube-proxy-swift", nft: FakeNFTables(), metrics: metrics, logger: quietLogger())
-        func counts() -> [String] {
-            String(decoding: metrics.render(), as: UTF8.self).split(separator: "\n")
-                .filter { $0.hasPrefix("kubeproxy_sync_proxy_rules_no_local_endpoints_total{") }.map(String.init).sorted()
-        }
+        let (applier, _) = try await fixtureApplier(metrics: metrics)
         func expect(internal: Int, external: Int) {
-            #expect(counts() == [
+            #expect(metricLines(metrics, "kubeproxy_sync_proxy_rules_no_local_endpoints_total") == [
                 "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"} \(Double(external))",
                 "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"} \(Double(`internal`))",
             ])
         }
-        try await applier.receive(Fixture.snapshot())
-        #expect(await applier.sync() == .applied(revision: 1))
         expect(internal: 1, external: 1)
         var lbLocal = Fixture.slices[4]
         lbLocal.endpoints.removeFirst()  // podA2, node-a's

@@ -165,9 +165,15 @@ func quietLogger() -> Logger {
 }
 
 /// An applier over the fake, synced with the fixture set.
-func fixtureApplier(_ nft: FakeNFTables = FakeNFTables()) async throws -> (Applier, FakeNFTables) {
-    let applier = Applier(node: fixtureNode, tableName: "kube-proxy-swift", nft: nft, logger: quietLogger())
+func fixtureApplier(_ nft: FakeNFTables = FakeNFTables(), metrics: ApplierMetrics = ApplierMetrics()) async throws -> (Applier, FakeNFTables) {
+    let applier = Applier(node: fixtureNode, tableName: "kube-proxy-swift", nft: nft, metrics: metrics, logger: quietLogger())
     try await applier.receive(Fixture.snapshot())
     #expect(await applier.sync() == .applied(revision: 1))
     return (applier, nft)
+}
+
+/// The lines of the metric `name` (each label set's) in `metrics`' text, sorted.
+func metricLines(_ metrics: ApplierMetrics, _ name: String) -> [String] {
+    String(decoding: metrics.render(), as: UTF8.self).split(separator: "\n")
+        .filter { $0.hasPrefix(name + " ") || $0.hasPrefix(name + "{") }.map(String.init).sorted()
 }
