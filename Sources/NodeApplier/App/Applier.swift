@@ -426,9 +426,9 @@ public actor Applier {
         // The per-service contributions are as large as the transaction itself; freeing them
         // (0.2 s at 50k services) overlaps the kernel's work.
         let released = BackgroundRelease(consume derived)
+        verifiedGeneration = nil
         // Handed over, not copied: the client splits the tables into the staged program's parts
         // and frees the elements while the kernel takes the last netlink batch.
-        verifiedGeneration = nil
         try nft.apply(consume transaction)
         released.wait()
         planner = plan
