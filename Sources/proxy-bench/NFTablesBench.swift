@@ -437,8 +437,8 @@ struct NFTablesBench: AsyncParsableCommand {
         for change in 0..<changes {
             grown.append(try await apply(.endpointSlice(slice((change / 2 * 7919 + 3) % services, change % 2 == 0 ? 40 : endpoints, change))))
         }
-        // The same beyond the scan chains' 64 counts: the verdict follows the count at once, and
-        // each count's `pick-N` chain comes with the first service that has it.
+        // The same beyond the scan chains' 64 counts: slots in the large map at the count's power
+        // of two (128), and the verdict waits for the rehome too.
         for change in 0..<changes {
             large.append(try await apply(.endpointSlice(slice((change / 2 * 7919 + 5) % services, change % 2 == 0 ? 100 : endpoints, change))))
         }

@@ -504,23 +504,37 @@ import Testing
         #expect(await applier.held.revision == 1)
     }
 
-    /// Counts beyond the scan chains' come with their own `pick-N` chains, and the frontend's
-    /// verdict follows them at once.
-    @Test func pickChainsBeyondTheScanComeAndGoWithTheEndpointCounts() async throws {
+    /// Counts beyond the scan chains' go to the large slot map, at their power of two's slots:
+    /// elements only. The verdict waits for the rehome (the scan reaches every endpoint
+    /// meanwhile), then is the power's static pick chain; a count of another power moves again.
+    @Test func countsBeyondTheScanChangeElementsOnlyAndTheirPowersVerdict() async throws {
         let (applier, nft) = try await fixtureApplier()
-        let many = (0..<70).map { endpoint("10.244.3.\($0 + 1)", node: "node-b") }
-        try await applier.receive(delta(from: 1, to: 2, upserts: [.endpointSlice(slice("web-v4", service: "web", many))]))
-        #expect(await applier.sync() == .applied(revision: 2))
-        #expect(await applier.awayFrontends == 0)
-        let table = try #require(nft.table(.ip))
-        #expect(table.chains["pick-tcp-70"] != nil)
-        #expect(table.elements["service-ips"]?[[.address(ip("10.96.0.10")), .proto(.tcp), .port(80)]] == [.verdict(.goto("pick-tcp-70"))])
-        let tracer = PacketTracer(table: table, localAddresses: fixtureNode.nodeIPs)
-        let outcomes = tracer.trace(.init(from: ip(podA1), to: ip("10.96.0.10"), .tcp, port: 80))
-        #expect(outcomes.count == many.count)
-        try await applier.receive(delta(from: 2, to: 3, upserts: [.endpointSlice(Fixture.slices[0])]))
-        #expect(await applier.sync() == .applied(revision: 3))
-        #expect(try #require(nft.table(.ip)).chains["pick-tcp-70"] == nil)
+        let frontend: NFTTuple = [.address(ip("10.96.0.10")), .proto(.tcp), .port(80)]
+        var revision: UInt64 = 1
+        func grow(to count: Int) async throws -> Set<PacketTracer.Outcome> {
+            let many = (0..<count).map { endpoint("10.244.\(3 + $0 / 250).\($0 % 250 + 1)", node: "node-b") }
+            try await applier.receive(delta(from: revision, to: revision + 1, upserts: [.endpointSlice(slice("web-v4", service: "web", many))]))
+            revision += 1
+            #expect(await applier.sync() == .applied(revision: revision))
+            #expect(nft.lastTransaction?.operations.allSatisfy { if case .addElements = $0 { true } else if case .deleteElements = $0 { true } else { false } } == true)
+            let table = try #require(nft.table(.ip))
+            let tracer = PacketTracer(table: table, localAddresses: fixtureNode.nodeIPs)
+            return tracer.trace(.init(from: ip(podA1), to: ip("10.96.0.10"), .tcp, port: 80))
+        }
+        for (count, power) in [(70, 128), (200, 256), (129, 256), (128, 128)] {
+            let before = try #require(nft.table(.ip)).elements["service-ips"]?[frontend]
+            #expect(try await grow(to: count).count == count, "every endpoint while the verdict waits")
+            #expect(try #require(nft.table(.ip)).elements["service-ips"]?[frontend] == before)
+            let large = try #require(nft.table(.ip)).elements["backends-tcp-large"] ?? [:]
+            #expect(Set(large.keys.filter { $0.values.first == .address(ip("10.96.0.10")) }.map { $0.values.last }) == Set((power..<power + count).map { NFTValue.integer($0) }))
+            await applier.rehome()
+            let table = try #require(nft.table(.ip))
+            #expect(table.elements["service-ips"]?[frontend] == [.verdict(.goto("pick-tcp-upto-\(power)"))])
+            let tracer = PacketTracer(table: table, localAddresses: fixtureNode.nodeIPs)
+            #expect(tracer.trace(.init(from: ip(podA1), to: ip("10.96.0.10"), .tcp, port: 80)).count == count)
+        }
+        #expect(try await grow(to: 3).count == 3)
+        #expect((try #require(nft.table(.ip)).elements["backends-tcp-large"] ?? [:]).isEmpty)
     }
 
     /// Past `servicesPerShard` ClientIP-affinity services the applier resyncs in full with more

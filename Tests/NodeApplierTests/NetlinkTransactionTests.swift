@@ -39,27 +39,18 @@ import Testing
         #expect(try !isBatch(partial(Fixture.services)))
     }
 
-    /// The first frontend with a count beyond the scan brings that count's `pick-N` chain and slot
-    /// map, a copy of the shared slot map's definition as the kernel holds it (with the `typeof`
-    /// notes nft writes); without that definition, libnftables writes it. The next ones add
-    /// elements only.
-    @Test func aCountBeyondTheScanBringsItsMapOnceACopyOfTheSharedOnes() throws {
-        let endpoints = (1...70).map { endpoint("10.244.7.\($0)", node: "node-a") }
+    /// A frontend with a count beyond the scan changes elements only, in the large slot map (every
+    /// table has its power's pick chain): a batch, with no verdict until the rehome.
+    @Test func aCountBeyondTheScanChangesElementsOnly() throws {
         var planner = Planner.full(tableName: "kube-proxy-swift", node: fixtureNode, affinityShards: oneShard, contributions: [:]).planner
-        func add(_ name: String, _ address: String) throws -> NFTTransaction {
-            let service = Service(metadata: meta(name), clusterIPs: [ip(address)], ports: [ServicePort(name: "http", port: 80)])
-            return try self.add([service], slices: [slice(name, service: name, endpoints)], to: &planner)
-        }
-        let first = try add("large", "10.96.0.70")
-        #expect(first.operations.contains { if case .defineChain(_, let chain) = $0 { chain.name == "pick-tcp-70" } else { false } })
-        #expect(first.operations.contains { if case .addSet(_, let set) = $0 { set.name == "backends-tcp-70" } else { false } })
-        #expect(try !isBatch(first))
-        let shared = NetlinkListing.SetDefinition(flags: 8, keyType: 1, keyLength: 16, dataType: 2, dataLength: 8, userData: [0, 4, 0, 0, 0, 0])
-        #expect(try NetlinkTransaction.batch(for: first.operations, table: first.table, slotMaps: [.ip: [.tcp: shared]]) != nil)
-        #expect(try NetlinkTransaction.batch(for: first.operations, table: first.table, slotMaps: [.ip: [.udp: shared]]) == nil)
-        let second = try add("large2", "10.96.0.71")
-        #expect(second.operations.allSatisfy { if case .addElements = $0 { true } else { false } })
-        #expect(try isBatch(second))
+        let service = Service(metadata: meta("large"), clusterIPs: [ip("10.96.0.70")], ports: [ServicePort(name: "http", port: 80)])
+        let endpoints = (1...70).map { endpoint("10.244.7.\($0)", node: "node-a") }
+        let transaction = try add([service], slices: [slice("large", service: "large", endpoints)], to: &planner)
+        #expect(transaction.operations.allSatisfy { if case .addElements = $0 { true } else { false } })
+        let large = transaction.operations.compactMap { if case .addElements(_, let set, let elements) = $0, set == "backends-tcp-large" { elements } else { nil } }
+        #expect(large.flatMap { $0 }.count == 70)
+        #expect(try isBatch(transaction))
+        #expect(planner.awayFrontends == 1)
     }
 
     /// The rehome changes elements only (every table has the `pick-N` chains of the scan's counts).

@@ -5,8 +5,7 @@ import Synchronization
 /// `NFTablesClient` over libnftables, without spawning `nft`: each transaction is rendered once and
 /// run as one batch (one atomic kernel transaction), except a full program, which is staged
 /// (`StagedProgram`) with its elements through libnftnl, and a partial sync `NetlinkTransaction`
-/// covers (elements, affinity sets and chains, counts beyond the scan), which goes to the kernel
-/// as a netlink batch.
+/// covers (elements, affinity sets and chains), which goes to the kernel as a netlink batch.
 /// Objects carry the names of the live `Generation`. Chains and sets are read with netlink dumps
 /// (`NetlinkListing`).
 public final class LibNFTables: NFTablesClient {

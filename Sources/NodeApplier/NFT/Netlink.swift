@@ -243,39 +243,6 @@ enum NetlinkListing {
         return counts
     }
 
-    /// How the kernel holds a set: what a new set of the same kind copies.
-    struct SetDefinition: Hashable {
-        var flags: UInt32
-        var keyType: UInt32
-        var keyLength: UInt32
-        var dataType: UInt32
-        var dataLength: UInt32
-        /// nft's notes (libnftnl's udata): for a `typeof` map, the expressions `nft list` prints.
-        var userData: [UInt8]
-    }
-
-    /// The definition of the set or map `name` in the kernel table `kernelTable`; nil when there is
-    /// none.
-    static func definition(family: NFTFamily, kernelTable: String, set name: String, on socket: NetlinkSocket) throws -> SetDefinition? {
-        var found: SetDefinition?
-        try socket.dump(NetlinkSocket.nftables(NFT_MSG_GETSET), family: family.netlinkFamily, filter: only(kernelTable)) { header in
-            let set = nftnl_set_alloc()!
-            defer { nftnl_set_free(set) }
-            guard nftnl_set_nlmsg_parse(header, set) == 0,
-                let owner = nftnl_set_get_str(set, UInt16(NFTNL_SET_TABLE.rawValue)), String(cString: owner) == kernelTable,
-                let listed = nftnl_set_get_str(set, UInt16(NFTNL_SET_NAME.rawValue)), String(cString: listed) == name
-            else { return }
-            func number(_ attribute: nftnl_set_attr) -> UInt32 { nftnl_set_get_u32(set, UInt16(attribute.rawValue)) }
-            var length: UInt32 = 0
-            let userData = nftnl_set_get_data(set, UInt16(NFTNL_SET_USERDATA.rawValue), &length)
-            found = SetDefinition(
-                flags: number(NFTNL_SET_FLAGS), keyType: number(NFTNL_SET_KEY_TYPE), keyLength: number(NFTNL_SET_KEY_LEN),
-                dataType: number(NFTNL_SET_DATA_TYPE), dataLength: number(NFTNL_SET_DATA_LEN),
-                userData: userData.map { Array(UnsafeRawBufferPointer(start: $0, count: Int(length))) } ?? [])
-        }
-        return found
-    }
-
     /// The named sets and maps of `table`'s kernel tables in `family`.
     static func sets(family: NFTFamily, table: String, on socket: NetlinkSocket) throws -> [Set] {
         var sets: [Set] = []

@@ -8,9 +8,8 @@ import ProxyModel
 /// every endpoint change take 4–9 ms instead of 0.2, and a change to an affinity service 18–23 ms.
 /// Covered: elements whose keys and values have register encodings; the objects the affinity
 /// chains of a service are made of (address sets filled by the packet path, regular chains and
-/// their rules); a count's slot map and `pick-N` chain beyond the scan (the map a copy of the
-/// definition of its protocol's shared slot map, `typeof` notes included). Anything else (interval
-/// sets, firewall ranges) is left to libnftables, which encodes every rule the renderer writes.
+/// their rules). Anything else (interval sets, firewall ranges) is left to libnftables, which
+/// encodes every rule the renderer writes.
 /// libnftables lists every set and chain of the family before it runs a script: with 1,000
 /// ClientIP-affinity services (10,000 sets in their tables) that took ~45 ms.
 ///
@@ -21,32 +20,15 @@ enum NetlinkTransaction {
     /// of them is not covered. Kept open by the caller: closing a netfilter socket after a commit
     /// that deleted something waits until the kernel has freed it (an RCU grace period, ~16 ms here).
     static func apply(_ operations: [NFTOperation], table: String, on socket: NetlinkSocket) throws -> Bool {
-        let slotMaps = try slotMapDefinitions(for: operations, table: table, on: socket)
-        guard let batch = try batch(for: operations, table: table, slotMaps: slotMaps) else { return false }
+        guard let batch = try batch(for: operations, table: table) else { return false }
         if !batch.isEmpty { try batch.commit(on: socket) }
         return true
     }
 
-    /// The definitions new slot maps copy, by family and protocol.
-    typealias SlotMapDefinitions = [NFTFamily: [L4Protocol: NetlinkListing.SetDefinition]]
-
-    /// The definitions of the shared slot maps (in the same generation) of the slot maps
-    /// `operations` add, as the kernel holds them.
-    private static func slotMapDefinitions(for operations: [NFTOperation], table: String, on socket: NetlinkSocket) throws -> SlotMapDefinitions {
-        var definitions: SlotMapDefinitions = [:]
-        for case .addSet(let family, let set) in operations {
-            guard case .slotMap(let proto) = set.type, definitions[family]?[proto] == nil else { continue }
-            let shared = Generation(of: set.name).name(Layout.EndpointSet.cluster.slotMap(proto, Layout.scanLimit))
-            definitions[family, default: [:]][proto] = try NetlinkListing.definition(family: family, kernelTable: table, set: shared, on: socket)
-        }
-        return definitions
-    }
-
-    /// The batch for `operations` in `table`, not sent; nil when one of them is not covered (a
-    /// slot map without its definition in `slotMaps`).
-    static func batch(for operations: [NFTOperation], table: String, slotMaps: SlotMapDefinitions = [:]) throws -> NetlinkElements.Batch? {
+    /// The batch for `operations` in `table`, not sent; nil when one of them is not covered.
+    static func batch(for operations: [NFTOperation], table: String) throws -> NetlinkElements.Batch? {
         let batch = try NetlinkElements.Batch()
-        var encoder = Encoder(batch: batch, table: table, slotMaps: slotMaps)
+        var encoder = Encoder(batch: batch, table: table)
         for operation in operations {
             guard encoder.encode(operation) else { return nil }
         }
@@ -63,7 +45,6 @@ enum NetlinkTransaction {
         let batch: NetlinkElements.Batch
         /// The transaction's table; each object goes to the kernel table that holds it.
         let table: String
-        let slotMaps: SlotMapDefinitions
         /// Set ids (which the kernel requires of a new set), unique in the batch.
         var nextSetID: UInt32 = 1
 
@@ -100,13 +81,8 @@ enum NetlinkTransaction {
             return true
         }
 
-        /// An address set, filled by the packet path when it has a timeout, or a slot map whose
-        /// definition is known; no other kind.
+        /// An address set, filled by the packet path when it has a timeout; no other kind.
         private mutating func addSet(_ set: NFTSetDefinition, family: NFTFamily) -> Bool {
-            if case .slotMap(let proto) = set.type {
-                guard let definition = slotMaps[family]?[proto] else { return false }
-                return addCopy(of: definition, named: set.name, family: family)
-            }
             guard set.type == .address(interval: false) else { return false }
             let id = nextSetID
             nextSetID += 1
@@ -123,26 +99,6 @@ enum NetlinkTransaction {
                     mnl_attr_put_u64(header, UInt16(NFTA_SET_TIMEOUT.rawValue), (UInt64(timeout) * 1000).bigEndian)
                 } else {
                     put(header, NFTA_SET_FLAGS.rawValue, UInt32(0))
-                }
-                return true
-            }
-        }
-
-        private mutating func addCopy(of definition: NetlinkListing.SetDefinition, named name: String, family: NFTFamily) -> Bool {
-            let id = nextSetID
-            nextSetID += 1
-            return batch.message(
-                NFT_MSG_NEWSET, flags: NLM_F_CREATE, table: kernelTable(name), family: family, naming: "adding \(family.rawValue) map \(name)"
-            ) { header in
-                put(header, NFTA_SET_NAME.rawValue, name)
-                put(header, NFTA_SET_ID.rawValue, id)
-                put(header, NFTA_SET_FLAGS.rawValue, definition.flags)
-                put(header, NFTA_SET_KEY_TYPE.rawValue, definition.keyType)
-                put(header, NFTA_SET_KEY_LEN.rawValue, definition.keyLength)
-                put(header, NFTA_SET_DATA_TYPE.rawValue, definition.dataType)
-                put(header, NFTA_SET_DATA_LEN.rawValue, definition.dataLength)
-                if !definition.userData.isEmpty {
-                    mnl_attr_put(header, UInt16(NFTA_SET_USERDATA.rawValue), definition.userData.count, definition.userData)
                 }
                 return true
             }
@@ -299,7 +255,6 @@ enum NetlinkTransaction {
                     put(header, NFTA_DYNSET_OP.rawValue, NFT_DYNSET_OP_UPDATE.rawValue)
                     put(header, NFTA_DYNSET_SREG_KEY.rawValue, NFT_REG_1.rawValue)
                 }
-            case .dnatSlot(let map, let count, let offset): dnat(through: map, count: count, offset: offset)
             case .dnat(let address, let port):
                 guard (address.family == .ipv4) == (family == .ip) else { return false }
                 expression("immediate") {
@@ -314,32 +269,6 @@ enum NetlinkTransaction {
             default: return false
             }
             return true
-        }
-
-        /// `dnat to daddr . l4proto . dport . numgen random mod count offset offset map @map`: the
-        /// key in consecutive 32-bit registers from the first, the map's `address . port` into
-        /// register 1 (its port in the 32-bit register after the address).
-        private func dnat(through map: String, count: Int, offset: Int) {
-            let words = UInt32(family.addressLength / 4)
-            let first = NFT_REG32_00.rawValue
-            load(NFT_PAYLOAD_NETWORK_HEADER, offset: family == .ip ? 16 : 24, length: family.addressLength, into: first)
-            expression("meta") {
-                put(header, NFTA_META_KEY.rawValue, NFT_META_L4PROTO.rawValue)
-                put(header, NFTA_META_DREG.rawValue, first + words)
-            }
-            load(NFT_PAYLOAD_TRANSPORT_HEADER, offset: 2, length: 2, into: first + words + 1)
-            expression("numgen") {
-                put(header, NFTA_NG_DREG.rawValue, first + words + 2)
-                put(header, NFTA_NG_MODULUS.rawValue, UInt32(count))
-                put(header, NFTA_NG_TYPE.rawValue, NFT_NG_RANDOM.rawValue)
-                put(header, NFTA_NG_OFFSET.rawValue, UInt32(offset))
-            }
-            expression("lookup") {
-                put(header, NFTA_LOOKUP_SET.rawValue, map)
-                put(header, NFTA_LOOKUP_SREG.rawValue, first)
-                put(header, NFTA_LOOKUP_DREG.rawValue, NFT_REG_1.rawValue)
-            }
-            nat(address: NFT_REG_1.rawValue, port: first + words)
         }
 
         private func nat(address: UInt32, port: UInt32) {

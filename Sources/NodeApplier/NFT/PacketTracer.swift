@@ -172,9 +172,9 @@ public struct PacketTracer {
             guard let verdict = table.elements[map]?[frontendKey(current, packet)]?.verdict else { return continuation(current) }
             return follow(verdict)
         case .dnatSlot(let map, let count, let offset):
+            // Each slot is drawn with the same chance; one without an element misses.
             let targets = (offset..<offset + count).compactMap { table.elements[map]?[frontendKey(current, packet).appending(.integer($0))] }
-            guard !targets.isEmpty else { return continuation(current) }
-            return targets.flatMap { dnat(current, $0) }
+            return targets.flatMap { dnat(current, $0) } + (targets.count < count ? continuation(current) : [])
         case .dnatFrontend(let map):
             guard let target = table.elements[map]?[frontendKey(current, packet)] else { return continuation(current) }
             return dnat(current, target)
