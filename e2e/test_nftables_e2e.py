@@ -544,6 +544,10 @@ endpoints:
                     slots = re.findall(rf"{re.escape(service_address)} \. tcp \. 80 \. (\d+) :", listed)
                     assert sorted(map(int, slots)) == list(range(128, 128 + count)), slots
             eventually(rehomed)
+            # Through the power's pick chain now: a draw past the count misses and the next one
+            # goes on; no connection may fail.
+            for service_address in ("10.96.0.42", "fd00:10:96::42"):
+                assert cluster.answering(cluster.probe("p1b", "tcp", service_address, 80, count=60)) == {"p1a", "p2a"}
     finally:
         lab.proxyctl(cluster.cp, "delete", "svc", "big")
         lab.proxyctl(cluster.cp, "delete", "eps", "big", "big-v6")
