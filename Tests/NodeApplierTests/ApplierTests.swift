@@ -338,6 +338,12 @@ import Testing
         #expect(table.elements["no-endpoint-services"]?[[.address(ip("10.96.0.11")), .proto(.tcp), .port(80)]] != nil)
     }
 
+    /// The kernel skips 0 when its count of commits wraps.
+    @Test func rulesetGenerationWrapsPastZero() {
+        #expect(RulesetGeneration(id: 7).next == RulesetGeneration(id: 8))
+        #expect(RulesetGeneration(id: .max).next == RulesetGeneration(id: 1))
+    }
+
     @Test func deletedTableIsDetectedAndRepaired() async throws {
         let (applier, nft) = try await fixtureApplier()
         let before = tables(nft)
