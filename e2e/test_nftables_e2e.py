@@ -581,6 +581,45 @@ def test_load_balancer_source_ranges_block_other_clients(cluster):
     assert cluster.answering(cluster.probe("client2", "tcp", "192.168.100.11", 30082, count=4)) <= {"p1a", "p2a"}
 
 
+def test_load_balancer_source_range_holding_the_node_lets_the_node_in_from_the_load_balancer_ip(cluster):
+    """kube-proxy's exception to the LoadBalancer firewall: a VIP-like load balancer's IP is often
+    a local address of the node, so the node's own connections to it come from it; when a source
+    range holds the node's address, the LoadBalancer IPs are let through too. Node 1's address is
+    in the ranges, node 2's is not: both hold the LoadBalancer IPs on `lo`, over both families."""
+    lab = cluster.lab
+    vips = ("172.18.0.30", "fd00:18::30")
+    service = f"""apiVersion: v1
+kind: Service
+metadata: {{name: lb-node, namespace: default}}
+spec:
+  type: LoadBalancer
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv4, IPv6]
+  clusterIPs: [10.96.0.43, "fd00:10:96::43"]
+  loadBalancerSourceRanges: [192.168.100.11/32, "fd00:100::11/128"]
+  ports: [{{name: http, port: 80, targetPort: 8080, nodePort: 30084}}]
+status: {{loadBalancer: {{ingress: [{{ip: {vips[0]}}}, {{ip: "{vips[1]}"}}]}}}}
+"""
+    def addresses(action):
+        for number in cluster.nodes:
+            for vip in vips:
+                lab.run(cluster.nodes[number], "ip", "addr", action, vip + ("/128" if ":" in vip else "/32"), "dev", "lo")
+    addresses("add")
+    try:
+        cluster.apply("---\n".join([service, slice_yaml("lb-node", "lb-node", ["p1a", "p2a"], HTTP),
+                                    slice_yaml("lb-node-v6", "lb-node", ["p1a", "p2a"], HTTP, v6=True)]))
+        for vip in vips:
+            eventually(lambda: _assert_equal(cluster.answering(cluster.probe(cluster.nodes[1], "tcp", vip, 80, count=20)),
+                                             {"p1a", "p2a"}))
+            # Refused before node 2 programs the service (nothing listens there), dropped after.
+            eventually(lambda: _assert_equal(cluster.probe(cluster.nodes[2], "tcp", vip, 80, count=2, timeout=1),
+                                             ["timeout"] * 2))
+    finally:
+        lab.proxyctl(cluster.cp, "delete", "svc", "lb-node")
+        lab.proxyctl(cluster.cp, "delete", "eps", "lb-node", "lb-node-v6")
+        addresses("del")
+
+
 def test_health_check_node_port_reports_local_endpoints(cluster):
     service = json.loads(cluster.lab.proxyctl(cluster.cp, "get", "svc", "lb-local", "-o", "json").stdout)
     port = service["spec"]["healthCheckNodePort"]

@@ -165,8 +165,10 @@ func quietLogger() -> Logger {
 }
 
 /// An applier over the fake, synced with the fixture set.
-func fixtureApplier(_ nft: FakeNFTables = FakeNFTables(), metrics: ApplierMetrics = ApplierMetrics()) async throws -> (Applier, FakeNFTables) {
-    let applier = Applier(node: fixtureNode, tableName: "kube-proxy-swift", nft: nft, metrics: metrics, logger: quietLogger())
+func fixtureApplier(
+    _ nft: FakeNFTables = FakeNFTables(), metrics: ApplierMetrics = ApplierMetrics(), node: NodeConfig = fixtureNode
+) async throws -> (Applier, FakeNFTables) {
+    let applier = Applier(node: node, tableName: "kube-proxy-swift", nft: nft, metrics: metrics, logger: quietLogger())
     try await applier.receive(Fixture.snapshot())
     #expect(await applier.sync() == .applied(revision: 1))
     return (applier, nft)

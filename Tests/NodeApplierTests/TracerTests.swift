@@ -7,9 +7,9 @@ import Testing
 @Suite struct TracerTests {
     typealias Packet = PacketTracer.Packet
 
-    func tracer(_ family: NFTFamily = .ip) async throws -> PacketTracer {
-        let (_, nft) = try await fixtureApplier()
-        return PacketTracer(table: try #require(nft.table(family)), localAddresses: fixtureNode.nodeIPs)
+    func tracer(_ family: NFTFamily = .ip, node: NodeConfig = fixtureNode) async throws -> PacketTracer {
+        let (_, nft) = try await fixtureApplier(node: node)
+        return PacketTracer(table: try #require(nft.table(family)), localAddresses: node.nodeIPs)
     }
 
     func results(_ tracer: PacketTracer, _ packet: Packet) -> Set<PacketTracer.Result> { Set(tracer.trace(packet).map(\.result)) }
@@ -84,6 +84,23 @@ import Testing
         let tracer = try await tracer()
         #expect(results(tracer, Packet(from: outsideClient, to: ip("172.18.0.10"), .tcp, port: 80)) == [.dropped])
         #expect(results(tracer, Packet(from: allowedClient, to: ip("172.18.0.10"), .tcp, port: 80)) == [to(podA2, 8080)])
+    }
+
+    /// kube-proxy's exception: when a source range holds one of the node's addresses, the
+    /// LoadBalancer IP is let through as a source too. A VIP-like load balancer's IP is often a
+    /// local address of the node, and the node's own connections to it then come from it.
+    @Test func loadBalancerSourceRangeHoldingTheNodeLetsTheNodeInFromTheLoadBalancerIP() async throws {
+        let fromLoadBalancerIP = Packet(from: ip("172.18.0.10"), to: ip("172.18.0.10"), .tcp, port: 80, origin: .localHost)
+        #expect(results(try await tracer(), fromLoadBalancerIP) == [.dropped])
+        var node = fixtureNode
+        node.nodeIPs.append(ip("203.0.113.1"))
+        let tracer = try await tracer(node: node)
+        // From the node: the cluster-wide endpoints, masqueraded (kube-proxy's short-circuit).
+        #expect(results(tracer, fromLoadBalancerIP) == [to(podA2, 8080, masqueraded: true), to(podB2, 8080, masqueraded: true)])
+        #expect(results(tracer, Packet(from: outsideClient, to: ip("172.18.0.10"), .tcp, port: 80)) == [.dropped])
+        // The ingress IP in ipMode Proxy is not a VIP: not let through.
+        let fromProxyIP = Packet(from: ip("172.18.0.12"), to: ip("172.18.0.10"), .tcp, port: 80, origin: .localHost)
+        #expect(results(tracer, fromProxyIP) == [.dropped])
     }
 
     @Test func sessionAffinitySticksToTheFirstChoice() async throws {

@@ -65,7 +65,8 @@ public struct ServicePortView: Hashable, Sendable {
     public var externalPolicyLocal: Bool
     public var externalIPs: [IPAddress]
     public var loadBalancerIPs: [IPAddress]
-    /// Source ranges allowed to reach the LoadBalancer IPs (this family); nil when unrestricted.
+    /// Sources allowed to reach the LoadBalancer IPs (this family; `sourceRanges`); nil when
+    /// unrestricted.
     public var loadBalancerSourceRanges: [CIDR]?
     /// Node addresses of this family the NodePort listens on (empty without a NodePort).
     public var nodePortIPs: [IPAddress]
@@ -124,8 +125,8 @@ public enum NodeView {
         for clusterIP in service.clusterIPs {
             let family = clusterIP.family
             let familySlices = slices.filter { $0.addressType == family }
-            let ranges: [CIDR]? =
-                service.loadBalancerSourceRanges.isEmpty ? nil : service.loadBalancerSourceRanges.filter { $0.family == family }
+            let loadBalancerIPs = service.type == .loadBalancer ? service.loadBalancerVIPs.filter { $0.family == family } : []
+            let ranges = sourceRanges(of: service, family: family, loadBalancerIPs: loadBalancerIPs, node: node)
             for port in service.ports {
                 let candidates = endpoints(for: port, in: familySlices)
                 let local = candidates.filter { $0.nodeName == node.nodeName }
@@ -138,8 +139,7 @@ public enum NodeView {
                         externalPolicyLocal: service.externalTrafficPolicy == .local
                             && (service.usesNodePorts || !service.externalIPs.isEmpty),
                         externalIPs: service.externalIPs.filter { $0.family == family },
-                        loadBalancerIPs: service.type == .loadBalancer
-                            ? service.loadBalancerVIPs.filter { $0.family == family } : [],
+                        loadBalancerIPs: loadBalancerIPs,
                         loadBalancerSourceRanges: ranges,
                         nodePortIPs: port.nodePort != nil && service.usesNodePorts ? node.nodeIPs.filter { $0.family == family } : [],
                         affinityTimeoutSeconds: {
@@ -149,6 +149,19 @@ public enum NodeView {
             }
         }
         return views
+    }
+
+    /// The sources `service`'s LoadBalancer firewall lets through in `family` (nil: no firewall).
+    /// As kube-proxy: when a range holds one of the node's addresses, the LoadBalancer IPs are let
+    /// through too. A VIP-like load balancer's IP is often a local address of the node, and a
+    /// connection from the node to it then comes from that IP, not from the node's.
+    static func sourceRanges(of service: Service, family: IPFamily, loadBalancerIPs: [IPAddress], node: NodeConfig) -> [CIDR]? {
+        guard !service.loadBalancerSourceRanges.isEmpty else { return nil }
+        let ranges = service.loadBalancerSourceRanges.filter { $0.family == family }
+        guard ranges.contains(where: { range in node.nodeIPs.contains(where: range.contains) }) else { return ranges }
+        return ranges
+            + loadBalancerIPs.filter { address in !ranges.contains { $0.contains(address) } }
+            .compactMap { CIDR(network: $0, prefixLength: $0.bitWidth) }
     }
 
     /// Ready endpoints on this node, counted the way kube-proxy's health-check server counts them.
