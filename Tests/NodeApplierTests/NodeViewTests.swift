@@ -4,7 +4,8 @@ import Testing
 
 @Suite struct NodeViewTests {
     /// kube-proxy's LoadBalancer firewall, per family: the service's ranges of that family, and
-    /// its LoadBalancer IPs of that family when one of those ranges holds a node address.
+    /// its LoadBalancer IPs of that family when one of those ranges holds a node address; none in
+    /// a family without ranges, or with one of length 0.
     @Test func loadBalancerSourceRangesPerFamilyLetTheLoadBalancerIPsInWhenTheyHoldTheNode() {
         let service = Service(
             metadata: meta("lb"), type: .loadBalancer, clusterIPs: [ip("10.96.0.40"), ip("fd00:10:96::40")],
@@ -26,9 +27,14 @@ import Testing
         #expect(ranges(node) == [.ipv4: ["203.0.113.0/24", "172.18.0.40/32"], .ipv6: ["2001:db8:1::/48", "2001:db8:9::40/128"]])
         node.nodeIPs = [ip("203.0.113.1")]
         #expect(ranges(node) == [.ipv4: ["203.0.113.0/24", "172.18.0.40/32"], .ipv6: ["2001:db8:1::/48"]])
-        // Without ranges there is no firewall at all.
-        var open = service
-        open.loadBalancerSourceRanges = []
-        #expect(NodeView.ports(of: open, slices: [], node: node).allSatisfy { $0.loadBalancerSourceRanges == nil })
+        var changed = service
+        func firewalled(_ ranges: [CIDR]) -> Set<IPFamily> {
+            changed.loadBalancerSourceRanges = ranges
+            return Set(NodeView.ports(of: changed, slices: [], node: fixtureNode).filter { $0.loadBalancerSourceRanges != nil }.map(\.family))
+        }
+        #expect(firewalled([]) == [])
+        #expect(firewalled([cidr("203.0.113.0/24")]) == [.ipv4])
+        #expect(firewalled([cidr("0.0.0.0/0"), cidr("203.0.113.0/24"), cidr("2001:db8:1::/48")]) == [.ipv6])
+        #expect(firewalled([cidr("::/0")]) == [])
     }
 }

@@ -434,8 +434,7 @@ public enum Layout {
         }
         if let ranges = view.loadBalancerSourceRanges, !view.loadBalancerIPs.isEmpty {
             let chain = "fw-\(StableHash.hex("\(view.service)/\(view.family.rawValue)"))"
-            let rule = ranges.isEmpty ? NFTRule([], [.verdict(.drop)]) : NFTRule([.saddrInRanges(ranges, negated: true)], [.verdict(.drop)])
-            contribution.chains[chain] = NFTChain(name: chain, rules: [rule])
+            contribution.chains[chain] = NFTChain(name: chain, rules: [NFTRule([.saddrInRanges(ranges, negated: true)], [.verdict(.drop)])])
             for address in view.loadBalancerIPs {
                 element(Name.firewallIPs, frontend(address, view.port.port), .verdict(.goto(chain)))
             }

@@ -152,12 +152,15 @@ public enum NodeView {
     }
 
     /// The sources `service`'s LoadBalancer firewall lets through in `family` (nil: no firewall).
-    /// As kube-proxy: when a range holds one of the node's addresses, the LoadBalancer IPs are let
-    /// through too. A VIP-like load balancer's IP is often a local address of the node, and a
-    /// connection from the node to it then comes from that IP, not from the node's.
+    /// As kube-proxy's:
+    /// - only the ranges of `family` count: a dual-stack service with ranges of one family only
+    ///   has no firewall in the other, and a range of length 0 is no firewall either;
+    /// - when a range holds one of the node's addresses, the LoadBalancer IPs are let through too.
+    ///   A VIP-like load balancer's IP is often a local address of the node, and a connection
+    ///   from the node to it then comes from that IP, not from the node's.
     static func sourceRanges(of service: Service, family: IPFamily, loadBalancerIPs: [IPAddress], node: NodeConfig) -> [CIDR]? {
-        guard !service.loadBalancerSourceRanges.isEmpty else { return nil }
         let ranges = service.loadBalancerSourceRanges.filter { $0.family == family }
+        guard !ranges.isEmpty, !ranges.contains(where: { $0.prefixLength == 0 }) else { return nil }
         guard ranges.contains(where: { range in node.nodeIPs.contains(where: range.contains) }) else { return ranges }
         return ranges
             + loadBalancerIPs.filter { address in !ranges.contains { $0.contains(address) } }
