@@ -472,13 +472,18 @@ struct NFTablesBench: AsyncParsableCommand {
                         sorted.last!.milliseconds))
         }
         print(String(format: "  then their verdicts brought to their counts (%ld frontends, one transaction): %.1f ms", away, rehome.milliseconds))
-        try await measureDriftChecks(applier, metrics: metrics)
+        var duringListing = 0
+        try await measureDriftChecks(applier, metrics: metrics) {
+            duringListing += 1
+            return try await apply(.endpointSlice(slice((duringListing * 7919 + 6) % services, endpoints, duringListing)))
+        }
     }
 
-    /// Drift checks hold the applier: a change that arrives meanwhile waits. With the ruleset
-    /// generation where the last check left it (the applier's own partial syncs since), and after
-    /// another program committed (a table added and deleted), when the tables are listed.
-    private func measureDriftChecks(_ applier: Applier, metrics: ApplierMetrics) async throws {
+    /// Drift checks: with the ruleset generation where the last check left it (the applier's own
+    /// partial syncs since), and after another program committed (a table added and deleted), when
+    /// the tables are listed. Then `change` (one endpoint replaced) while a listing runs: the
+    /// listing is off the applier's executor, and the change does not wait for it.
+    private func measureDriftChecks(_ applier: Applier, metrics: ApplierMetrics, change: () async throws -> Duration) async throws {
         func check(_ expected: String) async throws -> Duration {
             let before = Self.driftChecks(metrics, expected)
             let start = ContinuousClock.now
@@ -502,6 +507,22 @@ struct NFTablesBench: AsyncParsableCommand {
                 + String(format: "(after the partial syncs above) p50 %.3f ms; ", percentile(unchanged.sorted(), 50).milliseconds)
                 + String(format: "after another program's commit (tables listed) p50 %.1f ms, max %.1f ms", percentile(listed.sorted(), 50).milliseconds,
                     listed.max()!.milliseconds))
+        var changes: [Duration] = []
+        let interrupted = Self.driftChecks(metrics, "interrupted")
+        for _ in 0..<10 {
+            for action in ["add", "delete"] {
+                guard try Self.nft([action, "table", "ip", "\(Self.table)-elsewhere"]).status == 0 else { throw BenchError("nft \(action) table failed") }
+            }
+            let check = Task { await applier.checkDrift() }
+            // Into the listing (which takes milliseconds) before the change arrives.
+            try await Task.sleep(for: .milliseconds(2))
+            changes.append(try await change())
+            guard !(await check.value) else { throw BenchError("drift check found drift") }
+        }
+        print(
+            String(
+                format: "  one endpoint replaced while a drift check lists the tables, 10 changes: p50 %.2f ms, max %.2f ms; %ld of the 10 listings interrupted by it",
+                percentile(changes.sorted(), 50).milliseconds, changes.max()!.milliseconds, Self.driftChecks(metrics, "interrupted") - interrupted))
     }
 
     /// The count of drift checks with `result` so far.

@@ -1,3 +1,4 @@
+import Dispatch
 import NodeApplier
 import ProxyAPI
 import ProxyModel
@@ -385,8 +386,46 @@ import Testing
         #expect(
             metricLines(metrics, "kubeproxy_node_applier_drift_checks_total") == [
                 #"kubeproxy_node_applier_drift_checks_total{result="drifted"} 1"#,
+                #"kubeproxy_node_applier_drift_checks_total{result="interrupted"} 0"#,
                 #"kubeproxy_node_applier_drift_checks_total{result="matched"} 3"#,
                 #"kubeproxy_node_applier_drift_checks_total{result="unchanged"} 3"#,
+            ])
+    }
+
+    /// The tables are listed off the applier's executor: a sync goes on while a listing runs. A
+    /// listing during which anything committed (that sync, another program) may have seen the
+    /// tables half changed: it is not compared, and the next check lists again.
+    @Test(.timeLimit(.minutes(1))) func syncsGoOnWhileADriftCheckListsAndAnInterruptedListingIsNotCompared() async throws {
+        let metrics = ApplierMetrics()
+        let (applier, nft) = try await fixtureApplier(metrics: metrics)
+        let resume = DispatchSemaphore(value: 0)
+        let (started, start) = AsyncStream<Void>.makeStream()
+        nft.duringNextShapeRead {
+            start.yield()
+            resume.wait()
+        }
+        let check = Task { await applier.checkDrift() }
+        for await _ in started { break }
+        // The listing waits in the middle; the applier takes a change and commits it meanwhile.
+        var single = Fixture.slices[2]
+        single.endpoints.removeLast()
+        try await applier.receive(delta(from: 1, to: 2, upserts: [.endpointSlice(single)]))
+        #expect(await applier.sync() == .applied(revision: 2))
+        resume.signal()
+        #expect(await check.value == false)
+        #expect(await applier.checkDrift() == false)
+        // Another program commits, so the next check lists; it deletes our table while the
+        // tables are listed: the listing saw only part of it, and the next check finds the drift.
+        nft.commitElsewhere()
+        nft.duringNextShapeRead { nft.removeTable(.ip6) }
+        #expect(await applier.checkDrift() == false)
+        #expect(await applier.checkDrift() == true)
+        #expect(
+            metricLines(metrics, "kubeproxy_node_applier_drift_checks_total") == [
+                #"kubeproxy_node_applier_drift_checks_total{result="drifted"} 1"#,
+                #"kubeproxy_node_applier_drift_checks_total{result="interrupted"} 2"#,
+                #"kubeproxy_node_applier_drift_checks_total{result="matched"} 1"#,
+                #"kubeproxy_node_applier_drift_checks_total{result="unchanged"} 0"#,
             ])
     }
 

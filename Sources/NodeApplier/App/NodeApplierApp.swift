@@ -105,6 +105,7 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
             group.addTask { try await untilShutdown { try await self.client.run() } }
             group.addTask { try await untilShutdown { try await self.ticker() } }
             group.addTask { try await untilShutdown { await self.syncLoop() } }
+            group.addTask { try await untilShutdown { try await self.driftChecks() } }
             group.addTask { try await untilShutdown { for await _ in self.cleanups { await self.applier.removeStaleFlows() } } }
             try? await gracefulShutdown()
             trigger.finish()
@@ -114,7 +115,7 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
         logger.info("stopped; rules left in place")
     }
 
-    /// Wakes the sync loop regularly, for drift checks and retries.
+    /// Wakes the sync loop regularly, for retries and rehomes.
     private func ticker() async throws {
         let interval = min(configuration.minSyncInterval * 5, .milliseconds(500))
         while true {
@@ -123,20 +124,24 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
         }
     }
 
+    /// Compares the kernel's tables with the plan every `driftCheckInterval`, beside the sync
+    /// loop (a listing does not hold syncs up); drift wakes the sync loop for a full resync.
+    private func driftChecks() async throws {
+        while true {
+            try await Task.sleep(for: configuration.driftCheckInterval)
+            if await applier.checkDrift() { trigger.yield() }
+            await applier.releaseFreedMemory()
+        }
+    }
+
     private func syncLoop() async {
         let clock = ContinuousClock()
         var lastSync = clock.now - configuration.minSyncInterval
-        var nextDriftCheck = clock.now + configuration.driftCheckInterval
         var retryBackoff = Duration.seconds(1)
         var retryAt: ContinuousClock.Instant?
         /// When the first of the away frontends went away.
         var awaySince: ContinuousClock.Instant?
         for await _ in triggers {
-            if clock.now >= nextDriftCheck {
-                await applier.checkDrift()
-                await applier.releaseFreedMemory()
-                nextDriftCheck = clock.now + configuration.driftCheckInterval
-            }
             let needsSync = await applier.needsSync
             // Away frontends' verdicts take the kernel's table validation in a quiet moment, or
             // before the next sync once the first has waited long enough.

@@ -11,6 +11,7 @@ public final class FakeNFTables: NFTablesClient {
         var last: NFTTransaction?
         var generation = RulesetGeneration(id: 1)
         var shapeReads = 0
+        var listingHook: (@Sendable () -> Void)?
     }
 
     private let state = Mutex(State())
@@ -39,6 +40,9 @@ public final class FakeNFTables: NFTablesClient {
     /// A transaction of another program (in another table): the generation moves, our tables stay.
     public func commitElsewhere() { state.withLock { $0.generation = $0.generation.next } }
 
+    /// Runs `hook` once, in the middle of the next shape read (after the table was read).
+    public func duringNextShapeRead(_ hook: @escaping @Sendable () -> Void) { state.withLock { $0.listingHook = hook } }
+
     /// How many times a table's shape was read.
     public var shapeReads: Int { state.withLock { $0.shapeReads } }
 
@@ -51,10 +55,13 @@ public final class FakeNFTables: NFTablesClient {
     public var lastTransaction: NFTTransaction? { state.withLock { $0.last } }
 
     public func shape(family: NFTFamily, table: String) throws -> NFTTableShape? {
-        state.withLock { state in
+        let (table, hook) = state.withLock { state in
             state.shapeReads += 1
-            return state.tables[family]
-        }.map(NFTTableShape.init)
+            defer { state.listingHook = nil }
+            return (state.tables[family], state.listingHook)
+        }
+        hook?()
+        return table.map(NFTTableShape.init)
     }
 
     public func generation() throws -> RulesetGeneration { state.withLock { $0.generation } }

@@ -22,8 +22,8 @@ public final class LibNFTables: NFTablesClient {
 
         deinit { nft_ctx_free(pointer) }
 
-        /// The socket partial syncs go out on (`NetlinkTransaction`) and listings are read on,
-        /// opened once: closing a netfilter socket right after a commit that deleted something
+        /// The socket partial syncs go out on (`NetlinkTransaction`) and listings are read on
+        /// (a full program's, or a drift check's on the listing context), opened once: closing a netfilter socket right after a commit that deleted something
         /// waits for the kernel to free it (an RCU grace period, ~16 ms here).
         private var netlink: NetlinkSocket?
 
@@ -60,11 +60,15 @@ public final class LibNFTables: NFTablesClient {
     }
 
     private let commands: Mutex<Context>
+    /// Drift checks list the tables on a netlink socket of their own: a listing and a commit do
+    /// not wait for each other.
+    private let listings: Mutex<Context>
     /// The generation of the names our objects have in the kernel, as of the last full program.
     private let live = Mutex(Generation.a)
 
     public init() throws {
         commands = Mutex(try Context())
+        listings = Mutex(try Context())
     }
 
     public func apply(_ transaction: consuming NFTTransaction) throws {
@@ -163,7 +167,9 @@ public final class LibNFTables: NFTablesClient {
     /// In the layout's names; objects of the other generation (left over), or in the wrong kernel
     /// table, keep their kernel names with a note, so that they never match the plan.
     public func shape(family: NFTFamily, table: String) throws -> NFTTableShape? {
-        try netlink { socket in try Self.shape(family: family, table: table, generation: live.withLock { $0 }, on: socket) }
+        try listings.withLock { context in
+            try context.withNetlink { try Self.shape(family: family, table: table, generation: live.withLock { $0 }, on: $0) }
+        }
     }
 
     private static func shape(family: NFTFamily, table: String, generation: Generation, on socket: NetlinkSocket) throws -> NFTTableShape? {

@@ -46,7 +46,8 @@ public protocol NFTablesClient: Sendable {
     /// Applies all operations or none; throws `NFTError` with the kernel's or parser's text.
     /// Consuming: a client may free a large transaction as soon as it has translated it.
     func apply(_ transaction: consuming NFTTransaction) throws
-    /// The shape of `table` in `family`, or nil when the table does not exist.
+    /// The shape of `table` in `family`, or nil when the table does not exist. Drift checks read it
+    /// while transactions may be applied on another thread.
     func shape(family: NFTFamily, table: String) throws -> NFTTableShape?
     /// The kernel tables of `table` (`KernelTables`) that exist in `family`.
     func kernelTables(family: NFTFamily, table: String) throws -> [String]
