@@ -327,13 +327,14 @@ public actor Applier {
     /// Nothing is listed while the ruleset generation is the one the tables last matched at:
     /// nobody has committed anything since (reading it takes ~0.1 ms). Otherwise the tables are
     /// listed off the applier's executor (`TableLister`): syncs go on meanwhile. A listing during
-    /// which anything committed (a sync of the applier's own, another program) may have seen
-    /// the tables half changed; it is not compared, and the next check lists again.
+    /// which a sync changed the plan may have seen the tables half changed: it is not compared,
+    /// and the next check lists again. Another program's commit meanwhile does not matter: one
+    /// that touched our tables is drift either way.
     @discardableResult
     public nonisolated func checkDrift() async -> Bool {
         guard let check = await startDriftCheck() else { return false }
-        let listing: TableLister.Listing
-        do { listing = try await lister.list(tableName) } catch {
+        let listing: [NFTFamily: NFTTableShape?]
+        do { listing = try await lister.shapes(of: tableName) } catch {
             logger.warning("drift check failed", metadata: ["error": "\(error)"])
             return false
         }
@@ -364,14 +365,14 @@ public actor Applier {
             expected: Dictionary(uniqueKeysWithValues: NFTFamily.allCases.map { ($0, planner.expectedShape($0)) }))
     }
 
-    private func finishDriftCheck(_ check: DriftCheck, _ listing: TableLister.Listing) -> Bool {
-        guard planChanges == check.planChanges, listing.generation == check.generation else {
+    private func finishDriftCheck(_ check: DriftCheck, _ listing: [NFTFamily: NFTTableShape?]) -> Bool {
+        guard planChanges == check.planChanges else {
             metrics.driftChecks[.interrupted]?.increment()
             return false
         }
         for family in NFTFamily.allCases {
             let expected = check.expected[family]!
-            let actual = listing.shapes[family] ?? nil
+            let actual = listing[family] ?? nil
             if actual != expected {
                 logger.warning(
                     "table changed outside the applier; resyncing",
@@ -386,6 +387,7 @@ public actor Applier {
             }
         }
         metrics.driftChecks[.matched]?.increment()
+        // Read before the listing: a commit during it moved the generation on, and the next check lists again.
         verifiedGeneration = check.generation
         return false
     }

@@ -80,7 +80,7 @@ public struct ApplierMetrics: Sendable {
             descriptor: name("node_applier", "drift_repairs", "total", "Full resyncs because the table differed from the plan."))
         let checks = name(
             "node_applier", "drift_checks", "total",
-            "Drift checks: the ruleset generation unchanged since the tables matched (nothing listed), tables listed and matched or drifted, or a commit came during the listing (listed again next time).")
+            "Drift checks: the ruleset generation unchanged since the tables matched (nothing listed), tables listed and matched or drifted, or a sync changed the plan during the listing (listed again next time).")
         driftChecks = Dictionary(
             uniqueKeysWithValues: DriftCheckResult.allCases.map { ($0, registry.makeCounter(descriptor: checks, labels: [("result", $0.rawValue)])) })
         services = registry.makeGauge(descriptor: name("node_applier", "services", "", "Services with rules on this node."))
@@ -123,7 +123,7 @@ enum DriftCheckResult: String, CaseIterable, Sendable {
     case unchanged
     case matched
     case drifted
-    /// A commit came while the tables were listed (the applier's own sync or another program's):
-    /// the listing is not compared, and the next check lists again.
+    /// A sync changed the plan while the tables were listed: the listing is not compared, and the
+    /// next check lists again.
     case interrupted
 }

@@ -2,21 +2,16 @@
 /// syncs go on meanwhile (a listing takes 17–45 ms at 10k and 50k services, `proxy-bench
 /// nftables`), and off the cooperative pool, since netlink blocks.
 actor TableLister {
-    /// The shapes of a table in every family, and the ruleset generation read after them.
-    struct Listing: Sendable {
-        var shapes: [NFTFamily: NFTTableShape?]
-        var generation: RulesetGeneration
-    }
-
     private let nft: any NFTablesClient
     private let executor = SerialQueueExecutor(label: "node-applier.listing")
     nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
     init(_ nft: any NFTablesClient) { self.nft = nft }
 
-    func list(_ table: String) throws -> Listing {
+    /// The shapes of `table` in every family (nil where the table does not exist).
+    func shapes(of table: String) throws -> [NFTFamily: NFTTableShape?] {
         var shapes: [NFTFamily: NFTTableShape?] = [:]
         for family in NFTFamily.allCases { shapes[family] = try nft.shape(family: family, table: table) }
-        return Listing(shapes: shapes, generation: try nft.generation())
+        return shapes
     }
 }
