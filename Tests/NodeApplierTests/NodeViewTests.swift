@@ -37,4 +37,45 @@ import Testing
         #expect(firewalled([cidr("0.0.0.0/0"), cidr("203.0.113.0/24"), cidr("2001:db8:1::/48")]) == [.ipv6])
         #expect(firewalled([cidr("::/0")]) == [])
     }
+
+    /// kube-proxy's topology, from hints: node hints first, then zone hints, each only when every
+    /// ready endpoint carries hints of its kind and one is for this node (or its zone); with no
+    /// ready endpoint anywhere, the serving and terminating ones, whatever their hints.
+    @Test func topologyHintsChooseTheClusterEndpoints() {
+        let node = NodeConfig(nodeName: "node-a", zone: "zone-a", nodeIPs: [ip("192.168.10.1")])
+        let service = Service(metadata: meta("web"), clusterIPs: [ip("10.96.0.50")], ports: [ServicePort(name: "http", port: 80)])
+        func chosen(_ endpoints: [Endpoint], on node: NodeConfig = node) -> [String] {
+            let slice = EndpointSlice(
+                metadata: meta("web-1"), serviceName: "web", addressType: .ipv4, ports: [EndpointPort(name: "http", port: 8080)],
+                endpoints: endpoints)
+            return NodeView.ports(of: service, slices: [slice], node: node)[0].clusterEndpoints.map { "\($0.address)" }
+        }
+        func at(_ last: Int, zones: [String] = [], nodes: [String] = [], ready: Bool = true, terminating: Bool = false) -> Endpoint {
+            Endpoint(
+                addresses: [ip("10.244.0.\(last)")], conditions: EndpointConditions(ready: ready, serving: ready || terminating, terminating: terminating),
+                hintZones: zones, hintNodes: nodes)
+        }
+        let zoned = [at(1, zones: ["zone-a"]), at(2, zones: ["zone-b"]), at(3, zones: ["zone-a", "zone-b"])]
+        #expect(chosen(zoned) == ["10.244.0.1", "10.244.0.3"])
+        // Node hints win over zone hints; without the service's trafficDistribution saying so.
+        let noded = [at(1, zones: ["zone-a"], nodes: ["node-b"]), at(2, zones: ["zone-b"], nodes: ["node-a"]), at(3, zones: ["zone-a"], nodes: ["node-c"])]
+        #expect(chosen(noded) == ["10.244.0.2"])
+        // None for this node: the zone hints.
+        var elsewhere = node
+        elsewhere.nodeName = "node-z"
+        #expect(chosen(noded, on: elsewhere) == ["10.244.0.1", "10.244.0.3"])
+        // A ready endpoint without a node hint: the zone hints.
+        #expect(chosen(noded + [at(4, zones: ["zone-b"])]) == ["10.244.0.1", "10.244.0.3"])
+        // A ready endpoint without a zone hint, no hint for this zone, or a node without a zone: every endpoint.
+        #expect(chosen(zoned + [at(4)]) == ["10.244.0.1", "10.244.0.2", "10.244.0.3", "10.244.0.4"])
+        #expect(chosen([at(2, zones: ["zone-b"]), at(3, zones: ["zone-c"])]) == ["10.244.0.2", "10.244.0.3"])
+        var zoneless = node
+        zoneless.zone = nil
+        #expect(chosen(zoned, on: zoneless) == ["10.244.0.1", "10.244.0.2", "10.244.0.3"])
+        // Endpoints that are not ready do not count for the hints, nor are they chosen.
+        #expect(chosen(zoned + [at(4, ready: false)]) == ["10.244.0.1", "10.244.0.3"])
+        // No ready endpoint: the serving and terminating ones, hints or not.
+        let terminating = [at(1, zones: ["zone-b"], ready: false, terminating: true), at(2, ready: false, terminating: true), at(3, ready: false)]
+        #expect(chosen(terminating) == ["10.244.0.1", "10.244.0.2"])
+    }
 }

@@ -133,7 +133,7 @@ public enum NodeView {
                 views.append(
                     ServicePortView(
                         service: name, family: family, port: port, clusterIP: clusterIP,
-                        clusterEndpoints: targets(usable(topologyFiltered(candidates, node: node, service: service))),
+                        clusterEndpoints: targets(usable(topologyFiltered(candidates, node: node))),
                         localEndpoints: targets(usable(local)),
                         internalPolicyLocal: service.internalTrafficPolicy == .local,
                         externalPolicyLocal: service.externalTrafficPolicy == .local
@@ -219,12 +219,14 @@ public enum NodeView {
         return ready.isEmpty ? candidates.filter(\.servingTerminating) : ready
     }
 
-    /// Topology-aware routing from hints: node hints (PreferSameNode), then zone hints; used only
-    /// when every ready endpoint carries hints, and ignored when no endpoint qualifies.
-    static func topologyFiltered(_ candidates: [Candidate], node: NodeConfig, service: Service) -> [Candidate] {
+    /// Topology-aware routing from hints, as kube-proxy's: node hints (which the EndpointSlice
+    /// controller writes for trafficDistribution PreferSameNode), then zone hints; each used only
+    /// when every ready endpoint carries hints of its kind, and ignored when none is for this node
+    /// (or its zone). The hints decide, not the service's trafficDistribution.
+    static func topologyFiltered(_ candidates: [Candidate], node: NodeConfig) -> [Candidate] {
         let ready = candidates.filter(\.ready)
         guard !ready.isEmpty else { return candidates }
-        if service.trafficDistribution == .preferSameNode, ready.allSatisfy({ !$0.hintNodes.isEmpty }) {
+        if ready.allSatisfy({ !$0.hintNodes.isEmpty }) {
             let sameNode = ready.filter { $0.hintNodes.contains(node.nodeName) }
             if !sameNode.isEmpty { return sameNode }
         }
