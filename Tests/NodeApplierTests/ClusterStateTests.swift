@@ -48,7 +48,34 @@ import Testing
         #expect(state.revision == 4)
     }
 
-    /// Services keep the one label the proxy reads, and nothing else of their labels.
+    /// kube-proxy's informers select away Services and EndpointSlices with either label: another
+    /// proxy's, and headless services' slices (a service so labelled is not proxied even with a
+    /// ClusterIP). A slice that takes the label is gone, and back when it loses it.
+    @Test func objectsWithTheLabelsKubeProxyIgnoresAreIgnored() {
+        let labelled = Service(
+            metadata: meta("a", labels: [NodeView.headlessLabel: ""]), clusterIPs: [ip("10.96.0.1")], ports: [ServicePort(name: "http", port: 80)])
+        #expect(snapshot([.service(labelled)]).service(a).map(NodeView.isProxied) == false)
+        var slice = EndpointSlice(
+            metadata: meta("s-1", labels: ["kubernetes.io/service-name": "a"]), serviceName: "a", addressType: .ipv4,
+            ports: [EndpointPort(name: "http", port: 8080)], endpoints: [Endpoint(addresses: [ip("10.244.1.5")])])
+        var state = snapshot([.endpointSlice(slice)])
+        #expect(state.slices(of: a).count == 1)
+        for label in NodeView.ignoringLabels {
+            var ignored = slice
+            ignored.metadata.labels[label] = "x"
+            #expect(state.affected(upserts: [.endpointSlice(ignored)], deletes: []) == [a])
+            #expect(state.apply(to: state.revision + 1, upserts: [.endpointSlice(ignored)], deletes: []) == [a])
+            #expect(state.slices(of: a).isEmpty)
+            // Deleting it now changes nothing; bringing it back without the label restores it.
+            #expect(state.apply(to: state.revision + 1, upserts: [], deletes: [ObjectKey(kind: .endpointSlice, namespace: "default", name: "s-1")]).isEmpty)
+            #expect(state.apply(to: state.revision + 1, upserts: [.endpointSlice(slice)], deletes: []) == [a])
+            #expect(state.slices(of: a).count == 1)
+        }
+        slice.metadata.labels[NodeView.serviceProxyNameLabel] = "other"
+        #expect(snapshot([.endpointSlice(slice)]).slices(of: a).isEmpty)
+    }
+
+    /// Services keep the labels the proxy reads, and nothing else of their labels.
     @Test func servicesKeepOnlyTheProxyNameLabel() {
         let other = Service(
             metadata: meta("a", labels: ["app": "web", NodeView.serviceProxyNameLabel: "other"]), clusterIPs: [ip("10.96.0.1")],

@@ -5,7 +5,8 @@ import ProxyModel
 /// Memory: at 50k services this is the applier's largest state, so slices are kept in a compact
 /// form (`StoredSlice`: what the node view reads, a handful of allocations per slice instead of
 /// one per endpoint) and turned back into model slices only while a service's rules are derived;
-/// services keep only the label the proxy reads.
+/// services keep only the labels the proxy reads. Slices the proxy ignores
+/// (`NodeView.ignoringLabels`) are not kept.
 public struct ClusterState: Sendable {
     public private(set) var revision: UInt64 = 0
     public private(set) var storeID = ""
@@ -93,17 +94,23 @@ public struct ClusterState: Sendable {
         switch object {
         case .service(var service):
             let name = ServiceName(namespace: service.metadata.namespace, name: service.metadata.name)
-            // The only label the proxy reads; the others would cost a dictionary per service.
-            service.metadata.labels = service.metadata.labels.filter { $0.key == NodeView.serviceProxyNameLabel }
+            // The only labels the proxy reads; the others would cost a dictionary per service.
+            service.metadata.labels = service.metadata.labels.filter { NodeView.ignoringLabels.contains($0.key) }
             services[name] = ServiceBox(service: service)
             return [name]
         case .endpointSlice(let slice):
             let key = SliceKey(slice.metadata)
             let owner = ServiceName(namespace: slice.metadata.namespace, name: slice.serviceName)
             var changed: Set<ServiceName> = [owner]
-            if let previous = self.owner(of: key), previous != owner {
+            let ignored = NodeView.isIgnored(slice.metadata)
+            if let previous = self.owner(of: key), previous != owner || ignored {
                 removeSlice(key.name, of: previous)
                 changed.insert(previous)
+            }
+            // A slice that took an ignoring label is gone for the proxy, as if deleted.
+            guard !ignored else {
+                sliceOwners[key] = nil
+                return changed
             }
             sliceOwners[key] = slice.serviceName
             let stored = StoredSlice(slice, nodeName: { name in nodeNames.insert(name).memberAfterInsert })

@@ -110,11 +110,17 @@ public struct NoLocalEndpoints: Hashable, Sendable {
 /// kube-proxy's service and endpoint semantics, reduced to the view of one node.
 public enum NodeView {
     public static let serviceProxyNameLabel = "service.kubernetes.io/service-proxy-name"
+    public static let headlessLabel = "service.kubernetes.io/headless"
+    /// Services and EndpointSlices with one of these labels do not exist for kube-proxy (its
+    /// informers select them away): another proxy's objects, and headless services' slices.
+    public static let ignoringLabels = [serviceProxyNameLabel, headlessLabel]
+
+    /// Whether the proxy ignores the object `metadata` belongs to (`ignoringLabels`).
+    public static func isIgnored(_ metadata: ObjectMeta) -> Bool { ignoringLabels.contains { metadata.labels[$0] != nil } }
 
     /// Whether this proxy implements `service` at all.
     public static func isProxied(_ service: Service) -> Bool {
-        !service.headless && service.type != .externalName && !service.clusterIPs.isEmpty
-            && service.metadata.labels[serviceProxyNameLabel] == nil
+        !service.headless && service.type != .externalName && !service.clusterIPs.isEmpty && !isIgnored(service.metadata)
     }
 
     /// The service ports of `service` in every family it has a ClusterIP in.
