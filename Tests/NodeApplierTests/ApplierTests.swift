@@ -390,6 +390,9 @@ import Testing
                 #"kubeproxy_node_applier_drift_checks_total{result="matched"} 3"#,
                 #"kubeproxy_node_applier_drift_checks_total{result="unchanged"} 3"#,
             ])
+        #expect(metricLines(metrics, "kubeproxy_node_applier_drift_listing_duration_seconds_count") == [
+            "kubeproxy_node_applier_drift_listing_duration_seconds_count 4"
+        ])
     }
 
     /// The tables are listed off the applier's executor: a sync goes on while a listing runs. A

@@ -334,10 +334,12 @@ public actor Applier {
     public nonisolated func checkDrift() async -> Bool {
         guard let check = await startDriftCheck() else { return false }
         let listing: [NFTFamily: NFTTableShape?]
+        let start = ContinuousClock.now
         do { listing = try await lister.shapes(of: tableName) } catch {
             logger.warning("drift check failed", metadata: ["error": "\(error)"])
             return false
         }
+        metrics.driftListingDuration.record(ContinuousClock.now - start)
         return await finishDriftCheck(check, listing)
     }
 

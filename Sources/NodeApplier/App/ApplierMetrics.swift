@@ -22,6 +22,7 @@ public struct ApplierMetrics: Sendable {
     let affinityServices: Gauge
     let affinityTables: Gauge
     let rehomeDuration: DurationHistogram
+    let driftListingDuration: DurationHistogram
     let streamsOpened: Counter
     let staleFlowsDuration: DurationHistogram
     let staleFlowsDeleted: [IPFamily: Counter]
@@ -98,6 +99,11 @@ public struct ApplierMetrics: Sendable {
         rehomeDuration = registry.makeDurationHistogram(
             descriptor: name(
                 "node_applier", "rehome_duration", "seconds", "Duration of giving away frontends the verdicts of their endpoint counts."),
+            buckets: syncBuckets)
+        driftListingDuration = registry.makeDurationHistogram(
+            descriptor: name(
+                "node_applier", "drift_listing_duration", "seconds",
+                "Duration of listing the tables for a drift check (beside the sync loop; checks with the ruleset generation unchanged list nothing)."),
             buckets: syncBuckets)
         streamsOpened = registry.makeCounter(
             descriptor: name("node_applier", "sync_streams_opened", "total", "NodeSync streams opened: the first and every reconnect."))
