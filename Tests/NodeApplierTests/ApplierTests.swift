@@ -442,6 +442,52 @@ import Testing
             ])
     }
 
+    /// A steady stream of syncs cannot keep drift from being found: after
+    /// `interruptionsBeforeHolding` interrupted checks in a row, the next lists on the applier's
+    /// executor, and a sync waits for it.
+    @Test(.timeLimit(.minutes(1))) func interruptedDriftChecksInARowMakeTheNextHoldSyncs() async throws {
+        let metrics = ApplierMetrics()
+        let (applier, nft) = try await fixtureApplier(metrics: metrics)
+        var revision: UInt64 = 1
+        @Sendable func change(_ applier: Applier, _ revision: UInt64) async throws -> SyncOutcome? {
+            var single = Fixture.slices[2]
+            if revision % 2 == 0 { single.endpoints.removeLast() }
+            try await applier.receive(delta(from: revision - 1, to: revision, upserts: [.endpointSlice(single)]))
+            return await applier.sync()
+        }
+        func checkWithASync(syncFirst: Bool) async throws -> (drifted: Bool, synced: SyncOutcome?) {
+            let resume = DispatchSemaphore(value: 0)
+            let (started, start) = AsyncStream<Void>.makeStream()
+            nft.duringNextShapeRead {
+                start.yield()
+                resume.wait()
+            }
+            let check = Task { await applier.checkDrift() }
+            for await _ in started { break }
+            revision += 1
+            let next = revision
+            let sync = Task { try await change(applier, next) }
+            // Off the executor the sync completes while the listing waits; on it, it cannot (and
+            // is given the time to).
+            if syncFirst { _ = try await sync.value } else { try await Task.sleep(for: .milliseconds(100)) }
+            resume.signal()
+            return (await check.value, try await sync.value)
+        }
+        for _ in 0..<Applier.interruptionsBeforeHolding {
+            let (drifted, synced) = try await checkWithASync(syncFirst: true)
+            #expect(!drifted && synced == .applied(revision: revision))
+        }
+        let (drifted, synced) = try await checkWithASync(syncFirst: false)
+        #expect(!drifted && synced == .applied(revision: revision))
+        #expect(
+            metricLines(metrics, "kubeproxy_node_applier_drift_checks_total") == [
+                #"kubeproxy_node_applier_drift_checks_total{result="drifted"} 0"#,
+                #"kubeproxy_node_applier_drift_checks_total{result="interrupted"} 3"#,
+                #"kubeproxy_node_applier_drift_checks_total{result="matched"} 1"#,
+                #"kubeproxy_node_applier_drift_checks_total{result="unchanged"} 0"#,
+            ])
+    }
+
     /// kube-proxy's change metrics: every Service and EndpointSlice change counted, pending until
     /// a sync applies it, and when one was last queued.
     @Test func changesAreCountedAndPendingUntilSynced() async throws {

@@ -329,19 +329,30 @@ public actor Applier {
     /// listed off the applier's executor (`TableLister`): syncs go on meanwhile. A listing during
     /// which a sync changed the plan may have seen the tables half changed: it is not compared,
     /// and the next check lists again. Another program's commit meanwhile does not matter: one
-    /// that touched our tables is drift either way.
+    /// that touched our tables is drift either way. After `interruptionsBeforeHolding` checks
+    /// interrupted in a row, the next lists on the applier's executor, syncs waiting for it: a
+    /// steady stream of syncs cannot keep drift from being found.
     @discardableResult
     public nonisolated func checkDrift() async -> Bool {
-        guard let check = await startDriftCheck() else { return false }
-        let listing: [NFTFamily: NFTTableShape?]
-        let start = ContinuousClock.now
-        do { listing = try await lister.shapes(of: tableName) } catch {
-            logger.warning("drift check failed", metadata: ["error": "\(error)"])
-            return false
+        let check: DriftCheck
+        switch await startDriftCheck() {
+        case .done(let drifted): return drifted
+        case .list(let started): check = started
         }
-        metrics.driftListingDuration.record(ContinuousClock.now - start)
-        return await finishDriftCheck(check, listing)
+        let start = ContinuousClock.now
+        do {
+            let listing = try await lister.shapes(of: tableName)
+            metrics.driftListingDuration.record(ContinuousClock.now - start)
+            return await finishDriftCheck(check, listing)
+        } catch {
+            return driftCheckFailed(error)
+        }
     }
+
+    public static let interruptionsBeforeHolding = 3
+
+    /// Drift checks interrupted since the last one that compared its listing.
+    private var interruptedChecks = 0
 
     /// What a drift check compares its listing with.
     private struct DriftCheck {
@@ -350,28 +361,49 @@ public actor Applier {
         var expected: [NFTFamily: NFTTableShape]
     }
 
-    /// The plan's shapes, when the generation moved since the tables last matched.
-    private func startDriftCheck() -> DriftCheck? {
-        guard let planner else { return nil }
+    private enum DriftCheckStart {
+        /// Nothing to list, or listed and compared already (whether drift was found).
+        case done(drifted: Bool)
+        /// To be listed off the applier's executor, then compared.
+        case list(DriftCheck)
+    }
+
+    /// The plan's shapes, when the generation moved since the tables last matched; after
+    /// `interruptionsBeforeHolding` interrupted checks, the listing and the comparison too.
+    private func startDriftCheck() -> DriftCheckStart {
+        guard let planner else { return .done(drifted: false) }
         let generation: RulesetGeneration
-        do { generation = try nft.generation() } catch {
-            logger.warning("drift check failed", metadata: ["error": "\(error)"])
-            return nil
-        }
+        do { generation = try nft.generation() } catch { return .done(drifted: driftCheckFailed(error)) }
         guard generation != verifiedGeneration else {
             metrics.driftChecks[.unchanged]?.increment()
-            return nil
+            return .done(drifted: false)
         }
-        return DriftCheck(
+        let check = DriftCheck(
             generation: generation, planChanges: planChanges,
             expected: Dictionary(uniqueKeysWithValues: NFTFamily.allCases.map { ($0, planner.expectedShape($0)) }))
+        guard interruptedChecks >= Self.interruptionsBeforeHolding else { return .list(check) }
+        let start = ContinuousClock.now
+        do {
+            let listing = try TableLister.shapes(of: tableName, nft: nft)
+            metrics.driftListingDuration.record(ContinuousClock.now - start)
+            return .done(drifted: finishDriftCheck(check, listing))
+        } catch {
+            return .done(drifted: driftCheckFailed(error))
+        }
+    }
+
+    private nonisolated func driftCheckFailed(_ error: any Error) -> Bool {
+        logger.warning("drift check failed", metadata: ["error": "\(error)"])
+        return false
     }
 
     private func finishDriftCheck(_ check: DriftCheck, _ listing: [NFTFamily: NFTTableShape?]) -> Bool {
         guard planChanges == check.planChanges else {
             metrics.driftChecks[.interrupted]?.increment()
+            interruptedChecks += 1
             return false
         }
+        interruptedChecks = 0
         for family in NFTFamily.allCases {
             let expected = check.expected[family]!
             let actual = listing[family] ?? nil

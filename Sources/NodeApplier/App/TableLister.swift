@@ -8,8 +8,10 @@ actor TableLister {
 
     init(_ nft: any NFTablesClient) { self.nft = nft }
 
+    func shapes(of table: String) throws -> [NFTFamily: NFTTableShape?] { try Self.shapes(of: table, nft: nft) }
+
     /// The shapes of `table` in every family (nil where the table does not exist).
-    func shapes(of table: String) throws -> [NFTFamily: NFTTableShape?] {
+    static func shapes(of table: String, nft: any NFTablesClient) throws -> [NFTFamily: NFTTableShape?] {
         var shapes: [NFTFamily: NFTTableShape?] = [:]
         for family in NFTFamily.allCases { shapes[family] = try nft.shape(family: family, table: table) }
         return shapes
