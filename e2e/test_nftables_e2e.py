@@ -777,6 +777,21 @@ def test_rule_added_and_table_deleted_by_hand_are_repaired(cluster):
         full_programs = count("kubeproxy_sync_full_proxy_rules_duration_seconds_count")
         assert checks("unchanged") > 0 and 0 < checks("matched") <= full_programs, cluster.metrics(1)
     eventually(listed_after_full_programs_only)
+    # Listings beside changes: another program commits every ~30 ms while 20 changes are applied,
+    # so every check lists, and syncs run during listings. None may report drift: a listing
+    # during which a sync changed the plan is not compared, and commits elsewhere leave our
+    # tables as they were.
+    listings = checks("matched") + checks("interrupted")
+    committer = lab.start("elsewhere-commits", cluster.nodes[1], [
+        "sh", "-c", "for i in $(seq 150); do nft add table ip elsewhere; nft delete table ip elsewhere; sleep 0.02; done"])
+    try:
+        for change in range(20):
+            cluster.set_endpoints("np", ["p2a", "p2b"] if change % 2 == 0 else ["p2a"])
+    finally:
+        committer.wait(timeout=60)
+    assert committer.returncode == 0
+    assert checks("matched") + checks("interrupted") >= listings + 2, cluster.metrics(1)
+    assert checks("drifted") == 0, cluster.metrics(1)
     # Another program's commit (a table of its own): the next check lists the tables, which must
     # match the plan after every partial sync of the tests before.
     matched = checks("matched")
