@@ -507,9 +507,12 @@ struct NFTablesBench: AsyncParsableCommand {
                 + String(format: "(after the partial syncs above) p50 %.3f ms; ", percentile(unchanged.sorted(), 50).milliseconds)
                 + String(format: "after another program's commit (tables listed) p50 %.1f ms, max %.1f ms", percentile(listed.sorted(), 50).milliseconds,
                     listed.max()!.milliseconds))
-        var changes: [Duration] = []
-        let interrupted = Self.driftChecks(metrics, "interrupted")
+        // Changes during listings they interrupted, and during listings that held syncs (after
+        // `Applier.interruptionsBeforeHolding` interrupted in a row).
+        var besideListing: [Duration] = []
+        var heldByListing: [Duration] = []
         for _ in 0..<10 {
+            let interrupted = Self.driftChecks(metrics, "interrupted")
             for action in ["add", "delete"] {
                 guard try Self.nft([action, "table", "ip", "\(Self.table)-elsewhere"]).status == 0 else { throw BenchError("nft \(action) table failed") }
             }
@@ -519,13 +522,18 @@ struct NFTablesBench: AsyncParsableCommand {
             // From before the change is received: with the listing on the applier's executor it waited there.
             let start = ContinuousClock.now
             _ = try await change()
-            changes.append(ContinuousClock.now - start)
+            let elapsed = ContinuousClock.now - start
             guard !(await check.value) else { throw BenchError("drift check found drift") }
+            if Self.driftChecks(metrics, "interrupted") > interrupted { besideListing.append(elapsed) } else { heldByListing.append(elapsed) }
         }
         print(
             String(
-                format: "  one endpoint replaced while a drift check lists the tables, 10 changes: p50 %.2f ms, max %.2f ms; %ld of the 10 listings interrupted by it",
-                percentile(changes.sorted(), 50).milliseconds, changes.max()!.milliseconds, Self.driftChecks(metrics, "interrupted") - interrupted))
+                format: "  one endpoint replaced while a drift check lists the tables, 10 rounds: %ld listings interrupted by the change, which took p50 %.2f ms, max %.2f ms",
+                besideListing.count, besideListing.isEmpty ? 0 : percentile(besideListing.sorted(), 50).milliseconds,
+                besideListing.max()?.milliseconds ?? 0)
+                + String(
+                    format: "; %ld held syncs (after %ld interrupted in a row), the change waiting max %.2f ms", heldByListing.count,
+                    Applier.interruptionsBeforeHolding, heldByListing.max()?.milliseconds ?? 0))
     }
 
     /// The count of drift checks with `result` so far.

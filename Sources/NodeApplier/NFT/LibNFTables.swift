@@ -22,9 +22,10 @@ public final class LibNFTables: NFTablesClient {
 
         deinit { nft_ctx_free(pointer) }
 
-        /// The socket partial syncs go out on (`NetlinkTransaction`) and listings are read on
-        /// (a full program's, or a drift check's on the listing context), opened once: closing a netfilter socket right after a commit that deleted something
-        /// waits for the kernel to free it (an RCU grace period, ~16 ms here).
+        /// The socket partial syncs go out on (`NetlinkTransaction`) and listings are read on (a
+        /// full program's; a drift check's on the listing context), opened once: closing a
+        /// netfilter socket right after a commit that deleted something waits for the kernel to
+        /// free it (an RCU grace period, ~16 ms here).
         private var netlink: NetlinkSocket?
 
         /// Runs `body` on the netlink socket. A refused batch or a failed dump may leave answers
