@@ -620,6 +620,38 @@ status: {{loadBalancer: {{ingress: [{{ip: {vips[0]}}}, {{ip: "{vips[1]}"}}]}}}}
         addresses("del")
 
 
+def test_objects_labelled_for_another_proxy_or_headless_are_ignored(cluster):
+    """As kube-proxy's informers: a Service labelled service.kubernetes.io/service-proxy-name gets
+    no rules (its ClusterIP is then an unallocated service address, dropped), and an EndpointSlice
+    labelled service.kubernetes.io/headless adds no endpoints to its service."""
+    other = """apiVersion: v1
+kind: Service
+metadata: {name: other-proxy, namespace: default, labels: {service.kubernetes.io/service-proxy-name: other}}
+spec:
+  clusterIP: 10.96.0.44
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: half, namespace: default}
+spec:
+  clusterIP: 10.96.0.45
+  ports: [{name: http, port: 80, targetPort: 8080}]
+"""
+    labelled = slice_yaml("half-2", "half", ["p2a"], HTTP).replace(
+        "labels: {kubernetes.io/service-name: half}", "labels: {kubernetes.io/service-name: half, service.kubernetes.io/headless: ''}")
+    cluster.apply("---\n".join([other, slice_yaml("other-proxy", "other-proxy", ["p1a"], HTTP),
+                                slice_yaml("half-1", "half", ["p1a"], HTTP), labelled]))
+    try:
+        eventually(lambda: _assert_equal(cluster.answering(cluster.probe("p1b", "tcp", "10.96.0.45", 80, count=20)), {"p1a"}))
+        assert cluster.probe("p1b", "tcp", "10.96.0.44", 80, count=2, timeout=1) == ["timeout"] * 2
+        listed = cluster.lab.run(cluster.nodes[1], "nft", "list", "table", "ip", "kube-proxy-swift").stdout
+        assert "10.96.0.44" not in listed and "10.96.0.45 . tcp . 80" in listed
+    finally:
+        cluster.lab.proxyctl(cluster.cp, "delete", "svc", "other-proxy", "half")
+        cluster.lab.proxyctl(cluster.cp, "delete", "eps", "other-proxy", "half-1", "half-2")
+
+
 def test_health_check_node_port_reports_local_endpoints(cluster):
     service = json.loads(cluster.lab.proxyctl(cluster.cp, "get", "svc", "lb-local", "-o", "json").stdout)
     port = service["spec"]["healthCheckNodePort"]
