@@ -620,6 +620,42 @@ status: {{loadBalancer: {{ingress: [{{ip: {vips[0]}}}, {{ip: "{vips[1]}"}}]}}}}
         addresses("del")
 
 
+def test_node_hints_keep_traffic_on_the_node(cluster):
+    """Topology from hints, as kube-proxy's: every endpoint hinted for a node (what the
+    EndpointSlice controller writes for trafficDistribution PreferSameNode), so each node sends
+    the service's traffic to the endpoint hinted for it; without a hint for the node, to all."""
+    service = """apiVersion: v1
+kind: Service
+metadata: {name: near, namespace: default}
+spec:
+  clusterIP: 10.96.0.46
+  trafficDistribution: PreferSameNode
+  ports: [{name: http, port: 80, targetPort: 8080}]
+"""
+    def hinted(hints):
+        endpoints = "\n".join(f"- addresses: [\"{pod_ip(pod)}\"]\n  nodeName: n{PODS[pod][0]}\n  hints: {{forNodes: [{{name: {node}}}]}}"
+                              for pod, node in hints)
+        return f"""apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: near, namespace: default, labels: {{kubernetes.io/service-name: near}}}}
+addressType: IPv4
+ports: [{{name: http, port: 8080, protocol: TCP}}]
+endpoints:
+{endpoints}
+"""
+    cluster.apply(service + "---\n" + hinted([("p1a", "n1"), ("p2a", "n2")]))
+    try:
+        for client, near in (("p1b", "p1a"), ("p2b", "p2a")):
+            eventually(lambda: _assert_equal(cluster.answering(cluster.probe(client, "tcp", "10.96.0.46", 80, count=20)), {near}))
+        # No endpoint hinted for node 2: it spreads over both.
+        cluster.apply(hinted([("p1a", "n1"), ("p2a", "n1")]))
+        eventually(lambda: _assert_equal(cluster.answering(cluster.probe("p2b", "tcp", "10.96.0.46", 80, count=30)), {"p1a", "p2a"}))
+        assert cluster.answering(cluster.probe("p1b", "tcp", "10.96.0.46", 80, count=30)) == {"p1a", "p2a"}
+    finally:
+        cluster.lab.proxyctl(cluster.cp, "delete", "svc", "near")
+        cluster.lab.proxyctl(cluster.cp, "delete", "eps", "near")
+
+
 def test_objects_labelled_for_another_proxy_or_headless_are_ignored(cluster):
     """As kube-proxy's informers: a Service labelled service.kubernetes.io/service-proxy-name gets
     no rules (its ClusterIP is then an unallocated service address, dropped), and an EndpointSlice
