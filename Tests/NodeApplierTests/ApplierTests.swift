@@ -395,13 +395,9 @@ import Testing
         ])
     }
 
-    /// The tables are listed off the applier's executor: a sync goes on while a listing runs. A
-    /// listing during which a sync changed the plan may have seen the tables half changed: it is
-    /// not compared, and the next check lists again. Another program's commit meanwhile does not
-    /// matter (one that deletes our table is drift either way).
-    @Test(.timeLimit(.minutes(1))) func syncsGoOnWhileADriftCheckListsAndAnInterruptedListingIsNotCompared() async throws {
-        let metrics = ApplierMetrics()
-        let (applier, nft) = try await fixtureApplier(metrics: metrics)
+    /// A drift check started and held in the middle of its listing (after the first family)
+    /// until `resume` is signalled.
+    func driftCheckHeldInItsListing(_ applier: Applier, _ nft: FakeNFTables) async -> (check: Task<Bool, Never>, resume: DispatchSemaphore) {
         let resume = DispatchSemaphore(value: 0)
         let (started, start) = AsyncStream<Void>.makeStream()
         nft.duringNextShapeRead {
@@ -410,6 +406,17 @@ import Testing
         }
         let check = Task { await applier.checkDrift() }
         for await _ in started { break }
+        return (check, resume)
+    }
+
+    /// The tables are listed off the applier's executor: a sync goes on while a listing runs. A
+    /// listing during which a sync changed the plan may have seen the tables half changed: it is
+    /// not compared, and the next check lists again. Another program's commit meanwhile does not
+    /// matter (one that deletes our table is drift either way).
+    @Test(.timeLimit(.minutes(1))) func syncsGoOnWhileADriftCheckListsAndAnInterruptedListingIsNotCompared() async throws {
+        let metrics = ApplierMetrics()
+        let (applier, nft) = try await fixtureApplier(metrics: metrics)
+        let (check, resume) = await driftCheckHeldInItsListing(applier, nft)
         // The listing waits between the families; the applier takes a change and commits it
         // meanwhile: an IPv6 LoadBalancer with a firewall chain, which the listing then sees in
         // the `ip6` table but the plan it started from had not.
@@ -456,14 +463,7 @@ import Testing
             return await applier.sync()
         }
         func checkWithASync(syncFirst: Bool) async throws -> (drifted: Bool, synced: SyncOutcome?) {
-            let resume = DispatchSemaphore(value: 0)
-            let (started, start) = AsyncStream<Void>.makeStream()
-            nft.duringNextShapeRead {
-                start.yield()
-                resume.wait()
-            }
-            let check = Task { await applier.checkDrift() }
-            for await _ in started { break }
+            let (check, resume) = await driftCheckHeldInItsListing(applier, nft)
             revision += 1
             let next = revision
             let sync = Task { try await change(applier, next) }
