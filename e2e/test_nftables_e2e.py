@@ -689,18 +689,25 @@ spec:
 
 
 def test_health_check_node_port_reports_local_endpoints(cluster):
-    service = json.loads(cluster.lab.proxyctl(cluster.cp, "get", "svc", "lb-local", "-o", "json").stdout)
-    port = service["spec"]["healthCheckNodePort"]
-    code = ("import sys, urllib.request, urllib.error\n"
-            "try:\n r = urllib.request.urlopen(sys.argv[1], timeout=2); print(r.status, r.read().decode())\n"
-            "except urllib.error.HTTPError as e:\n print(e.code, e.read().decode())")
-
     def check():
-        with_local = cluster.lab.run(cluster.client, sys.executable, "-c", code, f"http://192.168.100.11:{port}/healthz").stdout
-        assert with_local.startswith("200 ") and '"localEndpoints":2' in with_local, with_local
-        without = cluster.lab.run(cluster.client, sys.executable, "-c", code, f"http://192.168.100.12:{port}/healthz").stdout
-        assert without.startswith("503 ") and '"localEndpoints":0' in without, without
+        assert _health_check(cluster, 1) == (200, "2", {"localEndpoints": 2, "serviceProxyHealthy": True})
+        assert _health_check(cluster, 2) == (503, "0", {"localEndpoints": 0, "serviceProxyHealthy": True})
     eventually(check, timeout=20)
+
+
+def _health_check(cluster, number):
+    """What the outside client gets from lb-local's health check on node <number>: the status, the
+    X-Load-Balancing-Endpoint-Weight header, and the JSON body but for the service's name."""
+    service = json.loads(cluster.lab.proxyctl(cluster.cp, "get", "svc", "lb-local", "-o", "json").stdout)
+    code = ("import sys, urllib.request, urllib.error\n"
+            "try: r = urllib.request.urlopen(sys.argv[1], timeout=2)\n"
+            "except urllib.error.HTTPError as e: r = e\n"
+            "print(r.status); print(r.headers['X-Load-Balancing-Endpoint-Weight']); print(r.read().decode())")
+    url = f"http://192.168.100.1{number}:{service['spec']['healthCheckNodePort']}/healthz"
+    status, weight, body = cluster.lab.run(cluster.client, sys.executable, "-c", code, url).stdout.split("\n", 2)
+    answer = json.loads(body)
+    assert answer.pop("service") == {"namespace": "default", "name": "lb-local"}, answer
+    return int(status), weight, answer
 
 
 def test_full_program_is_the_same_staged_or_swapped(cluster):
@@ -944,6 +951,35 @@ def test_transaction_the_kernel_refuses_is_reported_and_repaired_by_a_full_sync(
         assert "10.96.0.40 . tcp . 80 : 10.244.9.9 . 9" not in listed and "10.96.0.40 . tcp . 80 : goto pick-tcp-1" in listed
     finally:
         lab.proxyctl(cluster.cp, "delete", "-f", "-", input=CLASH)
+
+
+def test_failing_applier_fails_its_service_health_checks(cluster):
+    """As kube-proxy's: while the applier is unhealthy, every service health check on its node
+    answers 503, local endpoints or not, so load balancers drain a node whose rules may be stale.
+    A chain added by hand under the next generation's names, and jumped to from a live chain, makes
+    every resync fail: its first step cannot delete a chain in use. Node 1 turns unhealthy, its
+    rules stay as they were, and it recovers once the jump is gone."""
+    lab, node = cluster.lab, cluster.nodes[1]
+    assert _health_check(cluster, 1) == (200, "2", {"localEndpoints": 2, "serviceProxyHealthy": True})
+    live_b = _generations(cluster, 1) == {True}
+    stray, live_chain = ("stray", "cluster-ips-check.b") if live_b else ("stray.b", "cluster-ips-check")
+    lab.run(node, "nft", "add", "chain", "ip", "kube-proxy-swift", stray)
+    lab.run(node, "nft", "add", "rule", "ip", "kube-proxy-swift", live_chain, "jump", stray)
+    try:
+        def unhealthy():
+            assert _healthz(cluster, 1)[0] == 503
+            assert _health_check(cluster, 1) == (503, "2", {"localEndpoints": 2, "serviceProxyHealthy": False})
+        eventually(unhealthy, timeout=20)
+        assert cluster.probe("client", "tcp", "192.168.100.11", 30080, count=3) == [via(1, "p2a")] * 3
+    finally:
+        listed = lab.run(node, "nft", "-a", "list", "chain", "ip", "kube-proxy-swift", live_chain).stdout
+        handle = re.search(rf"jump {re.escape(stray)} # handle (\d+)", listed).group(1)
+        lab.run(node, "nft", "delete", "rule", "ip", "kube-proxy-swift", live_chain, "handle", handle)
+    def recovered():
+        assert _healthz(cluster, 1)[0] == 200
+        assert _health_check(cluster, 1) == (200, "2", {"localEndpoints": 2, "serviceProxyHealthy": True})
+        assert stray not in lab.run(node, "nft", "list", "chains", "ip").stdout
+    eventually(recovered, timeout=40)
 
 
 def _set_web(cluster, pods):

@@ -8,8 +8,28 @@ import Synchronization
 /// A small HTTP/1.1 server for probes and scraping (`/healthz`, `/readyz`, `/metrics`) and for
 /// kube-proxy-style service health checks (one answer for every path).
 public final class StatusHTTPServer: ServiceLifecycle.Service, Sendable {
-    /// Answers one path; nil means 404.
-    public typealias Route = @Sendable () -> (status: HTTPResponseStatus, contentType: String, body: [UInt8])
+    public struct Response: Sendable {
+        public var status: HTTPResponseStatus
+        public var contentType: String
+        public var body: [UInt8]
+        /// Sent besides Content-Type, Content-Length and Connection.
+        public var headers: HTTPHeaders
+
+        public init(_ status: HTTPResponseStatus, contentType: String, body: [UInt8], headers: HTTPHeaders = [:]) {
+            self.status = status
+            self.contentType = contentType
+            self.body = body
+            self.headers = headers
+        }
+
+        /// A UTF-8 plain-text answer.
+        public static func text(_ status: HTTPResponseStatus, _ text: String) -> Response {
+            Response(status, contentType: "text/plain; charset=utf-8", body: Array(text.utf8))
+        }
+    }
+
+    /// Answers one path.
+    public typealias Route = @Sendable () -> Response
 
     private let host: String
     private let port: Int
@@ -78,14 +98,15 @@ private final class RouteHandler: ChannelInboundHandler, @unchecked Sendable {
         case .body:
             break
         case .end:
-            let (status, contentType, body) =
-                (routes[path] ?? fallback)?() ?? (.notFound, "text/plain; charset=utf-8", Array("not found\n".utf8))
+            let response = (routes[path] ?? fallback)?() ?? .text(.notFound, "not found\n")
             var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: contentType)
-            headers.add(name: "Content-Length", value: String(body.count))
+            headers.add(name: "Content-Type", value: response.contentType)
+            headers.add(name: "Content-Length", value: String(response.body.count))
+            headers.add(contentsOf: response.headers)
             if !keepAlive { headers.add(name: "Connection", value: "close") }
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+            context.write(
+                wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
             if keepAlive {
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             } else {

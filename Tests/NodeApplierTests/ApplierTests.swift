@@ -1,4 +1,5 @@
 import Dispatch
+import NIOHTTP1
 import NodeApplier
 import ProxyAPI
 import ProxyModel
@@ -724,12 +725,23 @@ import Testing
         let service = Fixture.services.first { $0.metadata.name == "lb-local" }!
         let slices = Fixture.slices.filter { $0.serviceName == "lb-local" }
         #expect(NodeView.localReadyEndpoints(of: service, slices: slices, node: fixtureNode) == 1)
+        let name = ServiceName(namespace: "default", name: "lb-local")
         let registry = HealthCheckRegistry(addresses: [], logger: quietLogger())
-        registry.replaceAll([.init(service: ServiceName(namespace: "default", name: "lb-local"), port: 32100, localEndpoints: 1)])
-        let answer = registry.response(port: 32100)
-        #expect(answer.status == .ok)
-        #expect(String(decoding: answer.body, as: UTF8.self).contains(#""localEndpoints":1"#))
-        registry.update(ServiceName(namespace: "default", name: "lb-local"), .init(service: ServiceName(namespace: "default", name: "lb-local"), port: 32100, localEndpoints: 0))
-        #expect(registry.response(port: 32100).status == .serviceUnavailable)
+        registry.replaceAll([.init(service: name, port: 32100, localEndpoints: 2)])
+        func answer(proxyHealthy: Bool) -> (status: HTTPResponseStatus, body: String, weight: [String]) {
+            let response = registry.response(port: 32100, proxyHealthy: proxyHealthy)
+            #expect(response.contentType == "application/json")
+            #expect(response.headers["X-Content-Type-Options"] == ["nosniff"])
+            return (response.status, String(decoding: response.body, as: UTF8.self), response.headers["X-Load-Balancing-Endpoint-Weight"])
+        }
+        let healthy = #"{"service":{"namespace":"default","name":"lb-local"},"localEndpoints":2,"serviceProxyHealthy":true}"#
+        #expect(answer(proxyHealthy: true) == (.ok, healthy, ["2"]))
+        // kube-proxy: an unhealthy proxy fails every service's check, so load balancers drain the node.
+        let unhealthy = #"{"service":{"namespace":"default","name":"lb-local"},"localEndpoints":2,"serviceProxyHealthy":false}"#
+        #expect(answer(proxyHealthy: false) == (.serviceUnavailable, unhealthy, ["2"]))
+        registry.update(name, .init(service: name, port: 32100, localEndpoints: 0))
+        #expect(answer(proxyHealthy: true).status == .serviceUnavailable)
+        #expect(answer(proxyHealthy: true).weight == ["0"])
+        #expect(registry.response(port: 32101, proxyHealthy: true).status == .notFound)
     }
 }

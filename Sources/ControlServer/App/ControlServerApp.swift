@@ -68,13 +68,9 @@ public final class ControlServerApp: Sendable {
         http = StatusHTTPServer(
             host: configuration.httpListen.host, port: configuration.httpListen.port,
             routes: [
-                "/healthz": { (.ok, "text/plain; charset=utf-8", Array("ok\n".utf8)) },
-                "/readyz": {
-                    ready.isSet
-                        ? (.ok, "text/plain; charset=utf-8", Array("ready\n".utf8))
-                        : (.serviceUnavailable, "text/plain; charset=utf-8", Array("not ready\n".utf8))
-                },
-                "/metrics": { (.ok, "text/plain; version=0.0.4; charset=utf-8", metrics.render()) },
+                "/healthz": { .text(.ok, "ok\n") },
+                "/readyz": { ready.isSet ? .text(.ok, "ready\n") : .text(.serviceUnavailable, "not ready\n") },
+                "/metrics": { .init(.ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render()) },
             ], logger: logger)
     }
 

@@ -6,7 +6,8 @@ import Synchronization
 
 /// kube-proxy's service health checks: for each LoadBalancer service with externalTrafficPolicy
 /// Local, an HTTP server on its healthCheckNodePort (on the node's addresses) answers 200 with the
-/// number of local ready endpoints, or 503 when there are none, so load balancers skip this node.
+/// number of local ready endpoints, or 503 when there are none or the applier itself is unhealthy
+/// (`/healthz`), so load balancers skip this node.
 public final class HealthCheckRegistry: Sendable {
     public struct Entry: Hashable, Sendable {
         public var service: ServiceName
@@ -43,20 +44,25 @@ public final class HealthCheckRegistry: Sendable {
         changes.yield()
     }
 
-    /// The answer for a port: status and kube-proxy's JSON body.
-    public func response(port: Int) -> (status: HTTPResponseStatus, contentType: String, body: [UInt8]) {
+    /// The answer for a port, as kube-proxy gives it: 200 only with local endpoints and a healthy
+    /// applier (`proxyHealthy`), its JSON body, and the count as the endpoint weight.
+    public func response(port: Int, proxyHealthy: Bool) -> StatusHTTPServer.Response {
         guard let entry = entries.withLock({ $0.values.first { $0.port == port } }) else {
-            return (.notFound, "text/plain; charset=utf-8", Array("no service\n".utf8))
+            return .text(.notFound, "no service\n")
         }
         let body = """
             {"service":{"namespace":"\(jsonEscaped(entry.service.namespace))","name":"\(jsonEscaped(entry.service.name))"},\
-            "localEndpoints":\(entry.localEndpoints),"serviceProxyHealthy":true}
+            "localEndpoints":\(entry.localEndpoints),"serviceProxyHealthy":\(proxyHealthy)}
             """
-        return (entry.localEndpoints > 0 ? .ok : .serviceUnavailable, "application/json", Array(body.utf8))
+        return StatusHTTPServer.Response(
+            entry.localEndpoints > 0 && proxyHealthy ? .ok : .serviceUnavailable, contentType: "application/json",
+            body: Array(body.utf8),
+            headers: ["X-Content-Type-Options": "nosniff", "X-Load-Balancing-Endpoint-Weight": String(entry.localEndpoints)])
     }
 
     /// Starts and stops one server per port as entries come and go, until cancelled.
-    public func run() async {
+    /// `proxyHealthy` tells, at each request, whether the applier is healthy.
+    public func run(proxyHealthy: @escaping @Sendable () -> Bool) async {
         var running: [Int: Task<Void, Never>] = [:]
         for await _ in changeStream {
             let wanted = Set(entries.withLock { $0.values.map(\.port) })
@@ -65,19 +71,19 @@ public final class HealthCheckRegistry: Sendable {
                 running[port] = nil
             }
             for port in wanted where running[port] == nil {
-                running[port] = Task { await serve(port: port) }
+                running[port] = Task { await serve(port: port, proxyHealthy: proxyHealthy) }
             }
         }
         for task in running.values { task.cancel() }
     }
 
-    private func serve(port: Int) async {
+    private func serve(port: Int, proxyHealthy: @escaping @Sendable () -> Bool) async {
         let hosts = addresses.isEmpty ? ["::"] : addresses.map(\.description)
         await withTaskGroup(of: Void.self) { group in
             for host in hosts {
                 group.addTask { [self] in
                     let server = StatusHTTPServer(
-                        host: host, port: port, routes: [:], fallback: { [self] in response(port: port) }, logger: logger)
+                        host: host, port: port, routes: [:], fallback: { [self] in response(port: port, proxyHealthy: proxyHealthy()) }, logger: logger)
                     do { try await server.run() } catch {
                         logger.error("health check server failed", metadata: ["address": "\(host):\(port)", "error": "\(error)"])
                     }

@@ -1,4 +1,5 @@
 import Logging
+import NIOHTTP1
 import ProxyModel
 import ServiceLifecycle
 import StatusHTTP
@@ -77,20 +78,18 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
         http = StatusHTTPServer(
             host: configuration.httpListen.host, port: configuration.httpListen.port,
             routes: [
-                "/livez": { (.ok, "text/plain; charset=utf-8", Array("ok\n".utf8)) },
+                "/livez": { .text(.ok, "ok\n") },
                 "/healthz": {
-                    let state = health.state.withLock { $0 }
-                    let pendingSince = applier.oldestPendingChangeUnixNanos
-                    let now = WallClock.nowUnixNanos()
+                    let (state, pendingSince, now) = health.read(applier)
                     let body = """
                         {"lastUpdated":\(state.lastSuccessUnixNanos / 1_000_000_000),"connected":\(client.isConnected),\
                         "failing":\(state.failing),"pendingSeconds":\(SyncHealth.pendingSeconds(since: pendingSince, now: now))}
 
                         """
-                    let healthy = state.isHealthy(now: now, pendingSince: pendingSince)
-                    return (healthy ? .ok : .serviceUnavailable, "application/json", Array(body.utf8))
+                    let status: HTTPResponseStatus = state.isHealthy(now: now, pendingSince: pendingSince) ? .ok : .serviceUnavailable
+                    return .init(status, contentType: "application/json", body: Array(body.utf8))
                 },
-                "/metrics": { (.ok, "text/plain; version=0.0.4; charset=utf-8", metrics.render()) },
+                "/metrics": { .init(.ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render()) },
             ], logger: logger)
     }
 
@@ -101,7 +100,7 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
         }
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await self.http.run() }
-            group.addTask { try await untilShutdown { await self.healthChecks.run() } }
+            group.addTask { try await untilShutdown { await self.healthChecks.run { self.health.isHealthy(self.applier) } } }
             group.addTask { try await untilShutdown { try await self.client.run() } }
             group.addTask { try await untilShutdown { try await self.ticker() } }
             group.addTask { try await untilShutdown { await self.syncLoop() } }
@@ -205,4 +204,15 @@ public struct SyncHealth: Hashable, Sendable {
 
 private final class SharedSyncHealth: Sendable {
     let state = Mutex(SyncHealth())
+
+    /// What `SyncHealth.isHealthy` needs, now.
+    func read(_ applier: Applier) -> (state: SyncHealth, pendingSince: Int64, now: Int64) {
+        (state.withLock { $0 }, applier.oldestPendingChangeUnixNanos, WallClock.nowUnixNanos())
+    }
+
+    /// What `/healthz` answers, and what service health checks add to their count.
+    func isHealthy(_ applier: Applier) -> Bool {
+        let (state, pendingSince, now) = read(applier)
+        return state.isHealthy(now: now, pendingSince: pendingSince)
+    }
 }
