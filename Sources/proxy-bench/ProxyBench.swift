@@ -10,7 +10,7 @@ import Synchronization
 struct ProxyBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "proxy-bench", abstract: "Benchmarks against real control-server and node-applier processes and the kernel's nftables.",
-        subcommands: [Writes.self, Fanout.self, NFTablesBench.self])
+        subcommands: [Writes.self, Fanout.self, Joins.self, NFTablesBench.self])
 }
 
 struct ServerOptions: ParsableArguments {
@@ -121,15 +121,7 @@ struct Fanout: AsyncParsableCommand {
         let process = try await ServerProcess(binary: server.serverBinary)
         defer { process.stop() }
         let address = process.grpc
-        try await withClient(address) { client in
-            let registry = Kubeproxy_V1_Registry.Client(wrapping: client)
-            for batch in stride(from: 0, to: services, by: 500) {
-                let items = (batch..<min(services, batch + 500)).flatMap { index in
-                    [benchService(index), benchSlice(service: index, endpoints: endpoints, generation: 0)]
-                }
-                _ = try await registry.apply(.with { $0.items = items.map { object in .with { $0.object = object } } })
-            }
-        }
+        try await store(services: services, endpoints: endpoints, at: address)
         let baseline = try process.residentBytes()
         let recorder = Recorder(nodes: nodeCount)
         let perConnection = 50
@@ -142,7 +134,14 @@ struct Fanout: AsyncParsableCommand {
                             try await withThrowingTaskGroup(of: Void.self) { inner in
                                 for node in connection..<min(nodeCount, connection + perConnection) {
                                     inner.addTask {
-                                        try await simulatedNode(client: client, index: node, recorder: recorder, ready: readyContinuation)
+                                        try await simulatedNode(client: client, index: node) { revision, message, first in
+                                            if first {
+                                                readyContinuation.yield()
+                                            } else {
+                                                recorder.received(
+                                                    node: node, to: revision, bytes: (try message.serializedBytes() as [UInt8]).count)
+                                            }
+                                        }
                                     }
                                 }
                                 try await inner.waitForAll()
@@ -264,8 +263,24 @@ final class Recorder: Sendable {
     }
 }
 
+/// Stores `services` services of `endpoints` endpoints each through Apply, 500 of each per call.
+func store(services: Int, endpoints: Int, at address: HostPort) async throws {
+    try await withClient(address) { client in
+        let registry = Kubeproxy_V1_Registry.Client(wrapping: client)
+        for batch in stride(from: 0, to: services, by: 500) {
+            let items = (batch..<min(services, batch + 500)).flatMap { index in
+                [benchService(index), benchSlice(service: index, endpoints: endpoints, generation: 0)]
+            }
+            _ = try await registry.apply(.with { $0.items = items.map { object in .with { $0.object = object } } })
+        }
+    }
+}
+
+/// Node `index`: joins with nothing applied over a NodeSync stream of its own and ACKs every Snapshot
+/// and Delta; `received` gets each one, with its revision and whether it is the stream's first.
 func simulatedNode(
-    client: GRPCClient<HTTP2ClientTransport.Posix>, index: Int, recorder: Recorder, ready: AsyncStream<Void>.Continuation
+    client: GRPCClient<HTTP2ClientTransport.Posix>, index: Int,
+    received: @escaping @Sendable (_ revision: UInt64, _ message: Kubeproxy_V1_ServerMessage, _ first: Bool) throws -> Void
 ) async throws {
     let (outgoing, continuation) = AsyncStream<Kubeproxy_V1_NodeMessage>.makeStream()
     continuation.yield(
@@ -273,11 +288,17 @@ func simulatedNode(
             $0.hello = .with {
                 $0.node = .with {
                     $0.metadata.name = "node-\(index)"
-                    $0.addresses = ["10.250.\(index / 250).\(index % 250 + 1)"]
+                    $0.addresses = ["10.250.\(index / 250 % 250).\(index % 250 + 1)"]
                 }
             }
         })
+    // A snapshot of thousands of services is far above gRPC's default 4 MiB message limit. The
+    // transport checks responses against the request limit (grpc-swift-nio-transport 2.9.2).
+    var options = CallOptions.defaults
+    options.maxRequestMessageBytes = 1 << 30
+    options.maxResponseMessageBytes = 1 << 30
     try await Kubeproxy_V1_NodeSync.Client(wrapping: client).sync(
+        options: options,
         requestProducer: { writer in
             for await message in outgoing { try await writer.write(message) }
         },
@@ -290,12 +311,8 @@ func simulatedNode(
                 case .delta(let delta): revision = delta.toRevision
                 default: continue
                 }
-                if first {
-                    first = false
-                    ready.yield()
-                } else {
-                    recorder.received(node: index, to: revision, bytes: (try message.serializedBytes() as [UInt8]).count)
-                }
+                try received(revision, message, first)
+                first = false
                 continuation.yield(.with { $0.ack = .with { $0.revision = revision } })
             }
         })

@@ -48,6 +48,18 @@ final class ServerProcess: @unchecked Sendable {
     /// Resident set size of the server process in bytes.
     func residentBytes() throws -> Int { try memoryBytes(of: process.processIdentifier, "VmRSS") }
 
+    /// CPU time the server process has used, user and system, in seconds.
+    func cpuSeconds() throws -> Double {
+        let stat = try String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8)
+        // Fields after the command name's closing parenthesis start at the 3rd (state); utime and
+        // stime are the 14th and 15th, in clock ticks.
+        let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else {
+            throw BenchError("cannot read the CPU time of process \(process.processIdentifier)")
+        }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
     /// A Prometheus sample of the server's `/metrics`.
     func metric(_ name: String) async throws -> Double { try await scrapeMetric(port: http.port, name) }
 

@@ -1,0 +1,112 @@
+import ArgumentParser
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import ProxyAPI
+import Synchronization
+
+/// Fresh nodes joining at once while changes are committed (a node-applier rollout, nodes added
+/// to a busy cluster): how long each waits until it holds what was committed before it joined,
+/// and what that costs the server.
+struct Joins: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Fresh nodes joining at once while changes are committed: time until each holds the state, server CPU.")
+
+    @OptionGroup var server: ServerOptions
+
+    @Option(help: "Services in the store, 10 endpoints each.")
+    var services: Int = 10_000
+
+    @Option(help: "Fresh nodes joining at once, comma-separated (a server of its own for each count).")
+    var nodes: String = "1,10,50"
+
+    @Option(help: "Milliseconds between the one-endpoint changes committed while nodes join (0: none).")
+    var changeInterval: Int = 50
+
+    func run() async throws {
+        print("joins: \(services) services x 10 endpoints stored; a one-endpoint change every \(changeInterval) ms while nodes join")
+        print("Per node: from joining until it holds the revision committed before it joined. Server: CPU over the joins,")
+        print("snapshots read from its store (kubeproxy_nodesync_snapshots_total).")
+        print("nodes  p50 s  max s  server CPU s  snapshots read")
+        for count in nodes.split(separator: ",").compactMap({ Int($0) }) {
+            try await runOnce(nodeCount: count)
+        }
+    }
+
+    private func runOnce(nodeCount: Int) async throws {
+        let process = try await ServerProcess(binary: server.serverBinary)
+        defer { process.stop() }
+        let address = process.grpc
+        try await store(services: services, endpoints: 10, at: address)
+        let progress = Progress()
+        let changes = Task {
+            guard changeInterval > 0 else { return }
+            try await withClient(address) { client in
+                let registry = Kubeproxy_V1_Registry.Client(wrapping: client)
+                var change = 1
+                while !Task.isCancelled {
+                    let object = benchSlice(service: change % services, endpoints: 10, generation: change)
+                    let response = try await registry.apply(.with { $0.items = [.with { $0.object = object }] })
+                    progress.committed.store(response.revision, ordering: .relaxed)
+                    change += 1
+                    try await Task.sleep(for: .milliseconds(changeInterval))
+                }
+            }
+        }
+        defer { changes.cancel() }
+        // Let changes flow before the nodes join.
+        try await Task.sleep(for: .seconds(1))
+        let cpuBefore = try process.cpuSeconds()
+        let snapshotsBefore = try await process.metric("kubeproxy_nodesync_snapshots_total")
+        let target = progress.committed.load(ordering: .relaxed)
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try await withThrowingTaskGroup(of: Void.self) { connections in
+                    for connection in stride(from: 0, to: nodeCount, by: 50) {
+                        connections.addTask {
+                            try await withClient(address) { client in
+                                try await withThrowingTaskGroup(of: Void.self) { streams in
+                                    for node in connection..<min(nodeCount, connection + 50) {
+                                        streams.addTask {
+                                            try await simulatedNode(client: client, index: node) { revision, _, _ in
+                                                guard revision >= target else { return }
+                                                let now = ContinuousClock.now
+                                                progress.synced.withLock { if $0[node] == nil { $0[node] = now - start } }
+                                            }
+                                        }
+                                    }
+                                    try await streams.waitForAll()
+                                }
+                            }
+                        }
+                    }
+                    try await connections.waitForAll()
+                }
+                throw BenchError("the nodes' streams ended")
+            }
+            group.addTask {
+                while progress.synced.withLock({ $0.count }) < nodeCount {
+                    guard ContinuousClock.now - start < .seconds(300) else { throw BenchError("nodes did not all sync within 300 s") }
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+        let cpu = try process.cpuSeconds() - cpuBefore
+        let snapshots = try await process.metric("kubeproxy_nodesync_snapshots_total") - snapshotsBefore
+        let times = progress.synced.withLock { $0.values.sorted() }
+        print(
+            String(
+                format: "%5d  %5.2f  %5.2f  %12.2f  %14.0f", nodeCount, percentile(times, 50).milliseconds / 1000,
+                (times.last ?? .zero).milliseconds / 1000, cpu, snapshots))
+    }
+}
+
+private final class Progress: Sendable {
+    /// The revision of the newest change committed.
+    let committed = Atomic<UInt64>(0)
+    /// Per node, when it held the target revision, from its join.
+    let synced = Mutex<[Int: Duration]>([:])
+}
