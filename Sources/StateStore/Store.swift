@@ -165,6 +165,11 @@ public final class Store: Sendable {
         }
     }
 
+    /// The objects of `kinds` at the head, read in one transaction.
+    public func snapshot(kinds: Set<ObjectKind>) async throws(StoreError) -> StateSnapshot {
+        try await read { db in try Self.snapshot(db, head: try Self.head(db), kinds: kinds) }
+    }
+
     /// Everything a reader at `revision` needs to reach the head, read in one transaction.
     /// `kinds` limits which objects a snapshot or delta carries (revisions still advance).
     public func catchUp(from revision: Revision, kinds: Set<ObjectKind>) async throws(StoreError) -> CatchUp {

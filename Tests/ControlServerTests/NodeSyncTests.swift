@@ -27,6 +27,13 @@ func apply(_ client: GRPCClient<HTTP2ClientTransport.Posix>, _ objects: ProxyObj
     ).revision
 }
 
+/// `kubeproxy_nodesync_snapshots_total`: snapshots the server read from its store.
+func snapshotsRead(_ server: TestServer) -> Int {
+    let text = String(decoding: server.app.metrics.render(), as: UTF8.self)
+    let line = text.split(separator: "\n").first { $0.hasPrefix("kubeproxy_nodesync_snapshots_total ") }
+    return line.flatMap { Int($0.split(separator: " ")[1]) } ?? 0
+}
+
 @Suite(.serialized) struct NodeSyncTests {
     @Test func freshNodeGetsASnapshotThenDeltas() async throws {
         try await withServer { server in
@@ -42,6 +49,51 @@ func apply(_ client: GRPCClient<HTTP2ClientTransport.Posix>, _ objects: ProxyObj
                 #expect(last.from != nil && last.to == revision && last.upserts == 1)
                 #expect(node.violations.isEmpty, "\(node.violations)")
                 await node.close()
+            }
+        }
+    }
+
+    /// Nodes with nothing share snapshot reads: nodes joining together get one read, and a node
+    /// joining after commits starts from that snapshot and catches up with a merged delta.
+    @Test func freshNodesShareOneSnapshotReadAcrossCommits() async throws {
+        try await withServer { server in
+            try await server.withClient { client in
+                try await apply(client, webService(), webSlice("a"))
+                let together = (0..<8).map { TestNode(client: client, name: "node-\($0)") }
+                for node in together { try await node.waitForInitialSync() }
+                #expect(snapshotsRead(server) == 1)
+                let snapshot = try #require(together.first?.received.first)
+                #expect(together.allSatisfy { $0.received.first.map { $0.from == nil && $0.to == snapshot.to } == true })
+                try await apply(client, webSlice("b"))
+                let head = try await apply(client, webSlice("a", endpoints: 3))
+                let late = TestNode(client: client, name: "late")
+                try await late.waitFor(revision: head)
+                #expect(snapshotsRead(server) == 1, "the late node starts from the snapshot read before the commits")
+                #expect(late.received.map(\.from) == [nil, snapshot.to])
+                #expect(late.received.map(\.upserts) == [2, 2], "the snapshot's two objects, then slices a and b")
+                #expect(late.violations.isEmpty, "\(late.violations)")
+                for node in together + [late] { await node.close() }
+            }
+        }
+    }
+
+    /// Once the history no longer reaches back to the last snapshot, the next node with nothing
+    /// gets a snapshot read at the head.
+    @Test func aSnapshotTheHistoryNoLongerFollowsIsReadAgain() async throws {
+        try await withServer(retainedRevisions: 2) { server in
+            try await server.withClient { client in
+                try await apply(client, webService())
+                let first = TestNode(client: client, name: "node-a")
+                try await first.waitForInitialSync()
+                var head: UInt64 = 0
+                for index in 0..<4 { head = try await apply(client, webSlice("s\(index)")) }
+                let late = TestNode(client: client, name: "node-b")
+                try await late.waitFor(revision: head)
+                #expect(snapshotsRead(server) == 2)
+                #expect(late.received.map(\.from) == [nil])
+                #expect(late.received.first?.upserts == 5)
+                await first.close()
+                await late.close()
             }
         }
     }

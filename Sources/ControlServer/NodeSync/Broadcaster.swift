@@ -9,6 +9,10 @@ import Synchronization
 /// Streams that fell behind are served merged deltas built from a bounded in-memory history
 /// of recent revisions (cached per starting revision, so streams behind by the same amount
 /// share those bytes too), or from the store when they are further behind.
+///
+/// Nodes with nothing share snapshots: one read from the store at a time, whichever streams
+/// wait for it, and the last one read serves later nodes as long as the history reaches back to
+/// it (they catch up from it with a merged delta), so commits in between do not force a read.
 public final class Broadcaster: CommitObserver {
     private struct Shared: Sendable {
         var state: BroadcastState
@@ -18,9 +22,20 @@ public final class Broadcaster: CommitObserver {
         var history: [CommittedRevision] = []
         /// Merged deltas to the current head, by starting revision.
         var catchUps: [Revision: EncodedMessage] = [:]
-        /// The snapshot at the current head, once someone needed it.
+        /// The last snapshot read, while the history holds every revision after it.
         var snapshot: (revision: Revision, message: EncodedMessage)?
+        /// The snapshot being read from the store.
+        var snapshotRead: Task<(Revision, EncodedMessage), any Error>?
         var closed = false
+
+        /// Whether the history holds every revision committed after `revision`.
+        func historyFollows(_ revision: Revision) -> Bool {
+            guard let first = history.first else { return true }
+            return first.revision.rawValue <= revision.rawValue + 1
+        }
+
+        /// The newest revision committed, as far as this broadcaster has been told.
+        var newest: Revision { history.last?.revision ?? state.head }
     }
 
     private let shared: Mutex<Shared>
@@ -50,6 +65,7 @@ public final class Broadcaster: CommitObserver {
         let from = shared.withLock { shared in
             shared.history.append(contentsOf: relevant)
             if shared.history.count > historyLimit { shared.history.removeFirst(shared.history.count - historyLimit) }
+            if let snapshot = shared.snapshot, !shared.historyFollows(snapshot.revision) { shared.snapshot = nil }
             return shared.state.head
         }
         guard relevant.contains(where: { !$0.changes.isEmpty }) else { return }
@@ -65,7 +81,6 @@ public final class Broadcaster: CommitObserver {
         metrics.deltaBytes.increment(by: Int64(message.bytes.count))
         let wake = shared.withLock { shared -> [AsyncStream<Void>.Continuation] in
             shared.catchUps = [:]
-            shared.snapshot = nil
             return shared.state.published(from: from, to: last.revision, message: message).compactMap { shared.signals[$0] }
         }
         for signal in wake { signal.yield() }
@@ -168,36 +183,44 @@ public final class Broadcaster: CommitObserver {
         }
     }
 
-    /// A message that brings a node from `from` to the head (nil message: already there).
+    /// A message that brings a node from `from` to the head (nil message: already there), or, for
+    /// an initial sync from nothing, to a snapshot's revision from which it catches up.
     private func build(from: Revision, initial: Bool) async throws -> (Revision, EncodedMessage?) {
         enum Plan {
             case ready(Revision, EncodedMessage?)
             case merge(head: Revision, revisions: [CommittedRevision])
+            case snapshot(Task<(Revision, EncodedMessage), any Error>)
             case readStore
         }
         // Only lookups under the lock: encoding happens outside it, so that commits and
         // other streams' writers never wait for one stream's catch-up.
         let plan: Plan = shared.withLock { shared in
             let head = shared.state.head
-            if from == .zero {
+            if from == .zero && initial {
                 // A node with nothing always starts from a snapshot.
-                if initial, let snapshot = shared.snapshot, snapshot.revision == head { return .ready(head, snapshot.message) }
-                return .readStore
+                if let snapshot = shared.snapshot { return .ready(snapshot.revision, snapshot.message) }
+                if let read = shared.snapshotRead { return .snapshot(read) }
+                let read = Task { try await readSnapshot() }
+                shared.snapshotRead = read
+                return .snapshot(read)
             }
+            if from == .zero { return .readStore }
             if from == head { return .ready(head, nil) }
             if let message = shared.catchUps[from] { return .ready(head, message) }
             // History holds every revision (published or not) up to the newest commit.
-            guard from < head, let first = shared.history.first, first.revision.rawValue <= from.rawValue + 1,
-                let newest = shared.history.last?.revision, newest >= head
+            guard from < head, shared.historyFollows(from), let newest = shared.history.last?.revision, newest >= head
             else { return .readStore }
-            let start = Int(from.rawValue + 1 - first.revision.rawValue)
-            let end = Int(head.rawValue - first.revision.rawValue)
+            let first = shared.history[0].revision
+            let start = Int(from.rawValue + 1 - first.rawValue)
+            let end = Int(head.rawValue - first.rawValue)
             return .merge(head: head, revisions: Array(shared.history[start...end]))
         }
         switch plan {
         case .ready(let to, let message):
-            if message != nil { metrics.catchUps.increment() }
+            if message != nil && from != .zero { metrics.catchUps.increment() }
             return (to, message)
+        case .snapshot(let read):
+            return try await read.value
         case .merge(let head, let revisions):
             let message = try SyncMessages.delta(
                 from: from, to: head, commitTimeUnixNanos: revisions.last!.commitTimeUnixNanos,
@@ -218,11 +241,23 @@ public final class Broadcaster: CommitObserver {
             return (to, try SyncMessages.delta(from: from, to: to, commitTimeUnixNanos: commitTime, changes: changes))
         case .snapshot(let snapshot):
             metrics.snapshots.increment()
-            let message = try SyncMessages.snapshot(snapshot, storeID: store.identity)
-            shared.withLock { shared in
-                if snapshot.revision == shared.state.head { shared.snapshot = (snapshot.revision, message) }
-            }
-            return (snapshot.revision, message)
+            return (snapshot.revision, try SyncMessages.snapshot(snapshot, storeID: store.identity))
         }
+    }
+
+    /// Reads and encodes a snapshot for the streams that wait for it, and keeps it for later ones
+    /// while the history follows it.
+    private func readSnapshot() async throws -> (Revision, EncodedMessage) {
+        defer { shared.withLock { $0.snapshotRead = nil } }
+        let snapshot = try await store.snapshot(kinds: SyncMessages.nodeKinds)
+        metrics.snapshots.increment()
+        let message = try SyncMessages.snapshot(snapshot, storeID: store.identity)
+        shared.withLock { shared in
+            // A revision committed but not yet observed here may have no history after it yet.
+            if snapshot.revision <= shared.newest && shared.historyFollows(snapshot.revision) {
+                shared.snapshot = (snapshot.revision, message)
+            }
+        }
+        return (snapshot.revision, message)
     }
 }
