@@ -23,11 +23,14 @@ struct Joins: AsyncParsableCommand {
     @Option(help: "Milliseconds between the one-endpoint changes committed while nodes join (0: none).")
     var changeInterval: Int = 50
 
+    @Option(help: "Waves of fresh nodes per server, one after the other; the first has the server read its store.")
+    var waves: Int = 2
+
     func run() async throws {
         print("joins: \(services) services x 10 endpoints stored; a one-endpoint change every \(changeInterval) ms while nodes join")
-        print("Per node: from joining until it holds the revision committed before it joined. Server: CPU over the joins,")
-        print("snapshots read from its store (kubeproxy_nodesync_snapshots_total).")
-        print("nodes  p50 s  max s  server CPU s  snapshots read")
+        print("Per node: from joining until it holds the revision committed before it joined. Server: CPU over the wave,")
+        print("snapshots read from its store (kubeproxy_nodesync_snapshots_total), resident memory after the wave.")
+        print("nodes  wave  p50 s  max s  server CPU s  snapshots read  server RSS MB")
         for count in nodes.split(separator: ",").compactMap({ Int($0) }) {
             try await runOnce(nodeCount: count)
         }
@@ -38,7 +41,7 @@ struct Joins: AsyncParsableCommand {
         defer { process.stop() }
         let address = process.grpc
         try await store(services: services, endpoints: 10, at: address)
-        let progress = Progress()
+        let committed = Committed()
         let changes = Task {
             guard changeInterval > 0 else { return }
             try await withClient(address) { client in
@@ -47,19 +50,27 @@ struct Joins: AsyncParsableCommand {
                 while !Task.isCancelled {
                     let object = benchSlice(service: change % services, endpoints: 10, generation: change)
                     let response = try await registry.apply(.with { $0.items = [.with { $0.object = object }] })
-                    progress.committed.store(response.revision, ordering: .relaxed)
+                    committed.revision.store(response.revision, ordering: .relaxed)
                     change += 1
                     try await Task.sleep(for: .milliseconds(changeInterval))
                 }
             }
         }
         defer { changes.cancel() }
-        // Let changes flow before the nodes join.
-        try await Task.sleep(for: .seconds(1))
+        for wave in 1...max(1, waves) {
+            // Let changes flow before the nodes join.
+            try await Task.sleep(for: .seconds(1))
+            try await join(wave: wave, nodeCount: nodeCount, process: process, target: committed.revision.load(ordering: .relaxed))
+        }
+    }
+
+    /// `nodeCount` fresh nodes join at once and stay until each holds `target`.
+    private func join(wave: Int, nodeCount: Int, process: ServerProcess, target: UInt64) async throws {
+        let address = process.grpc
         let cpuBefore = try process.cpuSeconds()
         let snapshotsBefore = try await process.metric("kubeproxy_nodesync_snapshots_total")
-        let target = progress.committed.load(ordering: .relaxed)
         let start = ContinuousClock.now
+        let synced = Synced()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 try await withThrowingTaskGroup(of: Void.self) { connections in
@@ -69,10 +80,10 @@ struct Joins: AsyncParsableCommand {
                                 try await withThrowingTaskGroup(of: Void.self) { streams in
                                     for node in connection..<min(nodeCount, connection + 50) {
                                         streams.addTask {
-                                            try await simulatedNode(client: client, index: node) { revision, _, _ in
+                                            try await simulatedNode(client: client, index: wave * nodeCount + node) { revision, _, _ in
                                                 guard revision >= target else { return }
                                                 let now = ContinuousClock.now
-                                                progress.synced.withLock { if $0[node] == nil { $0[node] = now - start } }
+                                                synced.times.withLock { if $0[node] == nil { $0[node] = now - start } }
                                             }
                                         }
                                     }
@@ -86,7 +97,7 @@ struct Joins: AsyncParsableCommand {
                 throw BenchError("the nodes' streams ended")
             }
             group.addTask {
-                while progress.synced.withLock({ $0.count }) < nodeCount {
+                while synced.times.withLock({ $0.count }) < nodeCount {
                     guard ContinuousClock.now - start < .seconds(300) else { throw BenchError("nodes did not all sync within 300 s") }
                     try await Task.sleep(for: .milliseconds(10))
                 }
@@ -96,17 +107,20 @@ struct Joins: AsyncParsableCommand {
         }
         let cpu = try process.cpuSeconds() - cpuBefore
         let snapshots = try await process.metric("kubeproxy_nodesync_snapshots_total") - snapshotsBefore
-        let times = progress.synced.withLock { $0.values.sorted() }
+        let times = synced.times.withLock { $0.values.sorted() }
         print(
             String(
-                format: "%5d  %5.2f  %5.2f  %12.2f  %14.0f", nodeCount, percentile(times, 50).milliseconds / 1000,
-                (times.last ?? .zero).milliseconds / 1000, cpu, snapshots))
+                format: "%5d  %4d  %5.2f  %5.2f  %12.2f  %14.0f  %13.0f", nodeCount, wave, percentile(times, 50).milliseconds / 1000,
+                (times.last ?? .zero).milliseconds / 1000, cpu, snapshots, Double(try process.residentBytes()) / 1e6))
     }
 }
 
-private final class Progress: Sendable {
-    /// The revision of the newest change committed.
-    let committed = Atomic<UInt64>(0)
-    /// Per node, when it held the target revision, from its join.
-    let synced = Mutex<[Int: Duration]>([:])
+/// The revision of the newest change committed.
+private final class Committed: Sendable {
+    let revision = Atomic<UInt64>(0)
+}
+
+/// Per node of a wave, when it held the target revision, from the wave's start.
+private final class Synced: Sendable {
+    let times = Mutex<[Int: Duration]>([:])
 }

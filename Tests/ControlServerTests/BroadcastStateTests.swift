@@ -1,3 +1,4 @@
+import ProxyAPI
 import ProxyModel
 import Testing
 
@@ -126,5 +127,34 @@ import Testing
         #expect(state.next(1) == .initialSync(from: 2))
         state.preparationFailed(1)
         #expect(state.next(1) == .initialSync(from: 2))
+    }
+}
+
+/// A snapshot copied together from objects encoded one by one decodes as the same message as one
+/// protobuf encodes whole.
+@Suite struct SnapshotEncodingTests {
+    @Test func copiedTogetherSnapshotDecodesAsTheWholeMessage() throws {
+        // A slice of 300 endpoints takes lengths of more than one varint byte.
+        let objects = [webService(), webSlice("a", endpoints: 300), webService(port: 8443), webSlice("b", endpoints: 0)]
+        let encoded = try SyncMessages.snapshot(
+            revision: 300, commitTimeUnixNanos: 1_700_000_000_123_456_789, storeID: "store-1",
+            services: objects.filter { $0.kind == .service }.compactMap(SyncMessages.encoded),
+            slices: objects.filter { $0.kind == .endpointSlice }.compactMap(SyncMessages.encoded))
+        let whole = Kubeproxy_V1_ServerMessage.with { message in
+            message.snapshot = .with {
+                $0.revision = 300
+                $0.commitTimeUnixNanos = 1_700_000_000_123_456_789
+                $0.storeID = "store-1"
+                for object in objects {
+                    switch object {
+                    case .service(let service): $0.services.append(service.wire)
+                    case .endpointSlice(let slice): $0.endpointSlices.append(slice.wire)
+                    case .node: Issue.record("no nodes here")
+                    }
+                }
+            }
+        }
+        #expect(try Kubeproxy_V1_ServerMessage(serializedBytes: encoded.bytes) == whole)
+        #expect(encoded.bytes.count == (try whole.serializedBytes() as [UInt8]).count)
     }
 }

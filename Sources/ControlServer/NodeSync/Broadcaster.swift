@@ -10,9 +10,8 @@ import Synchronization
 /// of recent revisions (cached per starting revision, so streams behind by the same amount
 /// share those bytes too), or from the store when they are further behind.
 ///
-/// Nodes with nothing share snapshots: one read from the store at a time, whichever streams
-/// wait for it, and the last one read serves later nodes as long as the history reaches back to
-/// it (they catch up from it with a merged delta), so commits in between do not force a read.
+/// Nodes with nothing get snapshots at the head from a `SnapshotSource`, which reads the store
+/// once and brings what it read forward with the history.
 public final class Broadcaster: CommitObserver {
     private struct Shared: Sendable {
         var state: BroadcastState
@@ -22,10 +21,6 @@ public final class Broadcaster: CommitObserver {
         var history: [CommittedRevision] = []
         /// Merged deltas to the current head, by starting revision.
         var catchUps: [Revision: EncodedMessage] = [:]
-        /// The last snapshot read, while the history holds every revision after it.
-        var snapshot: (revision: Revision, message: EncodedMessage)?
-        /// The snapshot being read from the store.
-        var snapshotRead: Task<(Revision, EncodedMessage), any Error>?
         var closed = false
 
         /// Whether the history holds every revision committed after `revision`.
@@ -33,19 +28,18 @@ public final class Broadcaster: CommitObserver {
             guard let first = history.first else { return true }
             return first.revision.rawValue <= revision.rawValue + 1
         }
-
-        /// The newest revision committed, as far as this broadcaster has been told.
-        var newest: Revision { history.last?.revision ?? state.head }
     }
 
     private let shared: Mutex<Shared>
     private let store: Store
+    private let snapshots: SnapshotSource
     private let historyLimit: Int
     private let metrics: ServerMetrics
     private let logger: Logger
 
     public init(store: Store, head: Revision, historyLimit: Int, metrics: ServerMetrics, logger: Logger) {
         self.store = store
+        snapshots = SnapshotSource(store: store, metrics: metrics)
         self.historyLimit = max(1, historyLimit)
         self.metrics = metrics
         self.logger = logger
@@ -65,7 +59,6 @@ public final class Broadcaster: CommitObserver {
         let from = shared.withLock { shared in
             shared.history.append(contentsOf: relevant)
             if shared.history.count > historyLimit { shared.history.removeFirst(shared.history.count - historyLimit) }
-            if let snapshot = shared.snapshot, !shared.historyFollows(snapshot.revision) { shared.snapshot = nil }
             return shared.state.head
         }
         guard relevant.contains(where: { !$0.changes.isEmpty }) else { return }
@@ -183,28 +176,22 @@ public final class Broadcaster: CommitObserver {
         }
     }
 
-    /// A message that brings a node from `from` to the head (nil message: already there), or, for
-    /// an initial sync from nothing, to a snapshot's revision from which it catches up.
+    /// A message that brings a node from `from` to the head (nil message: already there).
     private func build(from: Revision, initial: Bool) async throws -> (Revision, EncodedMessage?) {
         enum Plan {
             case ready(Revision, EncodedMessage?)
             case merge(head: Revision, revisions: [CommittedRevision])
-            case snapshot(Task<(Revision, EncodedMessage), any Error>)
+            case snapshot(head: Revision)
             case readStore
         }
         // Only lookups under the lock: encoding happens outside it, so that commits and
         // other streams' writers never wait for one stream's catch-up.
         let plan: Plan = shared.withLock { shared in
             let head = shared.state.head
-            if from == .zero && initial {
+            if from == .zero {
                 // A node with nothing always starts from a snapshot.
-                if let snapshot = shared.snapshot { return .ready(snapshot.revision, snapshot.message) }
-                if let read = shared.snapshotRead { return .snapshot(read) }
-                let read = Task { try await readSnapshot() }
-                shared.snapshotRead = read
-                return .snapshot(read)
+                return initial ? .snapshot(head: head) : .readStore
             }
-            if from == .zero { return .readStore }
             if from == head { return .ready(head, nil) }
             if let message = shared.catchUps[from] { return .ready(head, message) }
             // History holds every revision (published or not) up to the newest commit.
@@ -217,10 +204,10 @@ public final class Broadcaster: CommitObserver {
         }
         switch plan {
         case .ready(let to, let message):
-            if message != nil && from != .zero { metrics.catchUps.increment() }
+            if message != nil { metrics.catchUps.increment() }
             return (to, message)
-        case .snapshot(let read):
-            return try await read.value
+        case .snapshot(let head):
+            return try await snapshots.snapshot(atLeast: head) { [self] revision in history(after: revision) }
         case .merge(let head, let revisions):
             let message = try SyncMessages.delta(
                 from: from, to: head, commitTimeUnixNanos: revisions.last!.commitTimeUnixNanos,
@@ -245,19 +232,12 @@ public final class Broadcaster: CommitObserver {
         }
     }
 
-    /// Reads and encodes a snapshot for the streams that wait for it, and keeps it for later ones
-    /// while the history follows it.
-    private func readSnapshot() async throws -> (Revision, EncodedMessage) {
-        defer { shared.withLock { $0.snapshotRead = nil } }
-        let snapshot = try await store.snapshot(kinds: SyncMessages.nodeKinds)
-        metrics.snapshots.increment()
-        let message = try SyncMessages.snapshot(snapshot, storeID: store.identity)
+    /// The revisions committed after `revision`, oldest first; nil when the history no longer
+    /// holds all of them.
+    private func history(after revision: Revision) -> [CommittedRevision]? {
         shared.withLock { shared in
-            // A revision committed but not yet observed here may have no history after it yet.
-            if snapshot.revision <= shared.newest && shared.historyFollows(snapshot.revision) {
-                shared.snapshot = (snapshot.revision, message)
-            }
+            guard shared.historyFollows(revision) else { return nil }
+            return shared.history.filter { $0.revision > revision }
         }
-        return (snapshot.revision, message)
     }
 }

@@ -25,22 +25,66 @@ enum SyncMessages {
     }
 
     static func snapshot(_ snapshot: StateSnapshot, storeID: String) throws -> EncodedMessage {
-        let message = Kubeproxy_V1_ServerMessage.with {
-            $0.snapshot = .with { wire in
-                wire.storeID = storeID
-                wire.revision = snapshot.revision.rawValue
-                wire.commitTimeUnixNanos = snapshot.commitTimeUnixNanos
-                for object in snapshot.objects {
-                    switch object {
-                    case .service(let service): wire.services.append(service.wire)
-                    case .endpointSlice(let slice): wire.endpointSlices.append(slice.wire)
-                    case .node: break
-                    }
-                }
-            }
+        var services: [[UInt8]] = []
+        var slices: [[UInt8]] = []
+        for object in snapshot.objects {
+            guard let bytes = try encoded(object) else { continue }
+            if object.kind == .service { services.append(bytes) } else { slices.append(bytes) }
         }
-        return EncodedMessage(bytes: try message.serializedBytes())
+        return try self.snapshot(
+            revision: snapshot.revision, commitTimeUnixNanos: snapshot.commitTimeUnixNanos, storeID: storeID, services: services,
+            slices: slices)
     }
+
+    /// A Service or EndpointSlice as its wire message's bytes, what a snapshot is made of; nil for
+    /// a Node, which nodes do not receive.
+    static func encoded(_ object: ProxyObject) throws -> [UInt8]? {
+        switch object {
+        case .service(let service): try service.wire.serializedBytes()
+        case .endpointSlice(let slice): try slice.wire.serializedBytes()
+        case .node: nil
+        }
+    }
+
+    /// A Snapshot of objects already encoded one by one (`encoded`): each is copied in as an
+    /// element of its repeated field, not encoded again, so a snapshot costs its bytes only.
+    static func snapshot(
+        revision: Revision, commitTimeUnixNanos: Int64, storeID: String, services: [[UInt8]], slices: [[UInt8]]
+    ) throws -> EncodedMessage {
+        let header: [UInt8] = try Kubeproxy_V1_Snapshot.with {
+            $0.revision = revision.rawValue
+            $0.commitTimeUnixNanos = commitTimeUnixNanos
+            $0.storeID = storeID
+        }.serializedBytes()
+        // Field numbers of schema/proto: ServerMessage.snapshot 1, Snapshot.services 2 and
+        // Snapshot.endpoint_slices 3; all length-delimited (wire type 2).
+        func fieldSize(_ length: Int) -> Int { 1 + varintSize(UInt64(length)) + length }
+        let length = header.count + services.reduce(0) { $0 + fieldSize($1.count) } + slices.reduce(0) { $0 + fieldSize($1.count) }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(fieldSize(length))
+        func appendField(_ number: UInt8, length: Int) {
+            bytes.append(number << 3 | 2)
+            var value = UInt64(length)
+            while value >= 0x80 {
+                bytes.append(UInt8(value & 0x7F) | 0x80)
+                value >>= 7
+            }
+            bytes.append(UInt8(value))
+        }
+        appendField(1, length: length)
+        bytes += header
+        for service in services {
+            appendField(2, length: service.count)
+            bytes += service
+        }
+        for slice in slices {
+            appendField(3, length: slice.count)
+            bytes += slice
+        }
+        return EncodedMessage(bytes: bytes)
+    }
+
+    private static func varintSize(_ value: UInt64) -> Int { max(1, (64 - value.leadingZeroBitCount + 6) / 7) }
 
     static func heartbeat(unixNanos: Int64) throws -> EncodedMessage {
         let message = Kubeproxy_V1_ServerMessage.with { $0.heartbeat = .with { $0.unixNanos = unixNanos } }

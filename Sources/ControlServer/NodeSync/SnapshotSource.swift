@@ -1,0 +1,89 @@
+import ProxyModel
+import StateStore
+
+/// Snapshots at the head for nodes with nothing, without reading the store for each: the node
+/// kinds' objects, each encoded once, are read from the store once and brought forward with the
+/// revisions committed since; a snapshot is their bytes copied together
+/// (`SyncMessages.snapshot`), built again only once the head has moved.
+///
+/// When the history no longer reaches back to the objects' revision, they are read again.
+actor SnapshotSource {
+    /// The objects at `revision`, encoded, by kind.
+    private struct Objects {
+        var revision: Revision
+        var commitTimeUnixNanos: Int64
+        var services: [ObjectKey: [UInt8]] = [:]
+        var slices: [ObjectKey: [UInt8]] = [:]
+
+        mutating func apply(_ change: ObjectChange) throws {
+            let bytes = try change.object.flatMap(SyncMessages.encoded)
+            switch change.key.kind {
+            case .service: services[change.key] = bytes
+            case .endpointSlice: slices[change.key] = bytes
+            case .node: break
+            }
+        }
+    }
+
+    private let store: Store
+    private let metrics: ServerMetrics
+    private var objects: Objects?
+    /// The store read in progress, which every caller meanwhile waits for.
+    private var reading: Task<Void, any Error>?
+    private var latest: (revision: Revision, message: EncodedMessage)?
+
+    init(store: Store, metrics: ServerMetrics) {
+        self.store = store
+        self.metrics = metrics
+    }
+
+    /// A snapshot at `head` or later. `history` gives the revisions committed after a revision,
+    /// oldest first, or nil when it no longer holds all of them.
+    func snapshot(
+        atLeast head: Revision, history: @Sendable (Revision) -> [CommittedRevision]?
+    ) async throws -> (revision: Revision, message: EncodedMessage) {
+        while true {
+            if let latest, latest.revision >= head { return latest }
+            guard var current = objects.take() else {
+                try await read()
+                continue
+            }
+            // Read again when the history no longer reaches back (or, after a restart, does not
+            // reach the head yet).
+            guard let later = history(current.revision), (later.last?.revision ?? current.revision) >= head else {
+                try await read()
+                continue
+            }
+            for revision in later where revision.revision > current.revision {
+                for change in revision.changes { try current.apply(change) }
+                current.revision = revision.revision
+                current.commitTimeUnixNanos = revision.commitTimeUnixNanos
+            }
+            objects = current
+            let message = try SyncMessages.snapshot(
+                revision: current.revision, commitTimeUnixNanos: current.commitTimeUnixNanos, storeID: store.identity,
+                services: current.services.sorted { $0.key < $1.key }.map(\.value),
+                slices: current.slices.sorted { $0.key < $1.key }.map(\.value))
+            latest = (current.revision, message)
+        }
+    }
+
+    /// Reads the objects from the store, or waits for the read in progress.
+    private func read() async throws {
+        if let reading { return try await reading.value }
+        let task = Task {
+            defer { reading = nil }
+            objects = try await Self.read(store, metrics: metrics)
+        }
+        reading = task
+        try await task.value
+    }
+
+    private static func read(_ store: Store, metrics: ServerMetrics) async throws -> Objects {
+        let snapshot = try await store.snapshot(kinds: SyncMessages.nodeKinds)
+        metrics.snapshots.increment()
+        var objects = Objects(revision: snapshot.revision, commitTimeUnixNanos: snapshot.commitTimeUnixNanos)
+        for object in snapshot.objects { try objects.apply(ObjectChange(key: object.key, object: object)) }
+        return objects
+    }
+}
