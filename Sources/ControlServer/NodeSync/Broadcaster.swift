@@ -154,11 +154,8 @@ public final class Broadcaster: CommitObserver {
                     try await write(message)
                     metrics.sentBytes.increment(by: Int64(message.bytes.count))
                     continue
-                case .initialSync(let from):
-                    try await prepare(id, from: from, initial: true)
-                    continue
-                case .catchUp(let from):
-                    try await prepare(id, from: from, initial: false)
+                case .initialSync(let from), .catchUp(let from):
+                    try await prepare(id, from: from)
                     continue
                 }
                 break
@@ -166,9 +163,9 @@ public final class Broadcaster: CommitObserver {
         }
     }
 
-    private func prepare(_ id: ConnectionID, from: Revision, initial: Bool) async throws {
+    private func prepare(_ id: ConnectionID, from: Revision) async throws {
         do {
-            let (to, message) = try await build(from: from, initial: initial)
+            let (to, message) = try await build(from: from)
             shared.withLock { $0.state.prepared(id, from: from, to: to, message: message) }
         } catch {
             shared.withLock { $0.state.preparationFailed(id) }
@@ -177,7 +174,7 @@ public final class Broadcaster: CommitObserver {
     }
 
     /// A message that brings a node from `from` to the head (nil message: already there).
-    private func build(from: Revision, initial: Bool) async throws -> (Revision, EncodedMessage?) {
+    private func build(from: Revision) async throws -> (Revision, EncodedMessage?) {
         enum Plan {
             case ready(Revision, EncodedMessage?)
             case merge(head: Revision, revisions: [CommittedRevision])
@@ -188,10 +185,8 @@ public final class Broadcaster: CommitObserver {
         // other streams' writers never wait for one stream's catch-up.
         let plan: Plan = shared.withLock { shared in
             let head = shared.state.head
-            if from == .zero {
-                // A node with nothing always starts from a snapshot.
-                return initial ? .snapshot(head: head) : .readStore
-            }
+            // A node with nothing always starts from a snapshot.
+            if from == .zero { return .snapshot(head: head) }
             if from == head { return .ready(head, nil) }
             if let message = shared.catchUps[from] { return .ready(head, message) }
             // History holds every revision (published or not) up to the newest commit.
