@@ -57,6 +57,7 @@ struct Joins: AsyncParsableCommand {
             }
         }
         defer { changes.cancel() }
+        print(String(format: "%5d  server RSS before the first wave: %.0f MB", nodeCount, Double(try process.residentBytes()) / 1e6))
         for wave in 1...max(1, waves) {
             // Let changes flow before the nodes join.
             try await Task.sleep(for: .seconds(1))
