@@ -21,6 +21,8 @@ public final class Broadcaster: CommitObserver {
         var history: [CommittedRevision] = []
         /// Merged deltas to the current head, by starting revision.
         var catchUps: [Revision: EncodedMessage] = [:]
+        /// Revisions committed since the snapshot source's objects were last brought forward.
+        var sinceAdvance = 0
         var closed = false
 
         /// Whether the history holds every revision committed after `revision`.
@@ -56,10 +58,22 @@ public final class Broadcaster: CommitObserver {
             return filtered
         }
         // Only `committed` moves the published head, and the store calls it serially.
-        let from = shared.withLock { shared in
+        let (from, advance) = shared.withLock { shared in
             shared.history.append(contentsOf: relevant)
             if shared.history.count > historyLimit { shared.history.removeFirst(shared.history.count - historyLimit) }
-            return shared.state.head
+            shared.sinceAdvance += relevant.count
+            let advance = shared.sinceAdvance >= max(1, historyLimit / 2)
+            if advance { shared.sinceAdvance = 0 }
+            return (shared.state.head, advance)
+        }
+        if advance {
+            Task { [self] in
+                do {
+                    try await snapshots.advance { [self] revision in history(after: revision) }
+                } catch {
+                    logger.error("cannot bring the snapshot's objects forward; the next snapshot reads the store: \(error)")
+                }
+            }
         }
         guard relevant.contains(where: { !$0.changes.isEmpty }) else { return }
         let message: EncodedMessage

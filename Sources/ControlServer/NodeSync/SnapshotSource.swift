@@ -6,7 +6,8 @@ import StateStore
 /// revisions committed since; a snapshot is their bytes copied together
 /// (`SyncMessages.snapshot`), built again only once the head has moved.
 ///
-/// When the history no longer reaches back to the objects' revision, they are read again.
+/// The broadcaster brings them forward every half history (`advance`), so that they stay within
+/// its reach; should they fall out of it anyway, they are read again.
 actor SnapshotSource {
     /// The objects at `revision`, encoded, by kind.
     private struct Objects {
@@ -21,6 +22,15 @@ actor SnapshotSource {
             case .service: services[change.key] = bytes
             case .endpointSlice: slices[change.key] = bytes
             case .node: break
+            }
+        }
+
+        /// Brings the objects forward with the revisions committed after theirs.
+        mutating func apply(_ revisions: [CommittedRevision]) throws {
+            for revision in revisions where revision.revision > self.revision {
+                for change in revision.changes { try apply(change) }
+                self.revision = revision.revision
+                commitTimeUnixNanos = revision.commitTimeUnixNanos
             }
         }
     }
@@ -54,11 +64,7 @@ actor SnapshotSource {
                 try await read()
                 continue
             }
-            for revision in later where revision.revision > current.revision {
-                for change in revision.changes { try current.apply(change) }
-                current.revision = revision.revision
-                current.commitTimeUnixNanos = revision.commitTimeUnixNanos
-            }
+            try current.apply(later)
             objects = current
             let message = try SyncMessages.snapshot(
                 revision: current.revision, commitTimeUnixNanos: current.commitTimeUnixNanos, storeID: store.identity,
@@ -66,6 +72,14 @@ actor SnapshotSource {
                 slices: current.slices.sorted { $0.key < $1.key }.map(\.value))
             latest = (current.revision, message)
         }
+    }
+
+    /// Brings the objects read (if any) forward to the newest revision `history` holds, so that
+    /// they do not fall out of its reach while no node needs a snapshot.
+    func advance(history: @Sendable (Revision) -> [CommittedRevision]?) throws {
+        guard var current = objects.take(), let later = history(current.revision) else { return }
+        try current.apply(later)
+        objects = current
     }
 
     /// Reads the objects from the store, or waits for the read in progress.
