@@ -122,6 +122,47 @@ func snapshotsRead(_ server: TestServer) -> Int {
         }
     }
 
+    /// Nodes joining with nothing, one after the other, while writes and deletes run
+    /// concurrently: each gets a snapshot made from the objects read for the first node and the
+    /// commits since, and ends holding exactly what the store holds.
+    @Test func nodesJoiningDuringConcurrentWritesEndWithTheStoresObjects() async throws {
+        try await withServer { server in
+            try await server.withClient { client in
+                let registry = Kubeproxy_V1_Registry.Client(wrapping: client)
+                try await apply(client, webService())
+                var nodes = [TestNode(client: client, name: "node-0")]
+                try await nodes[0].waitForInitialSync()
+                let last = try await withThrowingTaskGroup(of: UInt64.self) { group in
+                    for index in 0..<90 {
+                        group.addTask {
+                            try await apply(client, webSlice("s\(index % 9)", endpoints: 1 + index % 4))
+                            try await apply(client, webSlice("tmp-\(index)"))
+                            return try await registry.delete(
+                                .with { $0.items = [.with { $0.ref = .with { $0.kind = .endpointSlice; $0.namespace = "default"; $0.name = "tmp-\(index)" } }] }
+                            ).revision
+                        }
+                    }
+                    for index in 1..<6 {
+                        let node = TestNode(client: client, name: "node-\(index)")
+                        try await node.waitForInitialSync()
+                        nodes.append(node)
+                    }
+                    return try await group.reduce(0, max)
+                }
+                #expect(snapshotsRead(server) == 1)
+                #expect(Set(nodes.compactMap { $0.received.first?.to }).count > 1, "snapshots at several revisions")
+                let stored = try await server.app.store.snapshot(kinds: [.service, .endpointSlice]).objects
+                #expect(stored.count == 10)
+                for node in nodes {
+                    try await node.waitFor(revision: last)
+                    #expect(node.objects == Dictionary(uniqueKeysWithValues: stored.map { ($0.key, $0) }), "\(node.name)")
+                    #expect(node.violations.isEmpty, "\(node.name): \(node.violations)")
+                    await node.close()
+                }
+            }
+        }
+    }
+
     @Test func nodeResumingInsideTheLogGetsExactlyTheMissingChanges() async throws {
         try await withServer { server in
             try await server.withClient { client in

@@ -24,6 +24,8 @@ final class TestNode: Sendable {
         let gate = Mutex<CheckedContinuation<Void, Never>?>(nil)
         let paused = Atomic<Bool>(false)
         let nack = Mutex<String?>(nil)
+        /// What the node holds: the snapshot, with the deltas since applied.
+        let objects = Mutex<[ObjectKey: ProxyObject]>([:])
     }
 
     private let shared = Shared()
@@ -84,10 +86,20 @@ final class TestNode: Sendable {
                         let received: Received
                         switch message.message {
                         case .snapshot(let snapshot):
+                            let held =
+                                try snapshot.services.map { ProxyObject.service(try Service(wire: $0)) }
+                                + snapshot.endpointSlices.map { ProxyObject.endpointSlice(try EndpointSlice(wire: $0)) }
+                            shared.objects.withLock { $0 = Dictionary(held.map { ($0.key, $0) }, uniquingKeysWith: { $1 }) }
                             received = Received(
                                 from: nil, to: snapshot.revision, upserts: snapshot.services.count + snapshot.endpointSlices.count,
                                 deletes: 0, bytes: (try message.serializedBytes() as [UInt8]).count)
                         case .delta(let delta):
+                            let upserts = try delta.upserts.map { try ProxyObject(wire: $0) }
+                            let deletes = try delta.deletes.map { try ObjectKey(wire: $0) }
+                            shared.objects.withLock { objects in
+                                for object in upserts { objects[object.key] = object }
+                                for key in deletes { objects[key] = nil }
+                            }
                             received = Received(
                                 from: delta.fromRevision, to: delta.toRevision, upserts: delta.upserts.count,
                                 deletes: delta.deletes.count, bytes: (try message.serializedBytes() as [UInt8]).count)
@@ -120,6 +132,7 @@ final class TestNode: Sendable {
     }
 
     var received: [Received] { shared.state.withLock { $0.received } }
+    var objects: [ObjectKey: ProxyObject] { shared.objects.withLock { $0 } }
     var applied: UInt64 { shared.state.withLock { $0.applied } }
     var violations: [String] { shared.state.withLock { $0.violations } }
     var heartbeats: Int { shared.state.withLock { $0.heartbeats } }
