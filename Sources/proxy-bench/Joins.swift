@@ -61,7 +61,11 @@ struct Joins: AsyncParsableCommand {
         for wave in 1...max(1, waves) {
             // Let changes flow before the nodes join.
             try await Task.sleep(for: .seconds(1))
-            try await join(wave: wave, nodeCount: nodeCount, process: process, target: committed.revision.load(ordering: .relaxed))
+            let target = committed.revision.load(ordering: .relaxed)
+            try await join(wave: wave, nodeCount: nodeCount, process: process, target: target)
+            guard changeInterval == 0 || committed.revision.load(ordering: .relaxed) > target else {
+                throw BenchError("no change was committed during wave \(wave): \(await changes.result)")
+            }
         }
     }
 

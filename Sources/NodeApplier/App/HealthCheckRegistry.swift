@@ -83,7 +83,8 @@ public final class HealthCheckRegistry: Sendable {
             for host in hosts {
                 group.addTask { [self] in
                     let server = StatusHTTPServer(
-                        host: host, port: port, routes: [:], fallback: { [self] in response(port: port, proxyHealthy: proxyHealthy()) }, logger: logger)
+                        host: host, port: port, routes: [:],
+                        fallback: { [self] in response(port: port, proxyHealthy: proxyHealthy()) }, logger: logger)
                     do { try await server.run() } catch {
                         logger.error("health check server failed", metadata: ["address": "\(host):\(port)", "error": "\(error)"])
                     }
