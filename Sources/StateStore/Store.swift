@@ -234,10 +234,37 @@ public final class Store: Sendable {
         for kind in kinds.sorted() {
             let rows = try Row.fetchCursor(
                 db, sql: "SELECT revision, body FROM objects WHERE kind = ? ORDER BY namespace, name", arguments: [kind.rawValue])
+            var batch: [StoredBody] = []
             while let row = try rows.next() {
-                objects.append(try ObjectCoding.decode(kind: kind, row["body"], revision: row["revision"]))
+                batch.append(StoredBody(revision: row["revision"], body: row["body"]))
+                if batch.count == 4096 {
+                    objects += try decodeOnEveryCore(kind, batch)
+                    batch.removeAll(keepingCapacity: true)
+                }
             }
+            objects += try decodeOnEveryCore(kind, batch)
         }
         return StateSnapshot(revision: head, commitTimeUnixNanos: try commitTime(db, head), objects: objects)
+    }
+
+    private struct StoredBody {
+        var revision: Int64
+        var body: Data
+    }
+
+    /// Decodes stored bodies on every core, in order: JSON decoding is most of what reading a
+    /// snapshot costs.
+    private static func decodeOnEveryCore(_ kind: ObjectKind, _ bodies: [StoredBody]) throws -> [ProxyObject] {
+        let lanes = min(bodies.count, ProcessInfo.processInfo.activeProcessorCount)
+        var decoded = [Result<ProxyObject, any Error>?](repeating: nil, count: bodies.count)
+        decoded.withUnsafeMutableBufferPointer { buffer in
+            nonisolated(unsafe) let results = buffer
+            DispatchQueue.concurrentPerform(iterations: lanes) { lane in
+                for index in stride(from: lane, to: bodies.count, by: lanes) {
+                    results[index] = Result { try ObjectCoding.decode(kind: kind, bodies[index].body, revision: bodies[index].revision) }
+                }
+            }
+        }
+        return try decoded.map { try $0!.get() }
     }
 }

@@ -60,6 +60,36 @@ import Testing
         }
     }
 
+    /// A snapshot is decoded in batches on every core: more objects than one batch come back
+    /// complete, in store order, each with its own body.
+    @Test func snapshotDecodedInBatchesKeepsOrderAndContent() async throws {
+        let fixture = try TemporaryStore()
+        defer { fixture.remove() }
+        let store = fixture.store
+        func address(_ index: Int) -> String { "10.244.\(index / 250).\(index % 250 + 1)" }
+        let count = 9_000
+        for start in stride(from: 0, to: count, by: 1_000) {
+            _ = try await store.apply(
+                (start..<min(count, start + 1_000)).map { index in
+                    ApplyItem(object: slice(String(format: "s%05d", index), service: "web", addresses: [address(index)]))
+                })
+        }
+        _ = try await store.apply([ApplyItem(object: service("web"))])
+        let snapshot = try await store.snapshot(kinds: [.service, .endpointSlice])
+        #expect(snapshot.objects.count == count + 1)
+        let slices = snapshot.objects.compactMap { object -> EndpointSlice? in
+            if case .endpointSlice(let slice) = object { return slice }
+            return nil
+        }
+        #expect(slices.count == count)
+        let misplaced = slices.indices.filter { index in
+            slices[index].metadata.name != String(format: "s%05d", index)
+                || slices[index].endpoints.first?.addresses != [IPAddress(address(index))!]
+                || slices[index].metadata.revision != Revision(UInt64(index / 1_000 + 1))
+        }
+        #expect(misplaced.isEmpty, "\(misplaced.count) slices out of place or with another's body, the first at \(misplaced.first ?? 0)")
+    }
+
     @Test func pagedListingIsConsistentOrExpires() async throws {
         let fixture = try TemporaryStore()
         defer { fixture.remove() }
