@@ -261,7 +261,8 @@ public final class Store: Sendable {
             nonisolated(unsafe) let results = buffer
             DispatchQueue.concurrentPerform(iterations: lanes) { lane in
                 for index in stride(from: lane, to: bodies.count, by: lanes) {
-                    results[index] = Result { try ObjectCoding.decode(kind: kind, bodies[index].body, revision: bodies[index].revision) }
+                    let stored = bodies[index]
+                    results[index] = Result { try ObjectCoding.decode(kind: kind, stored.body, revision: stored.revision) }
                 }
             }
         }
