@@ -78,26 +78,10 @@ struct Joins: AsyncParsableCommand {
         let synced = Synced()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                try await withThrowingTaskGroup(of: Void.self) { connections in
-                    for connection in stride(from: 0, to: nodeCount, by: 50) {
-                        connections.addTask {
-                            try await withClient(address) { client in
-                                try await withThrowingTaskGroup(of: Void.self) { streams in
-                                    for node in connection..<min(nodeCount, connection + 50) {
-                                        streams.addTask {
-                                            try await simulatedNode(client: client, index: wave * nodeCount + node) { revision, _, _ in
-                                                guard revision >= target else { return }
-                                                let now = ContinuousClock.now
-                                                synced.times.withLock { if $0[node] == nil { $0[node] = now - start } }
-                                            }
-                                        }
-                                    }
-                                    try await streams.waitForAll()
-                                }
-                            }
-                        }
-                    }
-                    try await connections.waitForAll()
+                try await simulatedNodes(wave * nodeCount..<(wave + 1) * nodeCount, at: address) { node, revision, _, _ in
+                    guard revision >= target else { return }
+                    let now = ContinuousClock.now
+                    synced.times.withLock { if $0[node] == nil { $0[node] = now - start } }
                 }
                 throw BenchError("the nodes' streams ended")
             }

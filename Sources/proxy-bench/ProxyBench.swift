@@ -124,32 +124,14 @@ struct Fanout: AsyncParsableCommand {
         try await store(services: services, endpoints: endpoints, at: address)
         let baseline = try process.residentBytes()
         let recorder = Recorder(nodes: nodeCount)
-        let perConnection = 50
         let (ready, readyContinuation) = AsyncStream<Void>.makeStream()
         let nodesTask = Task {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for connection in stride(from: 0, to: nodeCount, by: perConnection) {
-                    group.addTask {
-                        try await withClient(address) { client in
-                            try await withThrowingTaskGroup(of: Void.self) { inner in
-                                for node in connection..<min(nodeCount, connection + perConnection) {
-                                    inner.addTask {
-                                        try await simulatedNode(client: client, index: node) { revision, message, first in
-                                            if first {
-                                                readyContinuation.yield()
-                                            } else {
-                                                recorder.received(
-                                                    node: node, to: revision, bytes: (try message.serializedBytes() as [UInt8]).count)
-                                            }
-                                        }
-                                    }
-                                }
-                                try await inner.waitForAll()
-                            }
-                        }
-                    }
+            try await simulatedNodes(0..<nodeCount, at: address) { node, revision, message, first in
+                if first {
+                    readyContinuation.yield()
+                } else {
+                    recorder.received(node: node, to: revision, bytes: (try message.serializedBytes() as [UInt8]).count)
                 }
-                try await group.waitForAll()
             }
         }
         var connected = 0
@@ -273,6 +255,31 @@ func store(services: Int, endpoints: Int, at address: HostPort) async throws {
             }
             _ = try await registry.apply(.with { $0.items = items.map { object in .with { $0.object = object } } })
         }
+    }
+}
+
+/// Nodes `indices` (`simulatedNode`), 50 streams to an HTTP/2 connection, until their streams end;
+/// `received` gets each message with the node's index.
+func simulatedNodes(
+    _ indices: Range<Int>, at address: HostPort,
+    received: @escaping @Sendable (_ node: Int, _ revision: UInt64, _ message: Kubeproxy_V1_ServerMessage, _ first: Bool) throws -> Void
+) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { connections in
+        for connection in stride(from: indices.lowerBound, to: indices.upperBound, by: 50) {
+            connections.addTask {
+                try await withClient(address) { client in
+                    try await withThrowingTaskGroup(of: Void.self) { streams in
+                        for node in connection..<min(indices.upperBound, connection + 50) {
+                            streams.addTask {
+                                try await simulatedNode(client: client, index: node) { try received(node, $0, $1, $2) }
+                            }
+                        }
+                        try await streams.waitForAll()
+                    }
+                }
+            }
+        }
+        try await connections.waitForAll()
     }
 }
 
