@@ -62,10 +62,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .systemLibrary(name: "CNFTables", providers: [.apt(["libnftables-dev", "libnftnl-dev", "libmnl-dev"])]),
+        .systemLibrary(name: "CMalloc"),
         .target(
             name: "NodeApplier",
             dependencies: [
-                "ProxyModel", "ProxyAPI", "StatusHTTP", "CNFTables",
+                "ProxyModel", "ProxyAPI", "StatusHTTP", "CNFTables", "CMalloc",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "Logging", package: "swift-log"),
@@ -88,7 +89,7 @@ let package = Package(
         .target(
             name: "ControlServer",
             dependencies: [
-                "ProxyModel", "ProxyAPI", "StateStore", "StatusHTTP",
+                "ProxyModel", "ProxyAPI", "StateStore", "StatusHTTP", "CMalloc",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -127,7 +128,7 @@ let package = Package(
         .executableTarget(
             name: "proxy-bench",
             dependencies: [
-                "ProxyModel", "ProxyAPI", "NodeApplier", "CNFTables",
+                "ProxyModel", "ProxyAPI", "NodeApplier", "CMalloc",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

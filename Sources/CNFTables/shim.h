@@ -15,7 +15,4 @@
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/netlink.h>
-// malloc_trim: after a full program the applier hands freed heap back to the system;
-// mallopt: it allocates from one heap arena, without fastbins.
-#include <malloc.h>
 #include <nftables/libnftables.h>

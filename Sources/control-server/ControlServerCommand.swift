@@ -65,6 +65,12 @@ struct ControlServerCommand: AsyncParsableCommand {
         return low...high
     }
 
+    static func main() async {
+        // Before any other thread allocates.
+        ControlServerApp.configureHeap()
+        await main(nil)
+    }
+
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in

@@ -1,5 +1,5 @@
 import ArgumentParser
-import CNFTables
+import CMalloc
 import Foundation
 import GRPCCore
 import Logging

@@ -1,4 +1,4 @@
-import CNFTables
+import CMalloc
 import Dispatch
 import Foundation
 import Logging
