@@ -66,7 +66,6 @@ struct ControlServerCommand: AsyncParsableCommand {
     }
 
     static func main() async {
-        // Before any other thread allocates.
         ControlServerApp.configureHeap()
         await main(nil)
     }

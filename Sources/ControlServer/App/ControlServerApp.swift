@@ -23,16 +23,17 @@ public final class ControlServerApp: Sendable {
     public let http: StatusHTTPServer
     private let logger: Logger
 
-    /// Sets glibc's heap up for the server; call it before other threads start allocating.
+    /// Sets glibc's heap up for the server; call it at start.
     ///
     /// Blocks of 128 KiB and more are mapped on their own and unmapped when freed. glibc's default
     /// raises that threshold to the size of each such block freed (up to 32 MiB), and from then
     /// on serves blocks of that size from the heap, which keeps freed pages. A snapshot goes out
     /// through a buffer of its own per node (the gRPC framer copies the message), so nodes that
-    /// join together left their snapshots' pages behind: with 50 nodes joining at 10k services the
-    /// server's RSS grew from 70 MB to 895 MB and stayed there, at 1,000 nodes on 1,000 services
-    /// it held 650 KiB per node. With the threshold fixed, 108 MB and 45 KiB (`proxy-bench joins`,
-    /// `proxy-bench fanout --services 1000`); write throughput did not change.
+    /// join together left their snapshots' pages behind: with 50 nodes joining at 10k services
+    /// the server's RSS grew from 70 MB to 895 MB and stayed there; at 1,000 nodes on 1,000
+    /// services it held 650 KiB per node. With the threshold fixed: 103–110 MB and 43–45 KiB
+    /// (`proxy-bench joins`, `proxy-bench fanout --services 1000`). Write throughput did not
+    /// change.
     public static func configureHeap() {
         mallopt(M_MMAP_THRESHOLD, 128 * 1024)
     }
