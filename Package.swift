@@ -128,7 +128,7 @@ let package = Package(
         .executableTarget(
             name: "proxy-bench",
             dependencies: [
-                "ProxyModel", "ProxyAPI", "NodeApplier", "CMalloc",
+                "ProxyModel", "ProxyAPI", "NodeApplier", "StatusHTTP", "CMalloc",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -144,6 +144,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "ProxyModelTests", dependencies: ["ProxyModel"], swiftSettings: strict),
+        .testTarget(name: "StatusHTTPTests", dependencies: ["StatusHTTP"], swiftSettings: strict),
         .testTarget(name: "ProxyCTLTests", dependencies: ["ProxyCTL", "ProxyModel"], swiftSettings: strict),
         .testTarget(name: "ProxyAPITests", dependencies: ["ProxyAPI", "ProxyModel"], swiftSettings: strict),
         .testTarget(name: "StateStoreTests", dependencies: ["StateStore", "ProxyModel"], swiftSettings: strict),

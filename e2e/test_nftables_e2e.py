@@ -1050,6 +1050,31 @@ def test_cleanup_deletes_our_tables_and_nothing_else(cluster):
         assert _tables(lab, ns) == {"ip host-firewall", "ip kube-proxy-swift-affinity-x"}
 
 
+def test_both_daemons_report_their_process_in_their_metrics(cluster):
+    """Prometheus' standard process metrics (`process_resident_memory_bytes` and the others, as
+    kube-proxy's /metrics has them), against what the kernel says of the same processes."""
+    lab = cluster.lab
+    for key, ns, port in (("applier-n1", cluster.nodes[1], 10256), ("control-server", cluster.cp, 7701)):
+        pid = lab.processes[key].pid
+        text = cluster.scrape(ns, port)
+        with open(f"/proc/{pid}/status") as status:
+            resident = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+        held = len(os.listdir(f"/proc/{pid}/fd"))
+        samples = {}
+        for name, kind in (("process_cpu_seconds_total", "counter"), ("process_resident_memory_bytes", "gauge"),
+                           ("process_virtual_memory_bytes", "gauge"), ("process_open_fds", "gauge"),
+                           ("process_max_fds", "gauge"), ("process_start_time_seconds", "gauge")):
+            assert f"# TYPE {name} {kind}\n" in text, (key, name)
+            samples[name] = float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
+        assert abs(samples["process_resident_memory_bytes"] - resident) <= max(4 << 20, resident // 10), (key, samples)
+        assert samples["process_virtual_memory_bytes"] >= samples["process_resident_memory_bytes"], (key, samples)
+        # The scrape's own connection may come and go.
+        assert abs(samples["process_open_fds"] - held) <= 4, (key, samples, held)
+        assert held < samples["process_max_fds"], (key, samples)
+        assert 0 < samples["process_cpu_seconds_total"], (key, samples)
+        assert time.time() - 3600 < samples["process_start_time_seconds"] <= time.time(), (key, samples)
+
+
 def test_affinity_objects_left_in_the_main_table_are_replaced(cluster):
     """A build before the affinity table kept ClientIP affinity's chains and sets in the main
     table, where an object's name no longer says it is: the applier replaces the tables as a whole

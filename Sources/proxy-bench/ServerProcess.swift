@@ -5,6 +5,7 @@ import FoundationNetworking
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import ProxyModel
+import StatusHTTP
 
 /// A `control-server` child process on a fresh database in a temporary directory, so that its
 /// memory and CPU are measured apart from the load generator's.
@@ -50,14 +51,10 @@ final class ServerProcess: @unchecked Sendable {
 
     /// CPU time the server process has used, user and system, in seconds.
     func cpuSeconds() throws -> Double {
-        let stat = try String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8)
-        // Fields after the command name's closing parenthesis start at the 3rd (state); utime and
-        // stime are the 14th and 15th, in clock ticks.
-        let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
-        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else {
+        guard let stat = ProcessStat(process: "\(process.processIdentifier)") else {
             throw BenchError("cannot read the CPU time of process \(process.processIdentifier)")
         }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        return stat.cpuSeconds
     }
 
     /// A Prometheus sample of the server's `/metrics`.

@@ -1,4 +1,5 @@
 import Prometheus
+import StatusHTTP
 
 /// The control server's Prometheus metrics, registered on one registry (no global state).
 public struct ServerMetrics: Sendable {
@@ -41,10 +42,11 @@ public struct ServerMetrics: Sendable {
             ])
     }
 
-    /// The registry in Prometheus text exposition format.
+    /// The registry and the process metrics in Prometheus text exposition format.
     public func render() -> [UInt8] {
         var buffer: [UInt8] = []
         registry.emit(into: &buffer)
+        ProcessMetrics.append(to: &buffer)
         return buffer
     }
 }

@@ -1,5 +1,6 @@
 import Prometheus
 import ProxyModel
+import StatusHTTP
 
 /// The applier's Prometheus metrics; the names and meanings of kube-proxy's where one exists.
 public struct ApplierMetrics: Sendable {
@@ -119,6 +120,7 @@ public struct ApplierMetrics: Sendable {
     public func render() -> [UInt8] {
         var buffer: [UInt8] = []
         registry.emit(into: &buffer)
+        ProcessMetrics.append(to: &buffer)
         return buffer
     }
 }
