@@ -965,12 +965,16 @@ def test_failing_applier_fails_its_service_health_checks(cluster):
     stray, live_chain = ("stray", "cluster-ips-check.b") if live_b else ("stray.b", "cluster-ips-check")
     lab.run(node, "nft", "add", "chain", "ip", "kube-proxy-swift", stray)
     lab.run(node, "nft", "add", "rule", "ip", "kube-proxy-swift", live_chain, "jump", stray)
+    answered = _probe_answers(cluster, 1)
     try:
         def unhealthy():
             assert _healthz(cluster, 1)[0] == 503
             assert _health_check(cluster, 1) == (503, "2", {"localEndpoints": 2, "serviceProxyHealthy": False})
         eventually(unhealthy, timeout=20)
         assert cluster.probe("client", "tcp", "192.168.100.11", 30080, count=3) == [via(1, "p2a")] * 3
+        # A liveness probe keeps the applier: failed syncs are retried, and no change has waited
+        # a minute.
+        assert _healthz(cluster, 1, "livez") == (200, {"pendingSeconds": 0})
     finally:
         listed = lab.run(node, "nft", "-a", "list", "chain", "ip", "kube-proxy-swift", live_chain).stdout
         handle = re.search(rf"jump {re.escape(stray)} # handle (\d+)", listed).group(1)
@@ -980,6 +984,12 @@ def test_failing_applier_fails_its_service_health_checks(cluster):
         assert _health_check(cluster, 1) == (200, "2", {"localEndpoints": 2, "serviceProxyHealthy": True})
         assert stray not in lab.run(node, "nft", "list", "chains", "ip").stdout
     eventually(recovered, timeout=40)
+    # Every answer counted by its code, as kube-proxy's `kubeproxy_proxy_healthz_total` and
+    # `kubeproxy_proxy_livez_total` count them.
+    after = _probe_answers(cluster, 1)
+    for key, least in ((("healthz", "503"), 1), (("healthz", "200"), 1), (("livez", "200"), 1)):
+        assert after[key] >= answered[key] + least, (key, answered, after)
+    assert after[("livez", "503")] == answered[("livez", "503")]
 
 
 def _set_web(cluster, pods):
@@ -1106,6 +1116,7 @@ def test_control_server_down_traffic_keeps_flowing_and_nodes_catch_up(cluster):
     time.sleep(2)
     # Fail static: the rules are as the server left them, so the node stays healthy.
     assert _healthz(cluster, 1) == (200, {"connected": False, "failing": False, "pendingSeconds": 0})
+    assert _healthz(cluster, 1, "livez") == (200, {"pendingSeconds": 0})
     for number in (1, 2):
         assert cluster.probe("client", "tcp", f"192.168.100.1{number}", 30080, count=5) == [via(number, "p2a")] * 5
     assert cluster.answering(cluster.probe("p1b", "tcp", "10.96.0.10", 80, count=20)) == {"p1a", "p2a", "p2b"}
@@ -1116,16 +1127,23 @@ def test_control_server_down_traffic_keeps_flowing_and_nodes_catch_up(cluster):
                    timeout=60)
 
 
-def _healthz(cluster, number):
-    """The status and body of node <number>'s applier /healthz, but for the time of its last sync."""
+def _healthz(cluster, number, path="healthz"):
+    """The status and body of node <number>'s applier /healthz (or /livez), but for the time of
+    its last sync."""
     code = ("import urllib.request, urllib.error\n"
-            "try: response = urllib.request.urlopen('http://127.0.0.1:10256/healthz')\n"
+            f"try: response = urllib.request.urlopen('http://127.0.0.1:10256/{path}')\n"
             "except urllib.error.HTTPError as error: response = error\n"
             "print(response.status); print(response.read().decode())")
     status, body = cluster.lab.run(cluster.nodes[number], sys.executable, "-c", code).stdout.split("\n", 1)
     state = json.loads(body)
     assert state.pop("lastUpdated") > 0, state
     return int(status), state
+
+
+def _probe_answers(cluster, number):
+    """Node <number>'s counts of /healthz and /livez answers by status code, from its /metrics."""
+    found = re.findall(r'^kubeproxy_proxy_(healthz|livez)_total\{code="(\d+)"\} (\S+)$', cluster.metrics(number), re.M)
+    return {(path, code): float(value) for path, code, value in found}
 
 
 def via(node, pod):

@@ -340,6 +340,34 @@ import Testing
         #expect(table.elements["no-endpoint-services"]?[[.address(ip("10.96.0.11")), .proto(.tcp), .port(80)]] != nil)
     }
 
+    /// The firewall chain of a deleted service goes in a second transaction. When the kernel
+    /// refuses that one, the revision is still programmed and acknowledged (kube-proxy counts such
+    /// a cleanup failure and goes on); a full resync then removes the chain.
+    @Test func refusedCleanupKeepsTheSyncAndResyncsInFull() async throws {
+        let metrics = ApplierMetrics()
+        let (applier, nft) = try await fixtureApplier(metrics: metrics)
+        let firewall = try #require(nft.table(.ip)?.chains.keys.first { $0.hasPrefix("fw-") })
+        let committed = nft.transactions
+        nft.failNextTransaction("Error: Could not process rule: Device or resource busy", after: 1)
+        try await applier.receive(delta(from: 1, to: 2, deletes: [ObjectKey(kind: .service, namespace: "default", name: "lb-local")]))
+        #expect(await applier.sync() == .applied(revision: 2))
+        #expect(nft.transactions == committed + 1)
+        let table = try #require(nft.table(.ip))
+        #expect(table.chains[firewall] != nil, "the cleanup was refused")
+        // Nothing jumps to it any more: the service's load-balancer frontend went in the first.
+        #expect(table.elements["firewall-ips"]?[[.address(ip("172.18.0.10")), .proto(.tcp), .port(80)]] == nil)
+        #expect(metricLines(metrics, "kubeproxy_sync_proxy_rules_nftables_cleanup_failures_total") == [
+            "kubeproxy_sync_proxy_rules_nftables_cleanup_failures_total 1"
+        ])
+        #expect(metricLines(metrics, "kubeproxy_sync_proxy_rules_nftables_sync_failures_total") == [
+            "kubeproxy_sync_proxy_rules_nftables_sync_failures_total 0"
+        ])
+        #expect(await applier.needsSync)
+        #expect(await applier.sync() == .applied(revision: 2))
+        #expect(nft.table(.ip)?.chains[firewall] == nil)
+        #expect(await !applier.needsSync)
+    }
+
     /// The kernel skips 0 when its count of commits wraps.
     @Test func rulesetGenerationWrapsPastZero() {
         #expect(RulesetGeneration(id: 7).next == RulesetGeneration(id: 8))
@@ -564,6 +592,15 @@ import Testing
         #expect(!health.isHealthy(now: 261 * second, pendingSince: 0))
         health.applied(at: 262 * second)
         #expect(health.isHealthy(now: 262 * second, pendingSince: 0))
+    }
+
+    /// `/livez` (kube-proxy's meaning): only a change left waiting a minute fails it; not a failed
+    /// sync, nor the time before the first.
+    @Test func livenessFailsOnlyWhileAChangeWaitsAMinute() {
+        let second: Int64 = 1_000_000_000
+        #expect(SyncHealth.isLive(now: 100 * second, pendingSince: 0))
+        #expect(SyncHealth.isLive(now: 259 * second, pendingSince: 200 * second))
+        #expect(!SyncHealth.isLive(now: 260 * second, pendingSince: 200 * second))
     }
 
     @Test func aChangeIsPendingFromItsArrivalUntilItIsProgrammed() async throws {

@@ -318,8 +318,10 @@ public actor Applier {
     /// Counts a transaction the kernel refused; returns its error text.
     private func failure(_ error: any Error) -> String {
         metrics.syncFailures.increment()
-        return (error as? NFTError)?.message ?? "\(error)"
+        return Self.text(of: error)
     }
+
+    private static func text(of error: any Error) -> String { (error as? NFTError)?.message ?? "\(error)" }
 
     /// Compares the kernel's tables with the plan; a difference schedules a full resync.
     /// Returns whether drift was found.
@@ -583,9 +585,19 @@ public actor Applier {
             return
         }
         try commit(transaction)
+        // The revision is programmed; what is left is deleting what nobody uses any more. When the
+        // kernel refuses that (something jumps to a chain that should go), the sync still stands,
+        // as kube-proxy's does, and a full resync follows.
         let cleanup = plan.cleanup()
-        if !cleanup.isEmpty { try commit(cleanup) }
-        planner = plan
+        do {
+            if !cleanup.isEmpty { try commit(cleanup) }
+            planner = plan
+        } catch {
+            metrics.cleanupFailures.increment()
+            logger.error(
+                "deleting chains and sets no longer used failed; resyncing in full",
+                metadata: ["error": "\(Self.text(of: error))"])
+        }
         dirty = []
         before = [:]
         if let healthChecks {

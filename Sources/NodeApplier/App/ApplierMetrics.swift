@@ -15,6 +15,9 @@ public struct ApplierMetrics: Sendable {
     let changesPending: [ObjectKind: Gauge]
     let noLocalEndpoints: (internal: Gauge, external: Gauge)
     let syncFailures: Counter
+    let cleanupFailures: Counter
+    let healthzAnswers: ProbeAnswers
+    let livezAnswers: ProbeAnswers
     let appliedRevision: Gauge
     let driftRepairs: Counter
     let driftChecks: [DriftCheckResult: Counter]
@@ -76,6 +79,18 @@ public struct ApplierMetrics: Sendable {
         )
         syncFailures = registry.makeCounter(
             descriptor: name("sync", "proxy_rules_nftables_sync_failures", "total", "Transactions the kernel refused."))
+        cleanupFailures = registry.makeCounter(
+            descriptor: name(
+                "sync", "proxy_rules_nftables_cleanup_failures", "total",
+                "Transactions deleting chains and sets no longer used that the kernel refused (a full resync follows)."))
+        func answers(_ path: String) -> ProbeAnswers {
+            let descriptor = name("proxy", "\(path)", "total", "Answers of /\(path) by HTTP status code.")
+            return ProbeAnswers(
+                ok: registry.makeCounter(descriptor: descriptor, labels: [("code", "200")]),
+                unavailable: registry.makeCounter(descriptor: descriptor, labels: [("code", "503")]))
+        }
+        healthzAnswers = answers("healthz")
+        livezAnswers = answers("livez")
         appliedRevision = registry.makeGauge(
             descriptor: name("node_applier", "applied_revision", "", "Last revision applied to the kernel."))
         driftRepairs = registry.makeCounter(
@@ -115,6 +130,12 @@ public struct ApplierMetrics: Sendable {
         let deleted = name("conntrack_reconciler", "deleted_entries", "total", "UDP conntrack flows deleted as stale.")
         staleFlowsDeleted = Dictionary(
             uniqueKeysWithValues: IPFamily.allCases.map { ($0, registry.makeCounter(descriptor: deleted, labels: [("ip_family", $0.rawValue)])) })
+    }
+
+    /// A probe path's answers, by status code.
+    struct ProbeAnswers: Sendable {
+        let ok: Counter
+        let unavailable: Counter
     }
 
     public func render() -> [UInt8] {

@@ -78,7 +78,16 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
         http = StatusHTTPServer(
             host: configuration.httpListen.host, port: configuration.httpListen.port,
             routes: [
-                "/livez": { .text(.ok, "ok\n") },
+                "/livez": {
+                    let (state, pendingSince, now) = health.read(applier)
+                    let body = """
+                        {"lastUpdated":\(state.lastSuccessUnixNanos / 1_000_000_000),\
+                        "pendingSeconds":\(SyncHealth.pendingSeconds(since: pendingSince, now: now))}
+
+                        """
+                    return Self.probeAnswer(
+                        SyncHealth.isLive(now: now, pendingSince: pendingSince), body: body, counters: metrics.livezAnswers)
+                },
                 "/healthz": {
                     let (state, pendingSince, now) = health.read(applier)
                     let body = """
@@ -86,11 +95,19 @@ public final class NodeApplierApp: ServiceLifecycle.Service, Sendable {
                         "failing":\(state.failing),"pendingSeconds":\(SyncHealth.pendingSeconds(since: pendingSince, now: now))}
 
                         """
-                    let status: HTTPResponseStatus = state.isHealthy(now: now, pendingSince: pendingSince) ? .ok : .serviceUnavailable
-                    return .init(status, contentType: "application/json", body: Array(body.utf8))
+                    return Self.probeAnswer(
+                        state.isHealthy(now: now, pendingSince: pendingSince), body: body, counters: metrics.healthzAnswers)
                 },
                 "/metrics": { .init(.ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render()) },
             ], logger: logger)
+    }
+
+    /// 200 or 503 with `body`, counted by status code as kube-proxy counts its probe answers.
+    private static func probeAnswer(_ healthy: Bool, body: String, counters: ApplierMetrics.ProbeAnswers) -> StatusHTTPServer.Response {
+        (healthy ? counters.ok : counters.unavailable).increment()
+        return .init(
+            healthy ? .ok : .serviceUnavailable, contentType: "application/json", body: Array(body.utf8),
+            headers: ["X-Content-Type-Options": "nosniff"])
     }
 
     public func run() async throws {
@@ -198,7 +215,16 @@ public struct SyncHealth: Hashable, Sendable {
     /// `pendingSince`: when the oldest change not yet programmed arrived, 0 for none
     /// (`Applier.oldestPendingChangeUnixNanos`).
     public func isHealthy(now: Int64, pendingSince: Int64) -> Bool {
-        lastSuccessUnixNanos > 0 && !failing && (pendingSince == 0 || now - pendingSince < Self.staleAfterNanos)
+        lastSuccessUnixNanos > 0 && !failing && Self.isLive(now: now, pendingSince: pendingSince)
+    }
+
+    /// What `/livez` answers: no received change has waited 60 s without being programmed (a sync
+    /// loop that hangs, or syncs that keep failing). As kube-proxy's `/livez`, a liveness probe's
+    /// path: unlike `/healthz` it tolerates a failed sync that the next ones repair, and it holds
+    /// before the first sync (a node whose control server is unreachable has nothing to program,
+    /// and a restart would not change that).
+    public static func isLive(now: Int64, pendingSince: Int64) -> Bool {
+        pendingSince == 0 || now - pendingSince < staleAfterNanos
     }
 }
 

@@ -6,7 +6,7 @@ import Synchronization
 public final class FakeNFTables: NFTablesClient {
     private struct State {
         var tables: [NFTFamily: NFTTable] = [:]
-        var failure: String?
+        var failure: (message: String, after: Int)?
         var transactions = 0
         var last: NFTTransaction?
         var generation = RulesetGeneration(id: 1)
@@ -18,8 +18,10 @@ public final class FakeNFTables: NFTablesClient {
 
     public init() {}
 
-    /// The next transaction fails with `message` (and changes nothing).
-    public func failNextTransaction(_ message: String) { state.withLock { $0.failure = message } }
+    /// The next transaction after `committed` more fails with `message` (and changes nothing).
+    public func failNextTransaction(_ message: String, after committed: Int = 0) {
+        state.withLock { $0.failure = (message, committed) }
+    }
 
     /// Deletes a table behind the applier's back (drift).
     public func removeTable(_ family: NFTFamily) {
@@ -73,8 +75,11 @@ public final class FakeNFTables: NFTablesClient {
     public func apply(_ transaction: consuming NFTTransaction) throws {
         try state.withLock { state in
             if let failure = state.failure {
-                state.failure = nil
-                throw NFTError(failure)
+                guard failure.after > 0 else {
+                    state.failure = nil
+                    throw NFTError(failure.message)
+                }
+                state.failure?.after -= 1
             }
             var tables = state.tables
             for operation in transaction.operations { try Self.apply(operation, name: transaction.table, to: &tables) }
