@@ -568,6 +568,26 @@ def test_pod_reaches_itself_through_its_service_masqueraded(cluster):
     eventually(lambda: _assert_equal(cluster.probe("client", "tcp", "192.168.100.11", 30080), [via(1, "p2a")]))
 
 
+def test_masquerade_all_masquerades_pods_to_cluster_ips(cluster):
+    """kube-proxy's `--masquerade-all`: with node 1's applier restarted with it, a pod's connection
+    to a ClusterIP reaches its endpoint from the node's address instead of the pod's, in both
+    families; restarted without it, the pod's own address again."""
+    lab = cluster.lab
+    assert cluster.probe("p1b", "tcp", "10.96.0.12", 80) == ["p2a 10.244.1.20"]
+    lab.stop("applier-n1")
+    lab.start_applier(1, extra=["--masquerade-all"])
+    try:
+        eventually(lambda: _assert_equal(cluster.probe("p1b", "tcp", "10.96.0.12", 80, count=3), ["p2a 192.168.100.11"] * 3),
+                   timeout=30)
+        # web's IPv6 endpoints: p1a on this node (seen from its pod bridge), p2a on node 2.
+        answers = set(cluster.probe("p1b", "tcp", "fd00:10:96::10", 80, count=20))
+        assert answers <= {"p1a fd00:244:1::1", "p2a fd00:100::11"} and answers, answers
+    finally:
+        lab.stop("applier-n1")
+        lab.start_applier(1)
+    eventually(lambda: _assert_equal(cluster.probe("p1b", "tcp", "10.96.0.12", 80), ["p2a 10.244.1.20"]), timeout=30)
+
+
 def test_external_policy_local_preserves_client_and_drops_without_local_endpoints(cluster):
     assert cluster.probe("client", "tcp", "192.168.100.11", 30081, count=3) == ["p1a 192.168.100.50"] * 3
     assert cluster.probe("client", "tcp", "192.168.100.12", 30081, count=2, timeout=1) == ["timeout"] * 2

@@ -27,6 +27,9 @@ struct NodeApplierCommand: AsyncParsableCommand {
     @Option(name: .customLong("cluster-cidr"), help: "Pod network; traffic to ClusterIPs from outside it is masqueraded. Repeatable.")
     var clusterCIDRs: [String] = []
 
+    @Flag(name: .customLong("masquerade-all"), help: "Masquerade all traffic to ClusterIPs, from pods too (kube-proxy's --masquerade-all; some pod networks need it).")
+    var masqueradeAll = false
+
     @Option(
         name: .customLong("service-cidr"),
         help: "Service range; traffic to unallocated addresses in it is dropped. Repeatable. Default: 10.96.0.0/12 and fd00:10:96::/112.")
@@ -100,7 +103,8 @@ struct NodeApplierCommand: AsyncParsableCommand {
         }
         return NodeConfig(
             nodeName: node, zone: zone, nodeIPs: ips, clusterCIDRs: try cidrs(clusterCIDRs, "--cluster-cidr"),
-            serviceCIDRs: serviceCIDRs.isEmpty ? ValidationContext.defaultServiceCIDRs : try cidrs(serviceCIDRs, "--service-cidr"))
+            serviceCIDRs: serviceCIDRs.isEmpty ? ValidationContext.defaultServiceCIDRs : try cidrs(serviceCIDRs, "--service-cidr"),
+            masqueradeAll: masqueradeAll)
     }
 
     static func main() async {

@@ -30,6 +30,23 @@ import Testing
         #expect(results(tracer, fromNode) == [to(podB1, 8080, masqueraded: true)])
     }
 
+    /// kube-proxy's `--masquerade-all`: pods' traffic to ClusterIPs is masqueraded as well, in
+    /// both families; it changes nothing for other frontends.
+    @Test func masqueradeAllMasqueradesPodsToClusterIPs() async throws {
+        var node = fixtureNode
+        node.masqueradeAll = true
+        let tracer = try await tracer(node: node)
+        let packet = Packet(from: ip(podA2), to: ip("10.96.0.10"), .tcp, port: 80)
+        #expect(results(tracer, packet) == [to(podA1, 8080, masqueraded: true), to(podB1, 8080, masqueraded: true), to(podB2, 8080, masqueraded: true)])
+        let v6 = try await self.tracer(.ip6, node: node)
+        #expect(
+            results(v6, Packet(from: ip("fd00:244::99"), to: ip("fd00:10:96::10"), .tcp, port: 80))
+                == [to("fd00:244::11", 8080, masqueraded: true), to("fd00:244::21", 8080, masqueraded: true)])
+        // A pod through a NodePort: every endpoint, not masqueraded, as without.
+        let fromPod = Packet(from: ip(podB1), to: ip("192.168.10.1"), .tcp, port: 30081)
+        #expect(results(tracer, fromPod) == [to(podA2, 8080), to(podB2, 8080)])
+    }
+
     @Test func ipv6ClusterIPReachesIPv6Endpoints() async throws {
         let tracer = try await tracer(.ip6)
         let packet = Packet(from: ip("fd00:244::99"), to: ip("fd00:10:96::10"), .tcp, port: 80)

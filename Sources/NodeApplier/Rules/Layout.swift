@@ -291,7 +291,13 @@ public enum Layout {
                 NFTRule([], [.verdict(.jump(Name.services))]),
             ])
         var services: [NFTRule] = []
-        if !clusterCIDRs.isEmpty { services.append(NFTRule([.daddrIn(set: Name.clusterIPs), offCluster], [mark])) }
+        // Without a pod network to tell sources by, only `--masquerade-all` marks ClusterIP traffic
+        // (as kube-proxy without a local-traffic detector).
+        if node.masqueradeAll {
+            services.append(NFTRule([.daddrIn(set: Name.clusterIPs)], [mark]))
+        } else if !clusterCIDRs.isEmpty {
+            services.append(NFTRule([.daddrIn(set: Name.clusterIPs), offCluster], [mark]))
+        }
         services.append(NFTRule([.frontendIn(set: Name.masqServices)], [mark]))
         chain(Name.services, services + dispatch(Name.serviceIPs, .cluster))
         // ClientIP affinity (tables of its own): what our chains left untranslated, as they dispatch.

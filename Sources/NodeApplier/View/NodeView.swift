@@ -10,16 +10,19 @@ public struct NodeConfig: Hashable, Sendable {
     public var clusterCIDRs: [CIDR]
     /// Traffic to an unallocated address in these ranges is dropped.
     public var serviceCIDRs: [CIDR]
+    /// Traffic to ClusterIPs is masqueraded whatever its source (kube-proxy's `--masquerade-all`).
+    public var masqueradeAll: Bool
 
     public init(
         nodeName: String, zone: String? = nil, nodeIPs: [IPAddress] = [], clusterCIDRs: [CIDR] = [],
-        serviceCIDRs: [CIDR] = ValidationContext.defaultServiceCIDRs
+        serviceCIDRs: [CIDR] = ValidationContext.defaultServiceCIDRs, masqueradeAll: Bool = false
     ) {
         self.nodeName = nodeName
         self.zone = zone
         self.nodeIPs = nodeIPs
         self.clusterCIDRs = clusterCIDRs
         self.serviceCIDRs = serviceCIDRs
+        self.masqueradeAll = masqueradeAll
     }
 }
 
