@@ -291,8 +291,9 @@ public enum Layout {
                 NFTRule([], [.verdict(.jump(Name.services))]),
             ])
         var services: [NFTRule] = []
-        // Without a pod network to tell sources by, only `--masquerade-all` marks ClusterIP traffic
-        // (as kube-proxy without a local-traffic detector).
+        // ClusterIP traffic is marked from every source with `--masquerade-all`, else from outside
+        // the pod networks; without any in this family, not at all (as kube-proxy without a
+        // local-traffic detector).
         if node.masqueradeAll {
             services.append(NFTRule([.daddrIn(set: Name.clusterIPs)], [mark]))
         } else if !clusterCIDRs.isEmpty {
