@@ -347,6 +347,7 @@ import Testing
         let metrics = ApplierMetrics()
         let (applier, nft) = try await fixtureApplier(metrics: metrics)
         let firewall = try #require(nft.table(.ip)?.chains.keys.first { $0.hasPrefix("fw-") })
+        let servicesBefore = try #require(metricLines(metrics, "kubeproxy_node_applier_services").first?.split(separator: " ").last)
         let committed = nft.transactions
         nft.failNextTransaction("Error: Could not process rule: Device or resource busy", after: 1)
         try await applier.receive(delta(from: 1, to: 2, deletes: [ObjectKey(kind: .service, namespace: "default", name: "lb-local")]))
@@ -361,6 +362,10 @@ import Testing
         ])
         #expect(metricLines(metrics, "kubeproxy_sync_proxy_rules_nftables_sync_failures_total") == [
             "kubeproxy_sync_proxy_rules_nftables_sync_failures_total 0"
+        ])
+        // The count of the last planned sync until the full resync.
+        #expect(metricLines(metrics, "kubeproxy_node_applier_services") == [
+            "kubeproxy_node_applier_services \(servicesBefore)"
         ])
         #expect(await applier.needsSync)
         #expect(await applier.sync() == .applied(revision: 2))

@@ -197,8 +197,11 @@ public actor Applier {
         pendingChanges = [:]
         metrics.lastSyncTimestamp.set(Double(now) / 1e9)
         metrics.appliedRevision.set(Double(revision))
-        metrics.services.set(Double(planner?.serviceCount ?? 0))
-        metrics.awayFrontends.set(Double(planner?.awayFrontends ?? 0))
+        // No planner after a refused cleanup: the counts stay until the full resync that follows.
+        if let planner {
+            metrics.services.set(Double(planner.serviceCount))
+            metrics.awayFrontends.set(Double(planner.awayFrontends))
+        }
         metrics.affinityServices.set(Double(affinityServices.count))
         metrics.affinityTables.set(Double(affinityShards.count))
         metrics.noLocalEndpoints.internal.set(Double(noLocalEndpointsTotal.internal))
