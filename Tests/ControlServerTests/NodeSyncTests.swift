@@ -195,6 +195,25 @@ func snapshotsRead(_ server: TestServer) -> Int {
         }
     }
 
+    /// Nodes whose revision the log no longer holds start over from snapshots made from the read
+    /// that served a node with nothing, not from reads of their own.
+    @Test func nodesPastCompactionShareTheSnapshotSourcesRead() async throws {
+        try await withServer(retainedRevisions: 4) { server in
+            try await server.withClient { client in
+                try await apply(client, webService())
+                let first = TestNode(client: client, name: "node-a")
+                try await first.waitForInitialSync()
+                var head: UInt64 = 0
+                for index in 0..<8 { head = try await apply(client, webSlice("s\(index)")) }
+                let behind = (0..<3).map { TestNode(client: client, name: "behind-\($0)", applied: 2, storeID: server.app.store.identity) }
+                for node in behind { try await node.waitFor(revision: head) }
+                #expect(behind.allSatisfy { $0.received.first?.from == nil && $0.received.first?.upserts == 9 })
+                #expect(snapshotsRead(server) == 1)
+                for node in [first] + behind { await node.close() }
+            }
+        }
+    }
+
     @Test func nodeFromAnotherStoreGetsASnapshotWhateverItsRevision() async throws {
         try await withServer { server in
             try await server.withClient { client in

@@ -193,7 +193,7 @@ public final class Broadcaster: CommitObserver {
             case ready(Revision, EncodedMessage?)
             case merge(head: Revision, revisions: [CommittedRevision])
             case snapshot(head: Revision)
-            case readStore
+            case readStore(head: Revision)
         }
         // Only lookups under the lock: encoding happens outside it, so that commits and
         // other streams' writers never wait for one stream's catch-up.
@@ -205,7 +205,7 @@ public final class Broadcaster: CommitObserver {
             if let message = shared.catchUps[from] { return .ready(head, message) }
             // History holds every revision (published or not) up to the newest commit.
             guard from < head, shared.historyFollows(from), let newest = shared.history.last?.revision, newest >= head
-            else { return .readStore }
+            else { return .readStore(head: head) }
             let first = shared.history[0].revision
             let start = Int(from.rawValue + 1 - first.rawValue)
             let end = Int(head.rawValue - first.rawValue)
@@ -216,7 +216,7 @@ public final class Broadcaster: CommitObserver {
             if message != nil { metrics.catchUps.increment() }
             return (to, message)
         case .snapshot(let head):
-            return try await snapshots.snapshot(atLeast: head) { [self] revision in history(after: revision) }
+            return try await snapshot(atLeast: head)
         case .merge(let head, let revisions):
             let message = try SyncMessages.delta(
                 from: from, to: head, commitTimeUnixNanos: revisions.last!.commitTimeUnixNanos,
@@ -226,8 +226,11 @@ public final class Broadcaster: CommitObserver {
             }
             metrics.catchUps.increment()
             return (head, message)
-        case .readStore:
-            break
+        case .readStore(let head):
+            // A node the store's log no longer reaches (or one ahead of it) starts over from a
+            // snapshot, as a node with nothing does, and shares its reads.
+            let compacted = try await store.compactedRevision()
+            if from > head || from < compacted { return try await snapshot(atLeast: head) }
         }
         switch try await store.catchUp(from: from, kinds: SyncMessages.nodeKinds) {
         case .upToDate(let head):
@@ -239,6 +242,10 @@ public final class Broadcaster: CommitObserver {
             metrics.snapshots.increment()
             return (snapshot.revision, try SyncMessages.snapshot(snapshot, storeID: store.identity))
         }
+    }
+
+    private func snapshot(atLeast head: Revision) async throws -> (Revision, EncodedMessage?) {
+        try await snapshots.snapshot(atLeast: head) { [self] revision in history(after: revision) }
     }
 
     /// The revisions committed after `revision`, oldest first; nil when the history no longer
