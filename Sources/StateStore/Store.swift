@@ -28,12 +28,19 @@ public final class Store: Sendable {
             // An acknowledged write survives power loss: fsync the WAL on every commit.
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
+        let superseded: Bool
         do {
             pool = try DatabasePool(path: configuration.path, configuration: config)
-            try Migrations.migrator.migrate(pool)
+            let migrator = Migrations.migrator(logger: logger)
+            try migrator.migrate(pool)
+            superseded = try pool.read(migrator.hasBeenSuperseded)
             identity = try pool.read { db in try String.fetchOne(db, sql: "SELECT id FROM store_identity") } ?? ""
         } catch {
             throw StoreError.storage("cannot open \(configuration.path): \(error)")
+        }
+        if superseded {
+            throw StoreError.storage(
+                "cannot open \(configuration.path): a newer control-server migrated it to a schema this one does not know")
         }
         committer = GroupCommitter(writer: pool, retainedRevisions: configuration.retainedRevisions)
     }
@@ -214,7 +221,7 @@ public final class Store: Sendable {
         return try ObjectCoding.decode(kind: key.kind, stored.body, revision: stored.revision)
     }
 
-    /// The stored revision and JSON body of an object, undecoded.
+    /// The stored revision and body of an object, undecoded.
     static func loadEncoded(_ db: Database, _ key: ObjectKey) throws -> (revision: Int64, body: Data)? {
         try Row.fetchOne(
             db.cachedStatement(sql: "SELECT revision, body FROM objects WHERE kind = ? AND namespace = ? AND name = ?"),
@@ -252,7 +259,7 @@ public final class Store: Sendable {
         var body: Data
     }
 
-    /// Decodes stored bodies on every core, in order: JSON decoding is most of what reading a
+    /// Decodes stored bodies on every core, in order: decoding is most of what reading a
     /// snapshot costs.
     private static func decodeOnEveryCore(_ kind: ObjectKind, _ bodies: [StoredBody]) throws -> [ProxyObject] {
         let lanes = min(bodies.count, ProcessInfo.processInfo.activeProcessorCount)

@@ -1,4 +1,5 @@
 import Foundation
+import ProxyAPI
 import ProxyModel
 import Testing
 
@@ -236,8 +237,7 @@ import Testing
         ])
     }
 
-    /// ipModes are stored with the service; a service without them keeps the body it had before
-    /// ipModes existed (no key), so that stored bodies read back and unchanged writes stay unchanged.
+    /// ipModes are stored with the service; a service whose ingress IPs are all VIP stores none.
     @Test func ingressIPModesAreStoredAndAbsentWhenAllVIP() async throws {
         let fixture = try TemporaryStore()
         defer { fixture.remove() }
@@ -250,8 +250,11 @@ import Testing
         let stored = try await fixture.store.get(key(.service, "lb")).object
         guard case .service(let read) = stored else { throw StoreError.storage("not a service") }
         #expect(read.loadBalancerIngressIPModes == [.vip, .proxy])
-        let plain = String(decoding: try ObjectCoding.encode(service("web")), as: UTF8.self)
-        #expect(plain.contains("loadBalancerIngressIPs") && !plain.contains("loadBalancerIngressIPModes"), "\(plain)")
+        let plain = try WireService(serializedBytes: try ObjectCoding.encode(service("web") {
+            $0.type = .loadBalancer
+            $0.loadBalancerIngressIPs = [ip("192.0.2.12")]
+        }))
+        #expect(plain.loadBalancerIngressIps == ["192.0.2.12"] && plain.loadBalancerIngressIpModes.isEmpty)
     }
 
     @Test func stateAndIdentitySurviveReopening() async throws {

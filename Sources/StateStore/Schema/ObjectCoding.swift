@@ -1,31 +1,38 @@
 import Foundation
+import ProxyAPI
 import ProxyModel
+import SwiftProtobuf
 
-/// Objects are stored as JSON of their model type; the `kind` column says which type.
+/// Objects are stored as the protobuf of their wire message (as Kubernetes stores its objects
+/// in etcd); the `kind` column says which message. Objects reach the store through the wire API,
+/// so they are already in the form their wire message reads back to.
 ///
 /// Bodies never hold the revision (it lives in the `revision` column of `objects` and
-/// `changes`), so an object's encoding depends only on its content: an unchanged write is
-/// recognised by comparing bytes, without decoding what is stored.
+/// `changes`), and labels are written in key order, so an object's encoding depends only on its
+/// content: an unchanged write is recognised by comparing bytes, without decoding what is stored.
 enum ObjectCoding {
+    private static let ordered: BinaryEncodingOptions = {
+        var options = BinaryEncodingOptions()
+        options.useDeterministicOrdering = true
+        return options
+    }()
+
     static func encode(_ object: ProxyObject) throws -> Data {
         var object = object
         object.metadata.revision = .zero
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
         switch object {
-        case .service(let service): return try encoder.encode(service)
-        case .endpointSlice(let slice): return try encoder.encode(slice)
-        case .node(let node): return try encoder.encode(node)
+        case .service(let service): return try service.wire.serializedBytes(options: ordered)
+        case .endpointSlice(let slice): return try slice.wire.serializedBytes(options: ordered)
+        case .node(let node): return try node.wire.serializedBytes(options: ordered)
         }
     }
 
     static func decode(kind: ObjectKind, _ data: Data, revision: Int64) throws -> ProxyObject {
-        let decoder = JSONDecoder()
         var object: ProxyObject
         switch kind {
-        case .service: object = .service(try decoder.decode(Service.self, from: data))
-        case .endpointSlice: object = .endpointSlice(try decoder.decode(EndpointSlice.self, from: data))
-        case .node: object = .node(try decoder.decode(Node.self, from: data))
+        case .service: object = .service(try Service(wire: WireService(serializedBytes: data)))
+        case .endpointSlice: object = .endpointSlice(try EndpointSlice(wire: WireEndpointSlice(serializedBytes: data)))
+        case .node: object = .node(try Node(wire: WireNode(serializedBytes: data)))
         }
         object.metadata.revision = Revision(UInt64(revision))
         return object
