@@ -91,7 +91,9 @@ def test_watch_stream_from_python(registry):
 def test_node_sync_from_python(registry, stubs):
     pb2, stub, channel = registry
     _, pb2_grpc = stubs
-    stub.Apply(pb2.ApplyRequest(items=[pb2.ApplyItem(object=web_service(pb2))]))
+    service = web_service(pb2)
+    service.service.metadata.labels.update({"app": "web", "tier": "front"})
+    stub.Apply(pb2.ApplyRequest(items=[pb2.ApplyItem(object=service)]))
     sync = pb2_grpc.NodeSyncStub(channel)
     outgoing = queue.Queue()
     outgoing.put(pb2.NodeMessage(hello=pb2.Hello(
@@ -110,7 +112,10 @@ def test_node_sync_from_python(registry, stubs):
     assert first.WhichOneof("message") == "snapshot"
     # Revision 2 registered the node itself; the snapshot reflects it.
     assert first.snapshot.revision >= 1
-    assert [s.metadata.name for s in first.snapshot.services] == ["web"]
+    # Snapshot objects are stored bytes with their revision appended, merged by any parser.
+    stored = stub.Get(pb2.GetRequest(ref=pb2.ObjectRef(kind=pb2.SERVICE, namespace="default", name="web")))
+    assert stored.object.service.metadata.revision == 1 and len(stored.object.service.metadata.labels) == 2
+    assert list(first.snapshot.services) == [stored.object.service]
     outgoing.put(pb2.NodeMessage(ack=pb2.Ack(revision=first.snapshot.revision)))
     node = None
     for _ in range(200):

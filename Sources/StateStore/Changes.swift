@@ -19,6 +19,19 @@ public struct CommittedRevision: Sendable, Hashable {
 }
 
 /// The complete stored state at one revision.
+/// A stored object as the bytes of its wire message, revision included, read without decoding.
+public struct EncodedObject: Sendable {
+    public var key: ObjectKey
+    public var bytes: [UInt8]
+}
+
+/// The objects of some kinds at a revision, each as the bytes of its wire message.
+public struct EncodedSnapshot: Sendable {
+    public var revision: Revision
+    public var commitTimeUnixNanos: Int64
+    public var objects: [EncodedObject]
+}
+
 public struct StateSnapshot: Sendable {
     public var revision: Revision
     public var commitTimeUnixNanos: Int64

@@ -172,9 +172,25 @@ public final class Store: Sendable {
         }
     }
 
-    /// The objects of `kinds` at the head, read in one transaction.
-    public func snapshot(kinds: Set<ObjectKind>) async throws(StoreError) -> StateSnapshot {
-        try await read { db in try Self.snapshot(db, head: try Self.head(db), kinds: kinds) }
+    /// The objects of `kinds` at the head as the bytes of their wire messages, in key order, read
+    /// in one transaction. The stored bodies are those messages (`ObjectCoding`): nothing is decoded.
+    public func encodedSnapshot(kinds: Set<ObjectKind>) async throws(StoreError) -> EncodedSnapshot {
+        try await read { db in
+            let head = try Self.head(db)
+            var objects: [EncodedObject] = []
+            for kind in kinds.sorted() {
+                let rows = try Row.fetchCursor(
+                    db, sql: "SELECT namespace, name, revision, body FROM objects WHERE kind = ? ORDER BY namespace, name",
+                    arguments: [kind.rawValue])
+                while let row = try rows.next() {
+                    objects.append(
+                        EncodedObject(
+                            key: ObjectKey(kind: kind, namespace: row["namespace"], name: row["name"]),
+                            bytes: ObjectCoding.wireBytes(row["body"], revision: row["revision"])))
+                }
+            }
+            return EncodedSnapshot(revision: head, commitTimeUnixNanos: try Self.commitTime(db, head), objects: objects)
+        }
     }
 
     /// Everything a reader at `revision` needs to reach the head, read in one transaction.

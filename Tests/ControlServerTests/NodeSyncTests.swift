@@ -2,6 +2,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import ProxyAPI
 import ProxyModel
+import StateStore
 import Testing
 
 @testable import ControlServer
@@ -151,7 +152,9 @@ func snapshotsRead(_ server: TestServer) -> Int {
                 }
                 #expect(snapshotsRead(server) == 1)
                 #expect(Set(nodes.compactMap { $0.received.first?.to }).count > 1, "snapshots at several revisions")
-                let stored = try await server.app.store.snapshot(kinds: [.service, .endpointSlice]).objects
+                guard case .snapshot(let snapshot) = try await server.app.store.catchUp(from: .zero, kinds: [.service, .endpointSlice])
+                else { throw StoreError.storage("no snapshot") }
+                let stored = snapshot.objects
                 #expect(stored.count == 10)
                 for node in nodes {
                     try await node.waitFor(revision: last)

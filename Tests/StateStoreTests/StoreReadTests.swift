@@ -1,4 +1,5 @@
 import Foundation
+import ProxyAPI
 import ProxyModel
 import Testing
 
@@ -75,7 +76,9 @@ import Testing
                 })
         }
         _ = try await store.apply([ApplyItem(object: service("web"))])
-        let snapshot = try await store.snapshot(kinds: [.service, .endpointSlice])
+        guard case .snapshot(let snapshot) = try await store.catchUp(from: .zero, kinds: [.service, .endpointSlice]) else {
+            throw StoreError.storage("no snapshot")
+        }
         #expect(snapshot.objects.count == count + 1)
         let slices = snapshot.objects.compactMap { object -> EndpointSlice? in
             if case .endpointSlice(let slice) = object { return slice }
@@ -88,6 +91,42 @@ import Testing
                 || slices[index].metadata.revision != Revision(UInt64(index / 1_000 + 1))
         }
         #expect(misplaced.isEmpty, "\(misplaced.count) slices out of place or with another's body, the first at \(misplaced.first ?? 0)")
+    }
+
+    /// Encoded snapshots are the stored bodies with their revisions added, not decoded: read as
+    /// wire messages, they are the objects the store holds, labels and all.
+    @Test func encodedSnapshotsAreTheObjectsWireMessages() async throws {
+        let fixture = try TemporaryStore()
+        defer { fixture.remove() }
+        let store = fixture.store
+        for index in 0..<3 {
+            _ = try await store.apply([
+                ApplyItem(object: service("svc\(index)", port: 80 + index) {
+                    $0.metadata.labels = ["app": "svc\(index)", "tier": "web", "zone": "a"]
+                }),
+                ApplyItem(object: slice("svc\(index)-a", service: "svc\(index)", addresses: ["10.244.0.\(index + 1)"])),
+            ])
+        }
+        _ = try await store.apply([ApplyItem(object: slice("svc0-a", service: "svc0", addresses: ["10.244.0.9"]))])
+        _ = try await store.apply([ApplyItem(object: .node(Node(metadata: ObjectMeta(namespace: "", name: "node-a"), addresses: [ip("192.168.0.1")])))])
+        let kinds: Set<ObjectKind> = [.service, .endpointSlice]
+        guard case .snapshot(let snapshot) = try await store.catchUp(from: .zero, kinds: kinds) else {
+            throw StoreError.storage("no snapshot")
+        }
+        let encoded = try await store.encodedSnapshot(kinds: kinds)
+        #expect(encoded.revision == 5 && encoded.revision == snapshot.revision)
+        #expect(encoded.commitTimeUnixNanos == snapshot.commitTimeUnixNanos)
+        let read = try encoded.objects.map { object -> ProxyObject in
+            switch object.key.kind {
+            case .service: .service(try Service(wire: WireService(serializedBytes: object.bytes)))
+            case .endpointSlice: .endpointSlice(try EndpointSlice(wire: WireEndpointSlice(serializedBytes: object.bytes)))
+            case .node: .node(try Node(wire: WireNode(serializedBytes: object.bytes)))
+            }
+        }
+        #expect(read == snapshot.objects)
+        #expect(encoded.objects.map(\.key) == snapshot.objects.map(\.key))
+        #expect(read.map(\.metadata.revision) == [4, 2, 3, 1, 2, 3])
+        #expect(read.allSatisfy { $0.kind == .endpointSlice || $0.metadata.labels.count == 3 })
     }
 
     @Test func pagedListingIsConsistentOrExpires() async throws {

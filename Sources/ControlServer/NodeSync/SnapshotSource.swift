@@ -16,11 +16,10 @@ actor SnapshotSource {
         var services: [ObjectKey: [UInt8]] = [:]
         var slices: [ObjectKey: [UInt8]] = [:]
 
-        mutating func apply(_ change: ObjectChange) throws {
-            let bytes = try change.object.flatMap(SyncMessages.encoded)
-            switch change.key.kind {
-            case .service: services[change.key] = bytes
-            case .endpointSlice: slices[change.key] = bytes
+        mutating func set(_ key: ObjectKey, _ bytes: [UInt8]?) {
+            switch key.kind {
+            case .service: services[key] = bytes
+            case .endpointSlice: slices[key] = bytes
             case .node: break
             }
         }
@@ -28,7 +27,7 @@ actor SnapshotSource {
         /// Brings the objects forward with the revisions committed after theirs.
         mutating func apply(_ revisions: [CommittedRevision]) throws {
             for revision in revisions where revision.revision > self.revision {
-                for change in revision.changes { try apply(change) }
+                for change in revision.changes { set(change.key, try change.object.flatMap(SyncMessages.encoded)) }
                 self.revision = revision.revision
                 commitTimeUnixNanos = revision.commitTimeUnixNanos
             }
@@ -94,10 +93,10 @@ actor SnapshotSource {
     }
 
     private static func read(_ store: Store, metrics: ServerMetrics) async throws -> Objects {
-        let snapshot = try await store.snapshot(kinds: SyncMessages.nodeKinds)
+        let snapshot = try await store.encodedSnapshot(kinds: SyncMessages.nodeKinds)
         metrics.snapshots.increment()
         var objects = Objects(revision: snapshot.revision, commitTimeUnixNanos: snapshot.commitTimeUnixNanos)
-        for object in snapshot.objects { try objects.apply(ObjectChange(key: object.key, object: object)) }
+        for object in snapshot.objects { objects.set(object.key, object.bytes) }
         return objects
     }
 }

@@ -57,34 +57,20 @@ enum SyncMessages {
             $0.storeID = storeID
         }.serializedBytes()
         // Field numbers of schema/proto: ServerMessage.snapshot 1, Snapshot.services 2 and
-        // Snapshot.endpoint_slices 3; all length-delimited (wire type 2).
-        func fieldSize(_ length: Int) -> Int { 1 + varintSize(UInt64(length)) + length }
-        let length = header.count + services.reduce(0) { $0 + fieldSize($1.count) } + slices.reduce(0) { $0 + fieldSize($1.count) }
+        // Snapshot.endpoint_slices 3.
+        let length = header.count + (services + slices).reduce(0) { $0 + WireFields.fieldSize(length: $1.count) }
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(fieldSize(length))
-        func appendField(_ number: UInt8, length: Int) {
-            bytes.append(number << 3 | 2)
-            var value = UInt64(length)
-            while value >= 0x80 {
-                bytes.append(UInt8(value & 0x7F) | 0x80)
-                value >>= 7
-            }
-            bytes.append(UInt8(value))
-        }
-        appendField(1, length: length)
+        bytes.reserveCapacity(WireFields.fieldSize(length: length))
+        WireFields.appendHeader(field: 1, length: length, to: &bytes)
         bytes += header
-        for service in services {
-            appendField(2, length: service.count)
-            bytes += service
-        }
-        for slice in slices {
-            appendField(3, length: slice.count)
-            bytes += slice
+        for (field, objects) in [(UInt8(2), services), (3, slices)] {
+            for object in objects {
+                WireFields.appendHeader(field: field, length: object.count, to: &bytes)
+                bytes += object
+            }
         }
         return EncodedMessage(bytes: bytes)
     }
-
-    private static func varintSize(_ value: UInt64) -> Int { max(1, (64 - value.leadingZeroBitCount + 6) / 7) }
 
     static func heartbeat(unixNanos: Int64) throws -> EncodedMessage {
         let message = Kubeproxy_V1_ServerMessage.with { $0.heartbeat = .with { $0.unixNanos = unixNanos } }

@@ -38,6 +38,15 @@ enum ObjectCoding {
         return object
     }
 
+    /// The bytes of a stored body's wire message with its revision, without decoding it.
+    static func wireBytes(_ body: Data, revision: Int64) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(body.count + 16)
+        bytes += body
+        WireFields.appendRevision(Revision(UInt64(revision)), to: &bytes)
+        return bytes
+    }
+
     static func kind(_ text: String) throws -> ObjectKind {
         guard let kind = ObjectKind(rawValue: text) else { throw StoreError.storage("unknown kind \(text) in database") }
         return kind
