@@ -28,17 +28,17 @@ extension L4Protocol {
 }
 
 extension Violations {
-    mutating func l4Protocol(_ wire: Kubeproxy_V1_Protocol, _ field: String) -> L4Protocol {
+    mutating func l4Protocol(_ wire: Kubeproxy_V1_Protocol, _ field: @autoclosure () -> String) -> L4Protocol {
         guard let value = L4Protocol(wire: wire) else {
-            add(field, "unsupported protocol \(wire.rawValue): must be one of TCP, UDP, SCTP")
+            add(field(), "unsupported protocol \(wire.rawValue): must be one of TCP, UDP, SCTP")
             return .tcp
         }
         return value
     }
 
-    mutating func wirePort(_ value: UInt32, _ field: String) -> Int {
+    mutating func wirePort(_ value: UInt32, _ field: @autoclosure () -> String) -> Int {
         let port = Int(value)
-        self.port(port, field)
+        self.port(port, field())
         return port
     }
 }
@@ -87,16 +87,16 @@ extension Service {
             v.choice(text, "spec.ipFamilies[\(index)]", empty: nil)
         }
         let ports = wire.ports.enumerated().map { index, port in
-            let field = "spec.ports[\(index)]"
+            func field(_ name: String) -> String { "spec.ports[\(index)].\(name)" }
             let target: TargetPort? =
                 switch port.targetPort {
-                case .targetPortNumber(let number): .number(v.wirePort(number, "\(field).targetPort"))
+                case .targetPortNumber(let number): .number(v.wirePort(number, field("targetPort")))
                 case .targetPortName(let name): .name(name)
                 case nil: nil
                 }
             return ServicePort(
-                name: port.name, protocol: v.l4Protocol(port.protocol, "\(field).protocol"),
-                port: v.wirePort(port.port, "\(field).port"), targetPort: target,
+                name: port.name, protocol: v.l4Protocol(port.protocol, field("protocol")),
+                port: v.wirePort(port.port, field("port")), targetPort: target,
                 nodePort: port.nodePort == 0 ? nil : Int(port.nodePort))
         }
         var affinity = SessionAffinity.none

@@ -30,15 +30,15 @@ extension Violations {
     }
 
     /// Rejects addresses that can never be a destination for proxied traffic.
-    mutating func routableAddress(_ address: IPAddress, _ field: String) {
+    mutating func routableAddress(_ address: IPAddress, _ field: @autoclosure () -> String) {
         if address.isUnspecified {
-            add(field, "may not be unspecified (\(address))")
+            add(field(), "may not be unspecified (\(address))")
         } else if address.isLoopback {
-            add(field, "may not be in the loopback range (\(address))")
+            add(field(), "may not be in the loopback range (\(address))")
         } else if address.isLinkLocal {
-            add(field, "may not be in the link-local range (\(address))")
+            add(field(), "may not be in the link-local range (\(address))")
         } else if address.isMulticast {
-            add(field, "may not be a multicast address (\(address))")
+            add(field(), "may not be a multicast address (\(address))")
         }
     }
 }
@@ -194,27 +194,28 @@ extension EndpointSlice {
             v.add("endpoints", "must have at most \(Self.maxEndpoints) items, got \(endpoints.count)")
         }
         for (index, endpoint) in endpoints.enumerated() {
-            let field = "endpoints[\(index)]"
+            func field(_ path: String) -> String { "endpoints[\(index)].\(path)" }
             if endpoint.addresses.isEmpty {
-                v.add("\(field).addresses", "required: at least one address")
+                v.add(field("addresses"), "required: at least one address")
             } else if endpoint.addresses.count > Self.maxAddressesPerEndpoint {
-                v.add("\(field).addresses", "must have at most \(Self.maxAddressesPerEndpoint) items")
+                v.add(field("addresses"), "must have at most \(Self.maxAddressesPerEndpoint) items")
             }
             for (addressIndex, address) in endpoint.addresses.enumerated() {
-                let addressField = "\(field).addresses[\(addressIndex)]"
                 if address.family != addressType {
-                    v.add(addressField, "\(address) is not an \(addressType.rawValue) address (addressType is \(addressType.rawValue))")
+                    v.add(
+                        field("addresses[\(addressIndex)]"),
+                        "\(address) is not an \(addressType.rawValue) address (addressType is \(addressType.rawValue))")
                 } else {
-                    v.routableAddress(address, addressField)
+                    v.routableAddress(address, field("addresses[\(addressIndex)]"))
                 }
             }
-            if let nodeName = endpoint.nodeName { v.dnsSubdomain(nodeName, "\(field).nodeName") }
-            if let zone = endpoint.zone, let problem = Names.labelValueProblem(zone) { v.add("\(field).zone", problem) }
+            if let nodeName = endpoint.nodeName { v.dnsSubdomain(nodeName, field("nodeName")) }
+            if let zone = endpoint.zone, let problem = Names.labelValueProblem(zone) { v.add(field("zone"), problem) }
             for (hintIndex, zone) in endpoint.hintZones.enumerated() where zone.isEmpty {
-                v.add("\(field).hints.forZones[\(hintIndex)].name", "must not be empty")
+                v.add(field("hints.forZones[\(hintIndex)].name"), "must not be empty")
             }
             for (hintIndex, node) in endpoint.hintNodes.enumerated() {
-                v.dnsSubdomain(node, "\(field).hints.forNodes[\(hintIndex)].name")
+                v.dnsSubdomain(node, field("hints.forNodes[\(hintIndex)].name"))
             }
         }
         try v.check()

@@ -30,7 +30,8 @@ public struct ValidationError: Error, Hashable, Sendable, CustomStringConvertibl
     public var description: String { violations.map(\.description).joined(separator: "; ") }
 }
 
-/// Collects violations while a validator walks an object.
+/// Collects violations while a validator walks an object. Field paths are passed as
+/// autoclosures: they are spelled out only for a violation, not for every field checked.
 public struct Violations: Sendable {
     public private(set) var list: [FieldViolation] = []
 
@@ -47,16 +48,16 @@ public struct Violations: Sendable {
         if !list.isEmpty { throw ValidationError(list) }
     }
 
-    public mutating func port(_ value: Int, _ field: String) {
-        if !(1...65535).contains(value) { add(field, "must be between 1 and 65535, got \(value)") }
+    public mutating func port(_ value: Int, _ field: @autoclosure () -> String) {
+        if !(1...65535).contains(value) { add(field(), "must be between 1 and 65535, got \(value)") }
     }
 
-    public mutating func dnsLabel(_ value: String, _ field: String) {
-        if let problem = Names.dnsLabelProblem(value) { add(field, problem) }
+    public mutating func dnsLabel(_ value: String, _ field: @autoclosure () -> String) {
+        if let problem = Names.dnsLabelProblem(value) { add(field(), problem) }
     }
 
-    public mutating func dnsSubdomain(_ value: String, _ field: String) {
-        if let problem = Names.dnsSubdomainProblem(value) { add(field, problem) }
+    public mutating func dnsSubdomain(_ value: String, _ field: @autoclosure () -> String) {
+        if let problem = Names.dnsSubdomainProblem(value) { add(field(), problem) }
     }
 
     public mutating func labels(_ labels: [String: String], _ field: String) {
