@@ -61,15 +61,15 @@ enum ProtobufBodies {
                 arguments: StatementArguments(after ?? []))
             guard let last = rows.last else { return }
             for row in rows {
-                let kind = try ObjectCoding.kind(row["kind"])
-                let key: [any DatabaseValueConvertible] = table.keys.map { row[$0] as DatabaseValue }
+                let key = ObjectKey(kind: try ObjectCoding.kind(row["kind"]), namespace: row["namespace"], name: row["name"])
                 let body: Data
                 do {
-                    body = try ObjectCoding.encode(try decodeJSON(kind: kind, row["body"]))
+                    body = try ObjectCoding.encode(try decodeJSON(kind: key.kind, row["body"]))
                 } catch {
-                    throw StoreError.storage("cannot convert the body of \(kind.rawValue) \(key) in \(table.name): \(error)")
+                    let revision = table.name == "changes" ? " at revision \(row["revision"] as Int64)" : ""
+                    throw StoreError.storage("cannot convert the body of \(key)\(revision) in \(table.name): \(error)")
                 }
-                try update.execute(arguments: StatementArguments([body] + key))
+                try update.execute(arguments: StatementArguments([body] + table.keys.map { row[$0] as DatabaseValue }))
             }
             progress(rows.count)
             after = table.keys.map { last[$0] as DatabaseValue }
