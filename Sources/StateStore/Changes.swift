@@ -18,7 +18,6 @@ public struct CommittedRevision: Sendable, Hashable {
     public var changes: [ObjectChange]
 }
 
-/// The complete stored state at one revision.
 /// A stored object as the bytes of its wire message, revision included, read without decoding.
 public struct EncodedObject: Sendable {
     public var key: ObjectKey
@@ -32,6 +31,7 @@ public struct EncodedSnapshot: Sendable {
     public var objects: [EncodedObject]
 }
 
+/// The complete stored state at one revision.
 public struct StateSnapshot: Sendable {
     public var revision: Revision
     public var commitTimeUnixNanos: Int64
