@@ -23,10 +23,26 @@ import Testing
 
     @Test(arguments: [
         "", "1.2.3", "1.2.3.4.5", "256.1.1.1", "01.2.3.4", "1.2.3.-4", " 1.2.3.4", "1.2.3.4/32", "a.b.c.d",
+        "1.2.3.4.", ".1.2.3", "1..2.3", "1.2.3.1000", "1.2.3.0255", "00.1.2.3", "1.2.3.4 ", "+1.2.3.4", "1.2.3.٤", "1.2.3.²",
+        "4294967295", "1.2.3.999999999999",
         ":::", "1::2::3", "1:2:3:4:5:6:7:8:9", "12345::", "::ffff:1.2.3.4", "fe80::1%eth0", "g::1", "1:2:3:4:5:6:7::8",
     ])
     func rejectsMalformed(input: String) {
         #expect(IPAddress(input) == nil)
+    }
+
+    /// Every IPv4 spelling that parses is the canonical one (validation relies on it).
+    @Test func everyIPv4ThatParsesIsCanonical() {
+        let octets = ["0", "1", "9", "10", "99", "100", "199", "200", "249", "250", "255"]
+        for a in octets {
+            for b in ["0", "255", "10"] {
+                let text = "\(a).\(b).\(a).\(b)"
+                #expect(IPAddress(text)?.description == text, "\(text)")
+            }
+        }
+        for text in ["1.2.3.04", "1.2.3.256", "1.2.3.010", "1.02.3.4"] {
+            #expect(IPAddress(text) == nil, "\(text)")
+        }
     }
 
     @Test func classifiesSpecialRanges() throws {

@@ -88,18 +88,29 @@ public enum IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
 
     // MARK: parsing
 
+    /// Four decimal octets of at most 255 without leading zeros (ambiguous: octal in some
+    /// parsers), read in one pass over the bytes: the canonical spelling is the only one accepted.
     private static func parseV4(_ text: Substring) -> UInt32? {
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4 else { return nil }
         var value: UInt32 = 0
-        for part in parts {
-            guard !part.isEmpty, part.count <= 3, part.allSatisfy({ $0.isASCII && $0.isNumber }),
-                part == "0" || part.first != "0",  // leading zeros are ambiguous (octal in some parsers)
-                let octet = UInt32(part), octet <= 255
-            else { return nil }
-            value = value << 8 | octet
+        var octet: UInt32 = 0
+        var digits = 0
+        var dots = 0
+        for byte in text.utf8 {
+            if byte == UInt8(ascii: ".") {
+                guard digits > 0, dots < 3 else { return nil }
+                value = value << 8 | octet
+                (octet, digits, dots) = (0, 0, dots + 1)
+            } else if (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) {
+                guard digits == 0 || octet != 0 else { return nil }
+                octet = octet * 10 + UInt32(byte - UInt8(ascii: "0"))
+                digits += 1
+                guard octet <= 255 else { return nil }
+            } else {
+                return nil
+            }
         }
-        return value
+        guard dots == 3, digits > 0 else { return nil }
+        return value << 8 | octet
     }
 
     private static func parseV6(_ text: Substring) -> UInt128? {
