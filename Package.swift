@@ -33,11 +33,15 @@ let package = Package(
         .target(name: "ProxyModel", swiftSettings: strict),
         .target(
             name: "ProxyAPI",
+            dependencies: ["ProxyModel", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "ProxyGRPC",
             dependencies: [
-                "ProxyModel",
+                "ProxyAPI",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
-                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: strict
         ),
@@ -67,7 +71,7 @@ let package = Package(
         .target(
             name: "NodeApplier",
             dependencies: [
-                "ProxyModel", "ProxyAPI", "StatusHTTP", "CNFTables", "CMalloc",
+                "ProxyModel", "ProxyAPI", "ProxyGRPC", "StatusHTTP", "CNFTables", "CMalloc",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "Logging", package: "swift-log"),
@@ -90,7 +94,7 @@ let package = Package(
         .target(
             name: "ControlServer",
             dependencies: [
-                "ProxyModel", "ProxyAPI", "StateStore", "StatusHTTP", "CMalloc",
+                "ProxyModel", "ProxyAPI", "ProxyGRPC", "StateStore", "StatusHTTP", "CMalloc",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -117,7 +121,7 @@ let package = Package(
         .target(
             name: "ProxyCTL",
             dependencies: [
-                "ProxyModel", "ProxyAPI",
+                "ProxyModel", "ProxyAPI", "ProxyGRPC",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -129,7 +133,7 @@ let package = Package(
         .executableTarget(
             name: "proxy-bench",
             dependencies: [
-                "ProxyModel", "ProxyAPI", "NodeApplier", "StatusHTTP", "CMalloc",
+                "ProxyModel", "ProxyAPI", "ProxyGRPC", "NodeApplier", "StatusHTTP", "CMalloc",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -161,7 +165,7 @@ let package = Package(
         .testTarget(
             name: "ControlServerTests",
             dependencies: [
-                "ControlServer", "NodeApplier", "ProxyAPI", "ProxyModel", "StateStore",
+                "ControlServer", "NodeApplier", "ProxyAPI", "ProxyGRPC", "ProxyModel", "StateStore",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ],

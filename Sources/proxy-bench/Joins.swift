@@ -3,6 +3,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import ProxyAPI
+import ProxyGRPC
 import Synchronization
 
 /// Fresh nodes joining at once while changes are committed (a node-applier rollout, nodes added

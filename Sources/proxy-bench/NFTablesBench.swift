@@ -5,6 +5,7 @@ import GRPCCore
 import Logging
 import NodeApplier
 import ProxyAPI
+import ProxyGRPC
 import ProxyModel
 
 /// The node-applier against the real kernel, in network namespaces it creates and removes:

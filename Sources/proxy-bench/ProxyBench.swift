@@ -3,6 +3,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import ProxyAPI
+import ProxyGRPC
 import ProxyModel
 import Synchronization
 

@@ -3,6 +3,7 @@ import GRPCCore
 import Logging
 import NodeApplier
 import ProxyAPI
+import ProxyGRPC
 import ProxyModel
 import Synchronization
 import Testing

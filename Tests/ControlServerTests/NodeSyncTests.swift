@@ -1,6 +1,7 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import ProxyAPI
+import ProxyGRPC
 import ProxyModel
 import StateStore
 import Testing

@@ -3,6 +3,7 @@ import Synchronization
 import GRPCProtobuf
 import Logging
 import ProxyAPI
+import ProxyGRPC
 import ProxyModel
 import ServiceLifecycle
 import StateStore

@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import Logging
 import ProxyAPI
+import ProxyGRPC
 import ProxyModel
 import StateStore
 

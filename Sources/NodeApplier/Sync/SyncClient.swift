@@ -2,6 +2,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
 import ProxyAPI
+import ProxyGRPC
 import ProxyModel
 import Synchronization
 

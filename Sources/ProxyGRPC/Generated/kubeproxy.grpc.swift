@@ -17,6 +17,7 @@
 
 import GRPCCore
 import GRPCProtobuf
+import ProxyAPI
 
 // MARK: - kubeproxy.v1.Registry
 
