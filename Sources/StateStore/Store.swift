@@ -32,8 +32,9 @@ public final class Store: Sendable {
         do {
             pool = try DatabasePool(path: configuration.path, configuration: config)
             let migrator = Migrations.migrator(logger: logger)
-            try migrator.migrate(pool)
+            // A database from a newer server is left untouched.
             superseded = try pool.read(migrator.hasBeenSuperseded)
+            if !superseded { try migrator.migrate(pool) }
             identity = try pool.read { db in try String.fetchOne(db, sql: "SELECT id FROM store_identity") } ?? ""
         } catch {
             throw StoreError.storage("cannot open \(configuration.path): \(error)")
