@@ -31,21 +31,15 @@ public struct EncodedSnapshot: Sendable {
     public var objects: [EncodedObject]
 }
 
-/// The complete stored state at one revision.
-public struct StateSnapshot: Sendable {
-    public var revision: Revision
-    public var commitTimeUnixNanos: Int64
-    public var objects: [ProxyObject]
-}
-
 /// What a reader at some revision needs to reach the head.
 public enum CatchUp: Sendable {
     /// Already at the head.
     case upToDate(Revision)
     /// The merged changes from `from` to `to`: the latest state of each changed object.
     case delta(from: Revision, to: Revision, commitTimeUnixNanos: Int64, changes: [ObjectChange])
-    /// The reader's revision is compacted (or zero, or ahead of the head): start over.
-    case snapshot(StateSnapshot)
+    /// The reader's revision is compacted (or zero, or ahead of the head): it starts over from
+    /// a snapshot (`encodedSnapshot`) at `head` or later.
+    case snapshotNeeded(head: Revision)
 }
 
 /// Observers see every committed revision exactly once, in revision order, before the

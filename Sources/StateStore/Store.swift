@@ -195,15 +195,13 @@ public final class Store: Sendable {
     }
 
     /// Everything a reader at `revision` needs to reach the head, read in one transaction.
-    /// `kinds` limits which objects a snapshot or delta carries (revisions still advance).
+    /// `kinds` limits which objects a delta carries (revisions still advance).
     public func catchUp(from revision: Revision, kinds: Set<ObjectKind>) async throws(StoreError) -> CatchUp {
         try await read { db in
             let head = try Self.head(db)
             let compacted = try Self.meta(db, "compacted_revision")
             if revision == head && revision != .zero { return .upToDate(head) }
-            if revision == .zero || revision < compacted || revision > head {
-                return .snapshot(try Self.snapshot(db, head: head, kinds: kinds))
-            }
+            if revision == .zero || revision < compacted || revision > head { return .snapshotNeeded(head: head) }
             let rows = try Row.fetchAll(
                 db, sql: "SELECT revision, kind, namespace, name, body FROM changes WHERE revision > ? ORDER BY revision",
                 arguments: [Int64(revision.rawValue)])
@@ -251,45 +249,5 @@ public final class Store: Sendable {
         let key = ObjectKey(kind: kind, namespace: row["namespace"], name: row["name"])
         let body: Data? = row["body"]
         return ObjectChange(key: key, object: try body.map { try ObjectCoding.decode(kind: kind, $0, revision: row["revision"]) })
-    }
-
-    static func snapshot(_ db: Database, head: Revision, kinds: Set<ObjectKind>) throws -> StateSnapshot {
-        var objects: [ProxyObject] = []
-        for kind in kinds.sorted() {
-            let rows = try Row.fetchCursor(
-                db, sql: "SELECT revision, body FROM objects WHERE kind = ? ORDER BY namespace, name", arguments: [kind.rawValue])
-            var batch: [StoredBody] = []
-            while let row = try rows.next() {
-                batch.append(StoredBody(revision: row["revision"], body: row["body"]))
-                if batch.count == 4096 {
-                    objects += try decodeOnEveryCore(kind, batch)
-                    batch.removeAll(keepingCapacity: true)
-                }
-            }
-            objects += try decodeOnEveryCore(kind, batch)
-        }
-        return StateSnapshot(revision: head, commitTimeUnixNanos: try commitTime(db, head), objects: objects)
-    }
-
-    private struct StoredBody {
-        var revision: Int64
-        var body: Data
-    }
-
-    /// Decodes stored bodies on every core, in order: decoding is most of what reading a
-    /// snapshot costs.
-    private static func decodeOnEveryCore(_ kind: ObjectKind, _ bodies: [StoredBody]) throws -> [ProxyObject] {
-        let lanes = min(bodies.count, ProcessInfo.processInfo.activeProcessorCount)
-        var decoded = [Result<ProxyObject, any Error>?](repeating: nil, count: bodies.count)
-        decoded.withUnsafeMutableBufferPointer { buffer in
-            nonisolated(unsafe) let results = buffer
-            DispatchQueue.concurrentPerform(iterations: lanes) { lane in
-                for index in stride(from: lane, to: bodies.count, by: lanes) {
-                    let stored = bodies[index]
-                    results[index] = Result { try ObjectCoding.decode(kind: kind, stored.body, revision: stored.revision) }
-                }
-            }
-        }
-        return try decoded.map { try $0!.get() }
     }
 }

@@ -3,7 +3,6 @@ import GRPCNIOTransportHTTP2
 import ProxyAPI
 import ProxyGRPC
 import ProxyModel
-import StateStore
 import Testing
 
 @testable import ControlServer
@@ -153,9 +152,9 @@ func snapshotsRead(_ server: TestServer) -> Int {
                 }
                 #expect(snapshotsRead(server) == 1)
                 #expect(Set(nodes.compactMap { $0.received.first?.to }).count > 1, "snapshots at several revisions")
-                guard case .snapshot(let snapshot) = try await server.app.store.catchUp(from: .zero, kinds: [.service, .endpointSlice])
-                else { throw StoreError.storage("no snapshot") }
-                let stored = snapshot.objects
+                let store = server.app.store
+                let stored = try await store.list(kind: .service, namespace: nil, limit: 100).objects
+                    + store.list(kind: .endpointSlice, namespace: nil, limit: 100).objects
                 #expect(stored.count == 10)
                 for node in nodes {
                     try await node.waitFor(revision: last)

@@ -45,25 +45,38 @@ import Testing
         } else {
             Issue.record("expected slice a")
         }
-        guard case .snapshot(let snapshot) = try await store.catchUp(from: 1, kinds: kinds) else {
+        guard case .snapshotNeeded(head: 5) = try await store.catchUp(from: 1, kinds: kinds) else {
             Issue.record("expected a snapshot past compaction")
             return
         }
-        #expect(snapshot.revision == 5)
-        #expect(snapshot.objects.map(\.key.name).sorted() == ["a", "web"])
+        #expect(try await store.encodedSnapshot(kinds: kinds).objects.map(\.key.name).sorted() == ["a", "web"])
         guard case .upToDate(5) = try await store.catchUp(from: 5, kinds: kinds) else {
             Issue.record("expected up to date")
             return
         }
-        guard case .snapshot = try await store.catchUp(from: 0, kinds: kinds) else {
+        guard case .snapshotNeeded(head: 5) = try await store.catchUp(from: 0, kinds: kinds) else {
             Issue.record("a node with nothing gets a snapshot")
+            return
+        }
+        guard case .snapshotNeeded(head: 5) = try await store.catchUp(from: 6, kinds: kinds) else {
+            Issue.record("a node ahead of the store gets a snapshot")
             return
         }
     }
 
-    /// A snapshot is decoded in batches on every core: more objects than one batch come back
-    /// complete, in store order, each with its own body.
-    @Test func snapshotDecodedInBatchesKeepsOrderAndContent() async throws {
+    /// Objects of an encoded snapshot, read back as the wire messages they are.
+    func decoded(_ snapshot: EncodedSnapshot) throws -> [ProxyObject] {
+        try snapshot.objects.map { object -> ProxyObject in
+            switch object.key.kind {
+            case .service: .service(try Service(wire: WireService(serializedBytes: object.bytes)))
+            case .endpointSlice: .endpointSlice(try EndpointSlice(wire: WireEndpointSlice(serializedBytes: object.bytes)))
+            case .node: .node(try Node(wire: WireNode(serializedBytes: object.bytes)))
+            }
+        }
+    }
+
+    /// Many objects come back complete, in store order, each with its own body and revision.
+    @Test func snapshotKeepsOrderAndContent() async throws {
         let fixture = try TemporaryStore()
         defer { fixture.remove() }
         let store = fixture.store
@@ -76,11 +89,9 @@ import Testing
                 })
         }
         _ = try await store.apply([ApplyItem(object: service("web"))])
-        guard case .snapshot(let snapshot) = try await store.catchUp(from: .zero, kinds: [.service, .endpointSlice]) else {
-            throw StoreError.storage("no snapshot")
-        }
-        #expect(snapshot.objects.count == count + 1)
-        let slices = snapshot.objects.compactMap { object -> EndpointSlice? in
+        let objects = try decoded(try await store.encodedSnapshot(kinds: [.service, .endpointSlice]))
+        #expect(objects.count == count + 1)
+        let slices = objects.compactMap { object -> EndpointSlice? in
             if case .endpointSlice(let slice) = object { return slice }
             return nil
         }
@@ -109,22 +120,14 @@ import Testing
         }
         _ = try await store.apply([ApplyItem(object: slice("svc0-a", service: "svc0", addresses: ["10.244.0.9"]))])
         _ = try await store.apply([ApplyItem(object: .node(Node(metadata: ObjectMeta(namespace: "", name: "node-a"), addresses: [ip("192.168.0.1")])))])
-        let kinds: Set<ObjectKind> = [.service, .endpointSlice]
-        guard case .snapshot(let snapshot) = try await store.catchUp(from: .zero, kinds: kinds) else {
-            throw StoreError.storage("no snapshot")
-        }
-        let encoded = try await store.encodedSnapshot(kinds: kinds)
-        #expect(encoded.revision == 5 && encoded.revision == snapshot.revision)
-        #expect(encoded.commitTimeUnixNanos == snapshot.commitTimeUnixNanos)
-        let read = try encoded.objects.map { object -> ProxyObject in
-            switch object.key.kind {
-            case .service: .service(try Service(wire: WireService(serializedBytes: object.bytes)))
-            case .endpointSlice: .endpointSlice(try EndpointSlice(wire: WireEndpointSlice(serializedBytes: object.bytes)))
-            case .node: .node(try Node(wire: WireNode(serializedBytes: object.bytes)))
-            }
-        }
-        #expect(read == snapshot.objects)
-        #expect(encoded.objects.map(\.key) == snapshot.objects.map(\.key))
+        let encoded = try await store.encodedSnapshot(kinds: [.service, .endpointSlice])
+        #expect(encoded.revision == 5)
+        #expect(encoded.commitTimeUnixNanos == (try await store.history(after: 4, limit: 1)).first?.commitTimeUnixNanos)
+        let stored = try await store.list(kind: .endpointSlice, namespace: nil, limit: 100).objects
+            + store.list(kind: .service, namespace: nil, limit: 100).objects
+        let read = try decoded(encoded)
+        #expect(read == stored)
+        #expect(encoded.objects.map(\.key) == stored.map(\.key))
         #expect(read.map(\.metadata.revision) == [4, 2, 3, 1, 2, 3])
         #expect(read.allSatisfy { $0.kind == .endpointSlice || $0.metadata.labels.count == 3 })
     }

@@ -193,7 +193,7 @@ public final class Broadcaster: CommitObserver {
             case ready(Revision, EncodedMessage?)
             case merge(head: Revision, revisions: [CommittedRevision])
             case snapshot(head: Revision)
-            case readStore(head: Revision)
+            case readStore
         }
         // Only lookups under the lock: encoding happens outside it, so that commits and
         // other streams' writers never wait for one stream's catch-up.
@@ -205,7 +205,7 @@ public final class Broadcaster: CommitObserver {
             if let message = shared.catchUps[from] { return .ready(head, message) }
             // History holds every revision (published or not) up to the newest commit.
             guard from < head, shared.historyFollows(from), let newest = shared.history.last?.revision, newest >= head
-            else { return .readStore(head: head) }
+            else { return .readStore }
             let first = shared.history[0].revision
             let start = Int(from.rawValue + 1 - first.rawValue)
             let end = Int(head.rawValue - first.rawValue)
@@ -226,11 +226,8 @@ public final class Broadcaster: CommitObserver {
             }
             metrics.catchUps.increment()
             return (head, message)
-        case .readStore(let head):
-            // A node the store's log no longer reaches (or one ahead of it) starts over from a
-            // snapshot, as a node with nothing does, and shares its reads.
-            let compacted = try await store.compactedRevision()
-            if from > head || from < compacted { return try await snapshot(atLeast: head) }
+        case .readStore:
+            break
         }
         switch try await store.catchUp(from: from, kinds: SyncMessages.nodeKinds) {
         case .upToDate(let head):
@@ -238,9 +235,10 @@ public final class Broadcaster: CommitObserver {
         case .delta(let from, let to, let commitTime, let changes):
             metrics.catchUps.increment()
             return (to, try SyncMessages.delta(from: from, to: to, commitTimeUnixNanos: commitTime, changes: changes))
-        case .snapshot(let snapshot):
-            metrics.snapshots.increment()
-            return (snapshot.revision, try SyncMessages.snapshot(snapshot, storeID: store.identity))
+        case .snapshotNeeded(let head):
+            // A node the store's log no longer reaches (or one ahead of it) starts over from a
+            // snapshot, as a node with nothing does, and shares its reads.
+            return try await snapshot(atLeast: head)
         }
     }
 

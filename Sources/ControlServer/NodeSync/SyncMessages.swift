@@ -24,18 +24,6 @@ enum SyncMessages {
         return EncodedMessage(bytes: try message.serializedBytes())
     }
 
-    static func snapshot(_ snapshot: StateSnapshot, storeID: String) throws -> EncodedMessage {
-        var services: [[UInt8]] = []
-        var slices: [[UInt8]] = []
-        for object in snapshot.objects {
-            guard let bytes = try encoded(object) else { continue }
-            if object.kind == .service { services.append(bytes) } else { slices.append(bytes) }
-        }
-        return try self.snapshot(
-            revision: snapshot.revision, commitTimeUnixNanos: snapshot.commitTimeUnixNanos, storeID: storeID, services: services,
-            slices: slices)
-    }
-
     /// A Service or EndpointSlice as its wire message's bytes, what a snapshot is made of; nil for
     /// a Node, which nodes do not receive.
     static func encoded(_ object: ProxyObject) throws -> [UInt8]? {
