@@ -30,8 +30,9 @@ struct Joins: AsyncParsableCommand {
     func run() async throws {
         print("joins: \(services) services x 10 endpoints stored; a one-endpoint change every \(changeInterval) ms while nodes join")
         print("Per node: from joining until it holds the revision committed before it joined. Server: CPU over the wave,")
-        print("snapshots read from its store (kubeproxy_nodesync_snapshots_total), resident memory after the wave.")
-        print("nodes  wave  p50 s  max s  server CPU s  snapshots read  server RSS MB")
+        print("snapshots read from its store (kubeproxy_nodesync_snapshots_total), resident memory after the wave and its")
+        print("peak so far (VmHWM).")
+        print("nodes  wave  p50 s  max s  server CPU s  snapshots read  server RSS MB  server peak MB")
         for count in nodes.split(separator: ",").compactMap({ Int($0) }) {
             try await runOnce(nodeCount: count)
         }
@@ -58,7 +59,10 @@ struct Joins: AsyncParsableCommand {
             }
         }
         defer { changes.cancel() }
-        print(String(format: "%5d  server RSS before the first wave: %.0f MB", nodeCount, Double(try process.residentBytes()) / 1e6))
+        print(
+            String(
+                format: "%5d  server RSS before the first wave: %.0f MB (peak %.0f MB)", nodeCount, Double(try process.residentBytes()) / 1e6,
+                Double(try process.peakResidentBytes()) / 1e6))
         for wave in 1...max(1, waves) {
             // Let changes flow before the nodes join.
             try await Task.sleep(for: .seconds(1))
@@ -100,8 +104,9 @@ struct Joins: AsyncParsableCommand {
         let times = synced.times.withLock { $0.values.sorted() }
         print(
             String(
-                format: "%5d  %4d  %5.2f  %5.2f  %12.2f  %14.0f  %13.0f", nodeCount, wave, percentile(times, 50).milliseconds / 1000,
-                (times.last ?? .zero).milliseconds / 1000, cpu, snapshots, Double(try process.residentBytes()) / 1e6))
+                format: "%5d  %4d  %5.2f  %5.2f  %12.2f  %14.0f  %13.0f  %14.0f", nodeCount, wave, percentile(times, 50).milliseconds / 1000,
+                (times.last ?? .zero).milliseconds / 1000, cpu, snapshots, Double(try process.residentBytes()) / 1e6,
+                Double(try process.peakResidentBytes()) / 1e6))
     }
 }
 

@@ -49,6 +49,9 @@ final class ServerProcess: @unchecked Sendable {
     /// Resident set size of the server process in bytes.
     func residentBytes() throws -> Int { try memoryBytes(of: process.processIdentifier, "VmRSS") }
 
+    /// The largest resident set size the server process has had so far, in bytes.
+    func peakResidentBytes() throws -> Int { try memoryBytes(of: process.processIdentifier, "VmHWM") }
+
     /// CPU time the server process has used, user and system, in seconds.
     func cpuSeconds() throws -> Double {
         guard let stat = ProcessStat(process: "\(process.processIdentifier)") else {
