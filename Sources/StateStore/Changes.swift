@@ -4,10 +4,14 @@ import ProxyModel
 public struct ObjectChange: Sendable, Hashable {
     public var key: ObjectKey
     public var object: ProxyObject?
+    /// The new state as the bytes of its wire message (the stored body with its revision), so
+    /// that messages carrying it copy it in instead of encoding it again; nil when deleted.
+    public var encoded: [UInt8]?
 
-    public init(key: ObjectKey, object: ProxyObject?) {
+    public init(key: ObjectKey, object: ProxyObject?, encoded: [UInt8]?) {
         self.key = key
         self.object = object
+        self.encoded = encoded
     }
 }
 

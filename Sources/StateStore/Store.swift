@@ -248,6 +248,9 @@ public final class Store: Sendable {
         let kind = try ObjectCoding.kind(row["kind"])
         let key = ObjectKey(kind: kind, namespace: row["namespace"], name: row["name"])
         let body: Data? = row["body"]
-        return ObjectChange(key: key, object: try body.map { try ObjectCoding.decode(kind: kind, $0, revision: row["revision"]) })
+        let revision: Int64 = row["revision"]
+        return ObjectChange(
+            key: key, object: try body.map { try ObjectCoding.decode(kind: kind, $0, revision: revision) },
+            encoded: body.map { ObjectCoding.wireBytes($0, revision: revision) })
     }
 }

@@ -1,5 +1,6 @@
 import ProxyAPI
 import ProxyModel
+import StateStore
 import Testing
 
 @testable import ControlServer
@@ -130,16 +131,26 @@ import Testing
     }
 }
 
-/// A snapshot copied together from objects encoded one by one decodes as the same message as one
+/// The bytes of an object's wire message, as the store hands them out (`ObjectChange.encoded`).
+func wireBytes(_ object: ProxyObject) throws -> [UInt8] {
+    switch object {
+    case .service(let service): try service.wire.serializedBytes()
+    case .endpointSlice(let slice): try slice.wire.serializedBytes()
+    case .node(let node): try node.wire.serializedBytes()
+    }
+}
+
+/// Messages copied together from objects encoded one by one decode as the same messages as
 /// protobuf encodes whole.
-@Suite struct SnapshotEncodingTests {
+@Suite struct SyncMessageEncodingTests {
+    // A slice of 300 endpoints takes lengths of more than one varint byte.
+    let objects = [webService(), webSlice("a", endpoints: 300), webService(port: 8443), webSlice("b", endpoints: 0)]
+
     @Test func copiedTogetherSnapshotDecodesAsTheWholeMessage() throws {
-        // A slice of 300 endpoints takes lengths of more than one varint byte.
-        let objects = [webService(), webSlice("a", endpoints: 300), webService(port: 8443), webSlice("b", endpoints: 0)]
         let encoded = try SyncMessages.snapshot(
             revision: 300, commitTimeUnixNanos: 1_700_000_000_123_456_789, storeID: "store-1",
-            services: objects.filter { $0.kind == .service }.compactMap(SyncMessages.encoded),
-            slices: objects.filter { $0.kind == .endpointSlice }.compactMap(SyncMessages.encoded))
+            services: objects.filter { $0.kind == .service }.map(wireBytes),
+            slices: objects.filter { $0.kind == .endpointSlice }.map(wireBytes))
         let whole = Kubeproxy_V1_ServerMessage.with { message in
             message.snapshot = .with {
                 $0.revision = 300
@@ -152,6 +163,32 @@ import Testing
                     case .node: Issue.record("no nodes here")
                     }
                 }
+            }
+        }
+        #expect(try Kubeproxy_V1_ServerMessage(serializedBytes: encoded.bytes) == whole)
+        #expect(encoded.bytes.count == (try whole.serializedBytes() as [UInt8]).count)
+    }
+
+    /// Upserts and deletes of both kinds, in the changes' order; a Node's change is left out.
+    @Test func copiedTogetherDeltaDecodesAsTheWholeMessage() throws {
+        var revised = objects
+        for index in revised.indices { revised[index].metadata.revision = Revision(UInt64(40 + index)) }
+        let node = ProxyObject.node(Node(metadata: ObjectMeta(namespace: "", name: "node-a"), addresses: [IPAddress("10.0.0.1")!]))
+        var changes = try revised.map { ObjectChange(key: $0.key, object: $0, encoded: try wireBytes($0)) }
+        changes.insert(ObjectChange(key: ObjectKey(kind: .endpointSlice, namespace: "default", name: "gone"), object: nil, encoded: nil), at: 1)
+        changes.append(ObjectChange(key: node.key, object: node, encoded: try wireBytes(node)))
+        changes.append(ObjectChange(key: ObjectKey(kind: .service, namespace: "other", name: "gone"), object: nil, encoded: nil))
+        let encoded = try SyncMessages.delta(from: 39, to: 300, commitTimeUnixNanos: 1_700_000_000_123_456_789, changes: changes)
+        let whole = Kubeproxy_V1_ServerMessage.with { message in
+            message.delta = .with {
+                $0.fromRevision = 39
+                $0.toRevision = 300
+                $0.commitTimeUnixNanos = 1_700_000_000_123_456_789
+                $0.upserts = revised.map(\.wire)
+                $0.deletes = [
+                    ObjectKey(kind: .endpointSlice, namespace: "default", name: "gone").wire,
+                    ObjectKey(kind: .service, namespace: "other", name: "gone").wire,
+                ]
             }
         }
         #expect(try Kubeproxy_V1_ServerMessage(serializedBytes: encoded.bytes) == whole)

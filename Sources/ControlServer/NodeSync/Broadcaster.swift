@@ -67,13 +67,7 @@ public final class Broadcaster: CommitObserver {
             return (shared.state.head, advance)
         }
         if advance {
-            Task { [self] in
-                do {
-                    try await snapshots.advance { [self] revision in history(after: revision) }
-                } catch {
-                    logger.error("cannot bring the snapshot's objects forward; the next snapshot reads the store: \(error)")
-                }
-            }
+            Task { [self] in await snapshots.advance { [self] revision in history(after: revision) } }
         }
         guard relevant.contains(where: { !$0.changes.isEmpty }) else { return }
         let message: EncodedMessage

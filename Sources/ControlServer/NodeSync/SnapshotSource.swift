@@ -25,9 +25,9 @@ actor SnapshotSource {
         }
 
         /// Brings the objects forward with the revisions committed after theirs.
-        mutating func apply(_ revisions: [CommittedRevision]) throws {
+        mutating func apply(_ revisions: [CommittedRevision]) {
             for revision in revisions where revision.revision > self.revision {
-                for change in revision.changes { set(change.key, try change.object.flatMap(SyncMessages.encoded)) }
+                for change in revision.changes { set(change.key, change.encoded) }
                 self.revision = revision.revision
                 commitTimeUnixNanos = revision.commitTimeUnixNanos
             }
@@ -63,7 +63,7 @@ actor SnapshotSource {
                 try await read()
                 continue
             }
-            try current.apply(later)
+            current.apply(later)
             objects = current
             let message = try SyncMessages.snapshot(
                 revision: current.revision, commitTimeUnixNanos: current.commitTimeUnixNanos, storeID: store.identity,
@@ -75,9 +75,9 @@ actor SnapshotSource {
 
     /// Brings the objects read (if any) forward to the newest revision `history` holds, so that
     /// they do not fall out of its reach while no node needs a snapshot.
-    func advance(history: @Sendable (Revision) -> [CommittedRevision]?) throws {
+    func advance(history: @Sendable (Revision) -> [CommittedRevision]?) {
         guard var current = objects.take(), let later = history(current.revision) else { return }
-        try current.apply(later)
+        current.apply(later)
         objects = current
     }
 

@@ -6,35 +6,43 @@ import StateStore
 enum SyncMessages {
     static let nodeKinds: Set<ObjectKind> = [.service, .endpointSlice]
 
+    /// A Delta made of the changes' stored bytes (`ObjectChange.encoded`), copied in as elements of
+    /// `upserts`, not encoded again; only the deleted objects' references are encoded.
     static func delta(from: Revision, to: Revision, commitTimeUnixNanos: Int64, changes: [ObjectChange]) throws -> EncodedMessage {
-        let message = Kubeproxy_V1_ServerMessage.with {
-            $0.delta = .with { delta in
-                delta.fromRevision = from.rawValue
-                delta.toRevision = to.rawValue
-                delta.commitTimeUnixNanos = commitTimeUnixNanos
-                for change in changes where nodeKinds.contains(change.key.kind) {
-                    if let object = change.object {
-                        delta.upserts.append(object.wire)
-                    } else {
-                        delta.deletes.append(change.key.wire)
-                    }
-                }
+        let header: [UInt8] = try Kubeproxy_V1_Delta.with {
+            $0.fromRevision = from.rawValue
+            $0.toRevision = to.rawValue
+            $0.commitTimeUnixNanos = commitTimeUnixNanos
+        }.serializedBytes()
+        // Field numbers of schema/proto: ServerMessage.delta 2; Delta.upserts 3 and Delta.deletes
+        // 4; Object.service 1 and Object.endpoint_slice 2. An upsert is an Object holding the
+        // object's bytes (`wrapper`), a delete the reference's bytes.
+        var fields: [(field: UInt8, wrapper: UInt8?, bytes: [UInt8])] = []
+        for change in changes {
+            switch (change.key.kind, change.encoded) {
+            case (.service, let bytes?): fields.append((3, 1, bytes))
+            case (.endpointSlice, let bytes?): fields.append((3, 2, bytes))
+            case (.service, nil), (.endpointSlice, nil): fields.append((4, nil, try change.key.wire.serializedBytes()))
+            case (.node, _): continue
             }
         }
-        return EncodedMessage(bytes: try message.serializedBytes())
-    }
-
-    /// A Service or EndpointSlice as its wire message's bytes, what a snapshot is made of; nil for
-    /// a Node, which nodes do not receive.
-    static func encoded(_ object: ProxyObject) throws -> [UInt8]? {
-        switch object {
-        case .service(let service): try service.wire.serializedBytes()
-        case .endpointSlice(let slice): try slice.wire.serializedBytes()
-        case .node: nil
+        func contentLength(_ field: (field: UInt8, wrapper: UInt8?, bytes: [UInt8])) -> Int {
+            field.wrapper == nil ? field.bytes.count : WireFields.fieldSize(length: field.bytes.count)
         }
+        let length = header.count + fields.reduce(0) { $0 + WireFields.fieldSize(length: contentLength($1)) }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(WireFields.fieldSize(length: length))
+        WireFields.appendHeader(field: 2, length: length, to: &bytes)
+        bytes += header
+        for field in fields {
+            WireFields.appendHeader(field: field.field, length: contentLength(field), to: &bytes)
+            if let wrapper = field.wrapper { WireFields.appendHeader(field: wrapper, length: field.bytes.count, to: &bytes) }
+            bytes += field.bytes
+        }
+        return EncodedMessage(bytes: bytes)
     }
 
-    /// A Snapshot of objects already encoded one by one (`encoded`): each is copied in as an
+    /// A Snapshot of objects already encoded one by one (`ObjectChange.encoded`): each is copied in as an
     /// element of its repeated field, not encoded again, so a snapshot costs its bytes only.
     static func snapshot(
         revision: Revision, commitTimeUnixNanos: Int64, storeID: String, services: [[UInt8]], slices: [[UInt8]]

@@ -62,7 +62,9 @@ extension Store {
                 object.metadata.revision = write.revision
                 try Self.store(write.db, object, body: body, revision: write.revision)
                 results.append((object, existing == nil ? .created : .configured))
-                changes.append(ObjectChange(key: item.key, object: object))
+                changes.append(
+                    ObjectChange(
+                        key: item.key, object: object, encoded: ObjectCoding.wireBytes(body, revision: Int64(write.revision.rawValue))))
             }
             let head = try Self.head(write.db)
             let changed = !changes.isEmpty
@@ -88,7 +90,7 @@ extension Store {
                     arguments: [item.key.kind.rawValue, item.key.namespace, item.key.name])
                 if write.db.changesCount == 0 { throw StoreError.notFound(item.key) }  // listed twice
                 try Self.recordChange(write.db, key: item.key, body: nil, revision: write.revision)
-                changes.append(ObjectChange(key: item.key, object: nil))
+                changes.append(ObjectChange(key: item.key, object: nil, encoded: nil))
             }
             let head = try Self.head(write.db)
             return WriteOutcome(
