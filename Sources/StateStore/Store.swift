@@ -24,13 +24,13 @@ public final class Store: Sendable {
         config.busyMode = .timeout(configuration.busyTimeoutSeconds)
         config.maximumReaderCount = configuration.maximumReaders
         config.foreignKeysEnabled = true
-        config.prepareDatabase { db in
-            // An acknowledged write survives power loss: fsync the WAL on every commit.
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-        }
         let superseded: Bool
         do {
             pool = try DatabasePool(path: configuration.path, configuration: config)
+            // An acknowledged write survives power loss: fsync the WAL on every commit. Only the
+            // writer writes, and the pool sets its writer to NORMAL (no sync at commit) when it
+            // turns WAL on, after `prepareDatabase` has run: so it is set here, once the pool is open.
+            try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
             let migrator = Migrations.migrator(logger: logger)
             // A database from a newer server is left untouched.
             superseded = try pool.read(migrator.hasBeenSuperseded)

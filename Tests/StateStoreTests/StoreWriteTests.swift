@@ -257,6 +257,16 @@ import Testing
         #expect(plain.loadBalancerIngressIps == ["192.0.2.12"] && plain.loadBalancerIngressIpModes.isEmpty)
     }
 
+    /// `synchronous=FULL` on the connection that commits: the WAL is synced before a write is
+    /// acknowledged (GRDB's pool sets its writer to NORMAL when it turns WAL on).
+    @Test func theWriterSyncsEveryCommit() throws {
+        let fixture = try TemporaryStore()
+        defer { fixture.remove() }
+        let mode = try fixture.store.pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
+        #expect(mode == 2, "PRAGMA synchronous on the writer: 2 is FULL, 1 NORMAL")
+        #expect(try fixture.store.pool.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") } == "wal")
+    }
+
     @Test func stateAndIdentitySurviveReopening() async throws {
         let fixture = try TemporaryStore()
         defer { fixture.remove() }
