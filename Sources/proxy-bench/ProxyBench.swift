@@ -38,12 +38,15 @@ struct Writes: AsyncParsableCommand {
     func run() async throws {
         let levels = clients.split(separator: ",").compactMap { Int($0) }
         print("writes: one-endpoint EndpointSlice updates (\(endpoints) endpoints per slice), synchronous=FULL")
-        print("clients  updates  seconds  updates/s  p50 ms  p99 ms  revisions/commit")
+        print("Server CPU: the control-server process's user and system time over the run, per update (the load generator")
+        print("runs on the same cores and is not counted).")
+        print("clients  updates  seconds  updates/s  p50 ms  p99 ms  revisions/commit  server CPU ms/update")
         for level in levels {
             let process = try await ServerProcess(binary: server.serverBinary)
             defer { process.stop() }
             let address = process.grpc
             let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+            let cpuBefore = try process.cpuSeconds()
             let started = ContinuousClock.now
             // One HTTP/2 connection per 16 clients.
             let connections = max(1, (level + 15) / 16)
@@ -76,15 +79,16 @@ struct Writes: AsyncParsableCommand {
                 return try await group.reduce(into: [Duration]()) { $0 += $1 }
             }
             let elapsed = (ContinuousClock.now - started).milliseconds / 1000
+            let cpu = try process.cpuSeconds() - cpuBefore
             let sorted = latencies.sorted()
             let groupSize =
                 try await process.metric("kubeproxy_store_committed_revisions_total")
                 / process.metric("kubeproxy_store_commit_batches_total")
             print(
                 String(
-                    format: "%7d  %7d  %7.2f  %9.0f  %6.2f  %6.2f  %16.1f", level, latencies.count, elapsed,
+                    format: "%7d  %7d  %7.2f  %9.0f  %6.2f  %6.2f  %16.1f  %20.3f", level, latencies.count, elapsed,
                     Double(latencies.count) / elapsed, percentile(sorted, 50).milliseconds, percentile(sorted, 99).milliseconds,
-                    groupSize))
+                    groupSize, cpu * 1000 / Double(latencies.count)))
         }
     }
 }
