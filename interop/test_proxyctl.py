@@ -70,7 +70,7 @@ CLUSTER_EXPORT = textwrap.dedent("""\
 
 def run(server, *args, stdin=None):
     result = subprocess.run([PROXYCTL, "--server", server.target, *args] if args and args[0] not in ("completion",)
-                            else [PROXYCTL, *args], input=stdin, capture_output=True, text=True, timeout=30)
+                            else [PROXYCTL, *args], input=stdin, capture_output=True, text=True, timeout=90)
     return result.returncode, result.stdout, result.stderr
 
 
@@ -291,3 +291,29 @@ def test_nodes_view_shows_sync_state_and_nacks(server, stubs):
     outgoing.put(None)
     responses.cancel()
     channel.close()
+
+
+def test_apply_larger_than_grpcs_default_message_limit(server, stubs, tmp_path):
+    """One apply is one Apply request and one transaction: a manifest whose request is above
+    gRPC's default 4 MiB message limit (and so is the response, which echoes every object) is
+    stored whole, not refused as an unreachable server."""
+    pb2, _ = stubs
+    slices = [{
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": f"big-{i}", "namespace": "big", "labels": {"kubernetes.io/service-name": f"big-{i}"}},
+        "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [f"10.{i}.{e // 250}.{e % 250 + 1}"], "nodeName": f"node-{e % 20}", "zone": "zone-a"}
+                      for e in range(1000)],
+    } for i in range(150)]
+    request = pb2.ApplyRequest(items=[pb2.ApplyItem(object=pb2.Object(endpoint_slice=pb2.EndpointSlice(
+        metadata=pb2.ObjectMeta(namespace="big", name=s["metadata"]["name"]), service_name=s["metadata"]["name"],
+        address_type="IPv4", ports=[pb2.EndpointPort(name="http", protocol=pb2.TCP, port=8080)],
+        endpoints=[pb2.Endpoint(addresses=e["addresses"], node_name=e["nodeName"], zone=e["zone"]) for e in s["endpoints"]])))
+        for s in slices])
+    assert request.ByteSize() > 4 << 20, f"the request is only {request.ByteSize()} bytes"
+    path = write(tmp_path, "big.json", json.dumps({"apiVersion": "v1", "kind": "List", "items": slices}))
+    code, out, err = run(server, "--timeout", "60", "apply", "-f", path)
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [f"endpointslice.discovery.k8s.io/big-{i} created" for i in range(150)]
+    code, out, _ = run(server, "get", "eps", "-n", "big", "-o", "name")
+    assert out.splitlines() == sorted(f"endpointslice.discovery.k8s.io/big-{i}" for i in range(150))

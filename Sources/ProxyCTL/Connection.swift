@@ -35,6 +35,11 @@ public struct GlobalOptions: ParsableArguments {
     var callOptions: CallOptions {
         var options = CallOptions.defaults
         options.timeout = .milliseconds(Int64(timeout * 1000))
+        // An Apply's response echoes its objects with what the server allocated: room above the
+        // server's request limit. The transport (grpc-swift-nio-transport 2.9) checks responses
+        // against the request limit.
+        options.maxRequestMessageBytes = 2 * MessageLimits.registryBytes
+        options.maxResponseMessageBytes = 2 * MessageLimits.registryBytes
         return options
     }
 

@@ -119,3 +119,21 @@ import Testing
         #expect(objects[0].object.service.ports[0].targetPortNumber == 8443)
     }
 }
+
+@Suite struct ApplySizeTests {
+    @Test func anApplyOverTheServersLimitIsRefusedBeforeItIsSent() throws {
+        let request = Kubeproxy_V1_ApplyRequest.with {
+            $0.items = (0..<3).map { index in
+                .with { $0.object = ProxyObject.service(Service(metadata: ObjectMeta(namespace: "default", name: "web-\(index)"))).wire }
+            }
+        }
+        let size = (try request.serializedBytes() as [UInt8]).count
+        try Apply.checkSize(of: request, limit: size)
+        #expect {
+            try Apply.checkSize(of: request, limit: size - 1)
+        } throws: { error in
+            "\(error)" == "3 objects make an Apply of \(size) bytes, more than the \(size - 1) the control server takes in one "
+                + "request: apply them in parts (each apply is one transaction)"
+        }
+    }
+}

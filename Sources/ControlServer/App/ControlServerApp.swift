@@ -2,6 +2,7 @@ import CMalloc
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
+import ProxyAPI
 import ProxyModel
 import ServiceLifecycle
 import StateStore
@@ -65,7 +66,9 @@ public final class ControlServerApp: Sendable {
             grpcIP.family == .ipv4
             ? .ipv4(host: grpcIP.description, port: configuration.listen.port)
             : .ipv6(host: grpcIP.description, port: configuration.listen.port)
-        let transport = HTTP2ServerTransport.Posix(address: address, transportSecurity: .plaintext)
+        let transport = HTTP2ServerTransport.Posix(
+            address: address, transportSecurity: .plaintext,
+            config: .defaults { $0.rpc.maxRequestPayloadSize = MessageLimits.registryBytes })
         let registry = RegistryService(
             store: store, tracker: tracker, broadcaster: broadcaster, watchHub: watchHub, metrics: metrics, logger: logger)
         let nodeSync = NodeSyncService(

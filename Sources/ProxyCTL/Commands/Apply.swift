@@ -31,6 +31,7 @@ struct Apply: AsyncParsableCommand {
             $0.items = objects.map { object in .with { $0.object = object.object } }
             $0.dryRun = dryRun == .server
         }
+        try Self.checkSize(of: request)
         let options = global.callOptions
         let response: Kubeproxy_V1_ApplyResponse
         do {
@@ -49,6 +50,16 @@ struct Apply: AsyncParsableCommand {
                 }
             print("\(Format.resourceName(object.key)) \(outcome)\(suffix)")
         }
+    }
+
+    /// Refuses, before sending it, an Apply larger than the server takes in one request (it
+    /// would end the stream, which reads as an unreachable server).
+    static func checkSize(of request: Kubeproxy_V1_ApplyRequest, limit: Int = MessageLimits.registryBytes) throws {
+        let size = (try request.serializedBytes() as [UInt8]).count
+        guard size > limit else { return }
+        throw CommandFailure(
+            "\(request.items.count) objects make an Apply of \(size) bytes, more than the \(limit) the control server takes in one "
+                + "request: apply them in parts (each apply is one transaction)")
     }
 
     /// Rewrites the server's `items[N].field: …` into `file: document D (Kind ns/name): field: …`.
