@@ -296,7 +296,8 @@ def test_nodes_view_shows_sync_state_and_nacks(server, stubs):
 def test_apply_larger_than_grpcs_default_message_limit(server, stubs, tmp_path):
     """One apply is one Apply request and one transaction: a manifest whose request is above
     gRPC's default 4 MiB message limit (and so is the response, which echoes every object) is
-    stored whole, not refused as an unreachable server."""
+    stored whole, not refused as an unreachable server. With too short a timeout the error says
+    that no answer came in time, since the write may have been applied all the same."""
     pb2, _ = stubs
     slices = [{
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
@@ -312,8 +313,15 @@ def test_apply_larger_than_grpcs_default_message_limit(server, stubs, tmp_path):
         for s in slices])
     assert request.ByteSize() > 4 << 20, f"the request is only {request.ByteSize()} bytes"
     path = write(tmp_path, "big.json", json.dumps({"apiVersion": "v1", "kind": "List", "items": slices}))
+    # Too short a timeout for that much: the answer does not say the server is unreachable.
+    code, _, err = run(server, "--timeout", "0.2", "apply", "-f", path)
+    assert code == 1 and "no answer from the control server" in err and "within --timeout" in err, err
     code, out, err = run(server, "--timeout", "60", "apply", "-f", path)
     assert (code, err) == (0, "")
-    assert out.splitlines() == [f"endpointslice.discovery.k8s.io/big-{i} created" for i in range(150)]
+    # All created, or all unchanged if the timed-out apply went through after all.
+    outcomes = {line.rsplit(" ", 1)[1] for line in out.splitlines()}
+    assert len(outcomes) == 1 and outcomes <= {"created", "unchanged"}, out
+    assert [line.rsplit(" ", 1)[0] for line in out.splitlines()] == [
+        f"endpointslice.discovery.k8s.io/big-{i}" for i in range(150)]
     code, out, _ = run(server, "get", "eps", "-n", "big", "-o", "name")
     assert out.splitlines() == sorted(f"endpointslice.discovery.k8s.io/big-{i}" for i in range(150))

@@ -74,8 +74,12 @@ struct CommandFailure: Error, CustomStringConvertible {
 
     init(serverError error: RPCError, server: String) {
         switch error.code {
-        case .unavailable, .deadlineExceeded:
+        case .unavailable:
             description = "cannot reach the control server at \(server): \(error.message)"
+        case .deadlineExceeded:
+            description =
+                "no answer from the control server at \(server) within --timeout (a write may have been applied all the "
+                + "same: `get` shows it): \(error.message)"
         case .invalidArgument:
             description = "invalid: \(error.message)"
         case .notFound:
