@@ -136,6 +136,33 @@ def test_node_sync_from_python(registry, stubs):
     responses.cancel()
 
 
+def test_list_pages_fit_grpcs_default_message_limit(registry):
+    """A client with gRPC's default 4 MiB receive limit lists 4.7 MB of EndpointSlices: pages end
+    by size, not only by count, and together hold every object once."""
+    pb2, stub, _ = registry
+
+    def big_slice(index):
+        return pb2.Object(endpoint_slice=pb2.EndpointSlice(
+            metadata=pb2.ObjectMeta(namespace="big", name=f"big-{index:03}"), service_name=f"big-{index:03}",
+            address_type="IPv4", ports=[pb2.EndpointPort(name="http", protocol=pb2.TCP, port=8080)],
+            endpoints=[pb2.Endpoint(addresses=[f"10.{index}.{e // 250}.{e % 250 + 1}"], node_name=f"node-{e % 20}")
+                       for e in range(1000)]))
+
+    # Applied in parts: an Apply's response echoes its objects, and this client takes 4 MiB.
+    for start in range(0, 150, 50):
+        stub.Apply(pb2.ApplyRequest(items=[pb2.ApplyItem(object=big_slice(i)) for i in range(start, start + 50)]))
+    names, sizes, token = [], [], ""
+    while True:
+        page = stub.List(pb2.ListRequest(kind=pb2.ENDPOINT_SLICE, namespace="big", page_token=token))
+        names += [o.endpoint_slice.metadata.name for o in page.objects]
+        sizes.append(page.ByteSize())
+        token = page.next_page_token
+        if not token:
+            break
+    assert names == [f"big-{i:03}" for i in range(150)]
+    assert len(sizes) > 1 and sum(sizes) > 4 << 20 and max(sizes) <= 4 << 20, sizes
+
+
 @pytest.mark.skipif(shutil.which("nghttp") is None, reason="nghttp2-client is not installed")
 def test_nghttp_speaks_http2_to_the_grpc_port(server, stubs):
     pb2, _ = stubs

@@ -90,8 +90,10 @@ public final class Store: Sendable {
     /// One page of objects of `kind`, ordered by namespace and name. A continuation pins the
     /// listing to the revision of its first page: if an object not yet listed changed since,
     /// the listing fails with `listingExpired` rather than mixing two states.
+    /// A page of at most `limit` objects, and of stored bodies adding up to at most `maxBytes`
+    /// (but at least one object).
     public func list(
-        kind: ObjectKind, namespace: String?, limit: Int, continuation: ListContinuation? = nil
+        kind: ObjectKind, namespace: String?, limit: Int, maxBytes: Int = .max, continuation: ListContinuation? = nil
     ) async throws(StoreError) -> ListPage {
         try await read { db in
             let head = try Self.head(db)
@@ -111,11 +113,16 @@ public final class Store: Sendable {
             sql += " ORDER BY namespace, name LIMIT ?"
             arguments += [limit + 1]
             let rows = try Row.fetchAll(db, sql: sql, arguments: arguments)
-            let objects = try rows.prefix(limit).map { row in
-                try ObjectCoding.decode(kind: kind, row["body"], revision: row["revision"])
+            var objects: [ProxyObject] = []
+            var bytes = 0
+            for row in rows.prefix(limit) {
+                let body: Data = row["body"]
+                bytes += body.count
+                if bytes > maxBytes && !objects.isEmpty { break }
+                objects.append(try ObjectCoding.decode(kind: kind, body, revision: row["revision"]))
             }
             var next: ListContinuation?
-            if rows.count > limit, let last = objects.last {
+            if rows.count > objects.count, let last = objects.last {
                 next = ListContinuation(revision: revision, afterNamespace: last.metadata.namespace, afterName: last.metadata.name)
             }
             return ListPage(objects: objects, revision: revision, continueToken: next)

@@ -156,6 +156,32 @@ import Testing
         #expect(all.continueToken == nil)
     }
 
+    /// A page ends before its stored bodies would add up to more than `maxBytes`, with at least
+    /// one object in it; following the tokens lists every object once, in order.
+    @Test func pagesStopAtTheirByteBudget() async throws {
+        let fixture = try TemporaryStore()
+        defer { fixture.remove() }
+        let store = fixture.store
+        _ = try await store.apply((0..<5).map { ApplyItem(object: service("svc\($0)")) })
+        let size = try await store.pool.read { db in
+            try Int.fetchOne(db, sql: "SELECT MAX(LENGTH(body)) FROM objects WHERE kind = 'Service'")
+        } ?? 0
+        #expect(size > 0)
+        for (budget, pages) in [(2 * size, [2, 2, 1]), (size, [1, 1, 1, 1, 1]), (1, [1, 1, 1, 1, 1]), (Int.max, [5])] {
+            var sizes: [Int] = []
+            var names: [String] = []
+            var token: ListContinuation?
+            repeat {
+                let page = try await store.list(kind: .service, namespace: nil, limit: 100, maxBytes: budget, continuation: token)
+                sizes.append(page.objects.count)
+                names += page.objects.map(\.metadata.name)
+                token = page.continueToken
+            } while token != nil
+            #expect(sizes == pages, "budget \(budget)")
+            #expect(names == (0..<5).map { "svc\($0)" })
+        }
+    }
+
     @Test func migrationsEmbeddedInTheBinaryMatchTheSchemaDirectory() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let directory = root.appendingPathComponent("schema/sqlite")

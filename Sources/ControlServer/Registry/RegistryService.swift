@@ -18,6 +18,9 @@ public struct RegistryService: Kubeproxy_V1_Registry.SimpleServiceProtocol {
 
     static let defaultPageSize = 500
     static let maxPageSize = 5000
+    /// The stored bodies of one List page add up to at most this (unless one object alone is
+    /// larger), so that a page stays within gRPC's default 4 MiB message limit of clients.
+    static let maxPageBytes = 3 << 20
     /// Revisions read from the change log per step while a Watch replays history.
     static let historyBatch = 256
 
@@ -87,7 +90,7 @@ public struct RegistryService: Kubeproxy_V1_Registry.SimpleServiceProtocol {
         }
         let continuation = try request.pageToken.isEmpty ? nil : PageToken.decode(request.pageToken)
         let page = try await store.list(
-            kind: kind, namespace: request.namespace.isEmpty ? nil : request.namespace, limit: size,
+            kind: kind, namespace: request.namespace.isEmpty ? nil : request.namespace, limit: size, maxBytes: Self.maxPageBytes,
             continuation: continuation)
         return .with {
             $0.objects = page.objects.map(\.wire)

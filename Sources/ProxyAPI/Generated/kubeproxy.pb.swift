@@ -680,7 +680,9 @@ public nonisolated struct Kubeproxy_V1_ListRequest: Sendable {
   /// Empty = all namespaces.
   public var namespace: String = String()
 
-  /// 0 = server default (500); at most 5000.
+  /// 0 = server default (500); at most 5000. A page also ends before its objects would add up
+  /// to more than 3 MiB (so that it fits gRPC's default 4 MiB message limit), unless its first
+  /// object alone is larger: follow next_page_token.
   public var pageSize: UInt32 = 0
 
   /// From a previous response. Every page reflects the first page's revision; if an object
