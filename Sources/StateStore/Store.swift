@@ -87,11 +87,10 @@ public final class Store: Sendable {
         return (object, found.1)
     }
 
-    /// One page of objects of `kind`, ordered by namespace and name. A continuation pins the
-    /// listing to the revision of its first page: if an object not yet listed changed since,
+    /// One page of objects of `kind`, ordered by namespace and name: at most `limit` objects, whose
+    /// stored bodies add up to at most `maxBytes` (but at least one object). A continuation pins
+    /// the listing to the revision of its first page: if an object not yet listed changed since,
     /// the listing fails with `listingExpired` rather than mixing two states.
-    /// A page of at most `limit` objects, and of stored bodies adding up to at most `maxBytes`
-    /// (but at least one object).
     public func list(
         kind: ObjectKind, namespace: String?, limit: Int, maxBytes: Int = .max, continuation: ListContinuation? = nil
     ) async throws(StoreError) -> ListPage {
@@ -169,7 +168,7 @@ public final class Store: Sendable {
                 arguments: [first["revision"] as Int64, last["revision"] as Int64])
             var byRevision: [Int64: [ObjectChange]] = [:]
             for row in changes {
-                byRevision[row["revision"], default: []].append(try Self.change(row))
+                byRevision[row["revision"], default: []].append(try Self.change(row, key: Self.key(row)))
             }
             return revisions.map { row in
                 let number: Int64 = row["revision"]
@@ -212,14 +211,15 @@ public final class Store: Sendable {
             let rows = try Row.fetchAll(
                 db, sql: "SELECT revision, kind, namespace, name, body FROM changes WHERE revision > ? ORDER BY revision",
                 arguments: [Int64(revision.rawValue)])
-            var latest: [ObjectKey: ObjectChange] = [:]
+            // Only each object's last change is decoded.
+            var latest: [ObjectKey: Row] = [:]
             for row in rows {
-                let change = try Self.change(row)
-                if kinds.contains(change.key.kind) { latest[change.key] = change }
+                let key = try Self.key(row)
+                if kinds.contains(key.kind) { latest[key] = row }
             }
             return .delta(
                 from: revision, to: head, commitTimeUnixNanos: try Self.commitTime(db, head),
-                changes: latest.values.sorted { $0.key < $1.key })
+                changes: try latest.sorted { $0.key < $1.key }.map { try Self.change($0.value, key: $0.key) })
         }
     }
 
@@ -251,13 +251,16 @@ public final class Store: Sendable {
         ).map { ($0["revision"], $0["body"]) }
     }
 
-    static func change(_ row: Row) throws -> ObjectChange {
-        let kind = try ObjectCoding.kind(row["kind"])
-        let key = ObjectKey(kind: kind, namespace: row["namespace"], name: row["name"])
+    /// The object a `changes` row is about.
+    static func key(_ row: Row) throws -> ObjectKey {
+        ObjectKey(kind: try ObjectCoding.kind(row["kind"]), namespace: row["namespace"], name: row["name"])
+    }
+
+    static func change(_ row: Row, key: ObjectKey) throws -> ObjectChange {
         let body: Data? = row["body"]
         let revision: Int64 = row["revision"]
         return ObjectChange(
-            key: key, object: try body.map { try ObjectCoding.decode(kind: kind, $0, revision: revision) },
+            key: key, object: try body.map { try ObjectCoding.decode(kind: key.kind, $0, revision: revision) },
             encoded: body.map { ObjectCoding.wireBytes($0, revision: revision) })
     }
 }
