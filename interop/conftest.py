@@ -38,12 +38,15 @@ def stubs():
 
 
 class Server:
-    def __init__(self, workdir):
+    """A control-server with its log in `workdir`, and its database there too unless `database`
+    names it."""
+
+    def __init__(self, workdir, database=None):
         self.port = free_port()
         self.http_port = free_port()
         self.log = open(os.path.join(workdir, "server.log"), "w")
         self.process = subprocess.Popen(
-            [BINARY, "--db", os.path.join(workdir, "state.db"), "--listen", f"127.0.0.1:{self.port}",
+            [BINARY, "--db", database or os.path.join(workdir, "state.db"), "--listen", f"127.0.0.1:{self.port}",
              "--http-listen", f"127.0.0.1:{self.http_port}"],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 20
