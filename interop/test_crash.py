@@ -1,14 +1,16 @@
-"""Durability: every write the server acknowledged survives kill -9 of the server process and a
-power cut, and the database passes SQLite's integrity check afterwards; and every write is synced
-to disk before it is acknowledged."""
+"""Durability: every write the server acknowledged survives kill -9 of the server process, a
+power cut and a full disk, and the database passes SQLite's integrity check afterwards; and every
+write is synced to disk before it is acknowledged."""
 import fcntl
 import os
+import re
 import signal
 import sqlite3
 import struct
 import subprocess
 import threading
 import time
+import urllib.request
 
 import grpc
 
@@ -108,53 +110,134 @@ def test_acknowledged_writes_survive_kill_9(tmp_path, stubs):
     assert_integrity(database)
 
 
-# FS_IOC_SHUTDOWN (_IOR('X', 125, __u32)) with FS_SHUTDOWN_FLAGS_NOLOGFLUSH: the file system stops
-# at once, writing neither its dirty pages nor its journal.
-FS_IOC_SHUTDOWN = 0x8004587D
-FS_SHUTDOWN_FLAGS_NOLOGFLUSH = 2
+class LoopFileSystem:
+    """An ext4 file system of its own in `directory`, on a loop device (root only), unmounted on
+    exit."""
+
+    # FS_IOC_SHUTDOWN (_IOR('X', 125, __u32)) with FS_SHUTDOWN_FLAGS_NOLOGFLUSH: the file system
+    # stops at once, writing neither its dirty pages nor its journal.
+    FS_IOC_SHUTDOWN = 0x8004587D
+    FS_SHUTDOWN_FLAGS_NOLOGFLUSH = 2
+
+    def __init__(self, directory, size=64 << 20):
+        self.image, self.path = directory / "disk.img", directory / "disk"
+        self.path.mkdir()
+        with open(self.image, "wb") as file:
+            file.truncate(size)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(self.image)], check=True)
+        self.mount()
+
+    def mount(self):
+        subprocess.run(["mount", "-o", "loop", str(self.image), str(self.path)], check=True)
+
+    def unmount(self):
+        subprocess.run(["umount", str(self.path)], check=True)
+
+    def cut_power(self):
+        """What xfstests does to simulate a power failure: what the page cache held and nobody
+        synced is lost; every later write fails."""
+        mount_point = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.ioctl(mount_point, self.FS_IOC_SHUTDOWN, struct.pack("I", self.FS_SHUTDOWN_FLAGS_NOLOGFLUSH))
+        finally:
+            os.close(mount_point)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        if os.path.ismount(self.path):
+            self.unmount()
+
+
+def kill(server):
+    if server.process.poll() is None:
+        server.process.kill()
+    server.process.wait()
+    server.log.close()
 
 
 def test_acknowledged_writes_survive_a_power_cut(tmp_path, stubs):
-    """A power cut, as xfstests simulates one: the database on an ext4 file system of its own (a
-    loop device) that is shut down mid-write, without flushing anything. What the page cache held
-    and nobody synced is lost, as in a power failure; writes after it fail. The file system is
-    mounted again (journal recovery) and a new server started on the database: every write the
-    first one acknowledged must be there. With `synchronous=NORMAL` they are not: SQLite would
-    sync the WAL only at checkpoints."""
-    image, disk = tmp_path / "disk.img", tmp_path / "disk"
-    disk.mkdir()
-    with open(image, "wb") as file:
-        file.truncate(64 << 20)
-    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
-    subprocess.run(["mount", "-o", "loop", str(image), str(disk)], check=True)
-    database = str(disk / "state.db")
-    server = None
-    try:
+    """The database on a file system of its own, whose power is cut mid-write (`cut_power`). It
+    is mounted again (journal recovery) and a new server started on the database: every write
+    the first one acknowledged must be there. With `synchronous=NORMAL` they are not: SQLite
+    would sync the WAL only at checkpoints."""
+    with LoopFileSystem(tmp_path) as disk:
+        database = str(disk.path / "state.db")
         server = Server(str(tmp_path), database)
-        writers = Writers(stubs, server.target)
-        time.sleep(1.5)
-        mount_point = os.open(disk, os.O_RDONLY)
         try:
-            fcntl.ioctl(mount_point, FS_IOC_SHUTDOWN, struct.pack("I", FS_SHUTDOWN_FLAGS_NOLOGFLUSH))
+            writers = Writers(stubs, server.target)
+            time.sleep(1.5)
+            disk.cut_power()
+            writers.stop()
         finally:
-            os.close(mount_point)
-        writers.stop()
-        server.process.kill()
-        server.process.wait()
-        server.log.close()
-        subprocess.run(["umount", str(disk)], check=True)
-        subprocess.run(["mount", "-o", "loop", str(image), str(disk)], check=True)
+            kill(server)
+        disk.unmount()
+        disk.mount()
 
         assert_integrity(database)
         server = Server(str(tmp_path), database)
-        assert_acknowledged_writes_stored(stubs, server, writers.acknowledged)
-        server.stop()
+        try:
+            assert_acknowledged_writes_stored(stubs, server, writers.acknowledged)
+        finally:
+            server.stop()
         assert_integrity(database)
-    finally:
-        if server is not None and server.process.poll() is None:
-            server.process.kill()
-            server.process.wait()
-        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_full_disk_fails_writes_clearly_and_loses_nothing(tmp_path, stubs):
+    """The database's file system fills up: writes fail with RESOURCE_EXHAUSTED saying so, the
+    server logs and counts them, reads go on, and once there is room again writes succeed without
+    a restart. Nothing acknowledged is lost; the database passes SQLite's integrity check."""
+    pb2, pb2_grpc = stubs
+    with LoopFileSystem(tmp_path, size=16 << 20) as disk:
+        database = str(disk.path / "state.db")
+        filler = disk.path / "filler"
+        stat = os.statvfs(disk.path)
+        with open(filler, "wb") as file:
+            file.write(b"\0" * (stat.f_bavail * stat.f_frsize - (2 << 20)))
+        server = Server(str(tmp_path), database)
+        try:
+            channel = grpc.insecure_channel(server.target)
+            stub = pb2_grpc.RegistryStub(channel)
+
+            def apply(name):
+                large = slice_object(pb2, name, "10.0.0.1")
+                large.endpoint_slice.endpoints.extend(
+                    pb2.Endpoint(addresses=[f"10.1.{n // 250}.{n % 250 + 1}"]) for n in range(999))
+                return stub.Apply(pb2.ApplyRequest(items=[pb2.ApplyItem(object=large)]), timeout=10).revision
+
+            acknowledged = {}
+            for sequence in range(200):
+                name = f"large-{sequence}"
+                try:
+                    acknowledged[name] = ("10.0.0.1", apply(name))
+                except grpc.RpcError as error:
+                    refused = error
+                    break
+            else:
+                raise AssertionError("200 writes of 1,000 endpoints fit in 2 MiB")
+            assert len(acknowledged) > 5, "the disk filled before the writes had begun"
+            assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused
+            assert "storage full, nothing was written" in refused.details(), refused.details()
+
+            listed = stub.List(pb2.ListRequest(kind=pb2.ENDPOINT_SLICE))
+            assert sorted(item.endpoint_slice.metadata.name for item in listed.objects) == sorted(acknowledged)
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=5).read().decode()
+            assert re.search(r'^kubeproxy_store_failed_writes_total\{reason="full"\} [1-9]', metrics, re.M), metrics
+            with open(server.log.name) as log:
+                assert "writes failed in storage" in log.read()
+
+            os.remove(filler)
+            acknowledged[name] = ("10.0.0.1", apply(name))
+            channel.close()
+        finally:
+            server.stop()
+        assert_integrity(database)
+        server = Server(str(tmp_path), database)
+        try:
+            assert_acknowledged_writes_stored(stubs, server, acknowledged)
+        finally:
+            server.stop()
 
 
 def test_every_write_is_synced_to_disk_before_it_is_acknowledged(server, registry):

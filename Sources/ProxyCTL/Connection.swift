@@ -88,6 +88,10 @@ struct CommandFailure: Error, CustomStringConvertible {
             description = "already allocated: \(error.message)"
         case .failedPrecondition:
             description = "conflict: \(error.message)"
+        case .resourceExhausted:
+            description = "exhausted: \(error.message)"
+        case .internalError:
+            description = "the control server failed: \(error.message)"
         default:
             description = "\(error.code): \(error.message)"
         }

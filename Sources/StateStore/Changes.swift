@@ -50,6 +50,12 @@ public enum CatchUp: Sendable {
 /// writer's caller is answered.
 public protocol CommitObserver: Sendable {
     func committed(_ revisions: [CommittedRevision])
+    /// `writes` queued writes failed in SQLite (`error.isStorageFailure`): none of them was stored.
+    func failed(_ error: StoreError, writes: Int)
+}
+
+extension CommitObserver {
+    public func failed(_ error: StoreError, writes: Int) {}
 }
 
 public struct ApplyItem: Sendable {

@@ -43,7 +43,7 @@ public final class Store: Sendable {
             throw StoreError.storage(
                 "cannot open \(configuration.path): a newer control-server migrated it to a schema this one does not know")
         }
-        committer = GroupCommitter(writer: pool, retainedRevisions: configuration.retainedRevisions)
+        committer = GroupCommitter(writer: pool, retainedRevisions: configuration.retainedRevisions, logger: logger)
     }
 
     /// Registers an observer of committed revisions (the broadcaster, the watch hub).

@@ -15,8 +15,11 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case compacted(requested: Revision, compacted: Revision)
     /// A paged listing can no longer be continued consistently.
     case listingExpired(String)
-    /// SQLite failed (I/O, corruption, full disk); the write did not happen.
+    /// SQLite failed (I/O, corruption); the write did not happen.
     case storage(String)
+    /// The database or its disk is full (SQLite's `SQLITE_FULL`); the write did not happen, and
+    /// writes succeed again once there is room.
+    case full(String)
 
     public var description: String {
         switch self {
@@ -34,6 +37,15 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
             "revision \(requested) has been compacted (history is retained after revision \(compacted)); list again"
         case .listingExpired(let message): message
         case .storage(let message): "storage failure: \(message)"
+        case .full(let message): "storage full, nothing was written: \(message)"
+        }
+    }
+
+    /// Whether SQLite itself failed (rather than the input or the state breaking a rule).
+    public var isStorageFailure: Bool {
+        switch self {
+        case .storage, .full: true
+        default: false
         }
     }
 }

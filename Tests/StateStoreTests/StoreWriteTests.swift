@@ -1,6 +1,7 @@
 import Foundation
 import ProxyAPI
 import ProxyModel
+import Synchronization
 import Testing
 
 @testable import StateStore
@@ -265,6 +266,41 @@ import Testing
         let mode = try fixture.store.pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
         #expect(mode == 2, "PRAGMA synchronous on the writer: 2 is FULL, 1 NORMAL")
         #expect(try fixture.store.pool.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") } == "wal")
+    }
+
+    /// SQLite's `max_page_count` stands in for a full disk here (`interop/test_crash.py` fills a
+    /// real one): the write fails as `full`, observers hear of it, nothing of it is stored, reads
+    /// go on, and once there is room the same write succeeds.
+    @Test func aFullDatabaseFailsWritesAsFullUntilThereIsRoom() async throws {
+        final class Failures: CommitObserver {
+            let seen = Mutex<[(StoreError, Int)]>([])
+            func committed(_ revisions: [CommittedRevision]) {}
+            func failed(_ error: StoreError, writes: Int) { seen.withLock { $0.append((error, writes)) } }
+        }
+        let fixture = try TemporaryStore()
+        defer { fixture.remove() }
+        let failures = Failures()
+        fixture.store.addObserver(failures)
+        _ = try await fixture.store.apply([ApplyItem(object: service("web"))])
+        let pages = try await fixture.store.pool.read { db in try Int.fetchOne(db, sql: "PRAGMA page_count") } ?? 0
+        try await fixture.store.pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA max_page_count = \(pages)") }
+        let addresses = (0..<1000).map { "10.1.\($0 / 250).\($0 % 250 + 1)" }
+        let large = ApplyItem(object: slice("web-1", service: "web", addresses: addresses))
+
+        let error = await #expect(throws: StoreError.self) { try await fixture.store.apply([large]) }
+        guard case .full(let message) = error else {
+            Issue.record("expected .full, got \(String(describing: error))")
+            return
+        }
+        #expect(message.contains("full"))
+        #expect(failures.seen.withLock { $0.map(\.1) } == [1])
+        #expect(try await fixture.store.headRevision() == 1)
+        #expect(try await fixture.store.get(key(.service, "web")).object.metadata.revision == 1)
+        await #expect(throws: StoreError.notFound(key(.endpointSlice, "web-1"))) { try await fixture.store.get(key(.endpointSlice, "web-1")) }
+
+        try await fixture.store.pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA max_page_count = 1073741823") }
+        #expect(try await fixture.store.apply([large]).revision == 2)
+        #expect(failures.seen.withLock { $0.count } == 1)
     }
 
     @Test func stateAndIdentitySurviveReopening() async throws {

@@ -156,6 +156,14 @@ private struct StoreMetricsObserver: CommitObserver {
         metrics.commitBatches.increment()
         metrics.committedRevisions.increment(by: Int64(revisions.count))
     }
+
+    func failed(_ error: StoreError, writes: Int) {
+        if case .full = error {
+            metrics.failedWritesFull.increment(by: Int64(writes))
+        } else {
+            metrics.failedWritesError.increment(by: Int64(writes))
+        }
+    }
 }
 
 /// Whether the gRPC server is accepting calls (for `/readyz`).

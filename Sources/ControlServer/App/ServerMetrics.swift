@@ -8,6 +8,9 @@ public struct ServerMetrics: Sendable {
     let headRevision: Gauge
     let commitBatches: Counter
     let committedRevisions: Counter
+    /// Writes that failed in SQLite because the database or its disk was full, and otherwise.
+    let failedWritesFull: Counter
+    let failedWritesError: Counter
     let deltaBytes: Counter
     let sentBytes: Counter
     let catchUps: Counter
@@ -26,6 +29,11 @@ public struct ServerMetrics: Sendable {
             descriptor: name("store", "commit_batches", "total", "SQLite transactions that committed revisions (group commit)."))
         committedRevisions = registry.makeCounter(
             descriptor: name("store", "committed_revisions", "total", "Revisions committed; divided by commit batches: the mean group size."))
+        let failedWrites = name(
+            "store", "failed_writes", "total",
+            "Writes that failed in SQLite (reason full: the database or its disk was full); none of them was stored.")
+        failedWritesFull = registry.makeCounter(descriptor: failedWrites, labels: [("reason", "full")])
+        failedWritesError = registry.makeCounter(descriptor: failedWrites, labels: [("reason", "error")])
         deltaBytes = registry.makeCounter(
             descriptor: name("nodesync", "encoded_delta_bytes", "total", "Bytes of deltas, encoded once per commit batch."))
         sentBytes = registry.makeCounter(

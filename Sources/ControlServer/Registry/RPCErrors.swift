@@ -15,6 +15,7 @@ extension StoreError: RPCErrorConvertible {
         case .compacted: .outOfRange
         case .listingExpired: .aborted
         case .storage: .internalError
+        case .full: .resourceExhausted
         }
     }
 

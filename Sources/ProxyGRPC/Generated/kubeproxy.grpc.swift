@@ -172,8 +172,9 @@ extension Kubeproxy_V1_Registry {
     /// >
     /// > Status codes: INVALID_ARGUMENT (message names the field path),
     /// > NOT_FOUND, ALREADY_EXISTS (ClusterIP / NodePort taken), FAILED_PRECONDITION
-    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort; a
-    /// > Watch that fell too far behind), OUT_OF_RANGE (Watch from compacted history: relist),
+    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort; the
+    /// > server's database or disk is full, nothing was written; a Watch that fell too far
+    /// > behind), OUT_OF_RANGE (Watch from compacted history: relist),
     /// > ABORTED (a paged List changed under its page token: list again), UNAVAILABLE (shutting
     /// > down), INTERNAL (storage failure).
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
@@ -302,8 +303,9 @@ extension Kubeproxy_V1_Registry {
     /// >
     /// > Status codes: INVALID_ARGUMENT (message names the field path),
     /// > NOT_FOUND, ALREADY_EXISTS (ClusterIP / NodePort taken), FAILED_PRECONDITION
-    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort; a
-    /// > Watch that fell too far behind), OUT_OF_RANGE (Watch from compacted history: relist),
+    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort; the
+    /// > server's database or disk is full, nothing was written; a Watch that fell too far
+    /// > behind), OUT_OF_RANGE (Watch from compacted history: relist),
     /// > ABORTED (a paged List changed under its page token: list again), UNAVAILABLE (shutting
     /// > down), INTERNAL (storage failure).
     public protocol ServiceProtocol: Kubeproxy_V1_Registry.StreamingServiceProtocol {
@@ -430,8 +432,9 @@ extension Kubeproxy_V1_Registry {
     /// >
     /// > Status codes: INVALID_ARGUMENT (message names the field path),
     /// > NOT_FOUND, ALREADY_EXISTS (ClusterIP / NodePort taken), FAILED_PRECONDITION
-    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort; a
-    /// > Watch that fell too far behind), OUT_OF_RANGE (Watch from compacted history: relist),
+    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort; the
+    /// > server's database or disk is full, nothing was written; a Watch that fell too far
+    /// > behind), OUT_OF_RANGE (Watch from compacted history: relist),
     /// > ABORTED (a paged List changed under its page token: list again), UNAVAILABLE (shutting
     /// > down), INTERNAL (storage failure).
     public protocol SimpleServiceProtocol: Kubeproxy_V1_Registry.ServiceProtocol {
@@ -862,8 +865,9 @@ extension Kubeproxy_V1_Registry {
     /// >
     /// > Status codes: INVALID_ARGUMENT (message names the field path),
     /// > NOT_FOUND, ALREADY_EXISTS (ClusterIP / NodePort taken), FAILED_PRECONDITION
-    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort; a
-    /// > Watch that fell too far behind), OUT_OF_RANGE (Watch from compacted history: relist),
+    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort; the
+    /// > server's database or disk is full, nothing was written; a Watch that fell too far
+    /// > behind), OUT_OF_RANGE (Watch from compacted history: relist),
     /// > ABORTED (a paged List changed under its page token: list again), UNAVAILABLE (shutting
     /// > down), INTERNAL (storage failure).
     public protocol ClientProtocol: Sendable {
@@ -1030,8 +1034,9 @@ extension Kubeproxy_V1_Registry {
     /// >
     /// > Status codes: INVALID_ARGUMENT (message names the field path),
     /// > NOT_FOUND, ALREADY_EXISTS (ClusterIP / NodePort taken), FAILED_PRECONDITION
-    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort; a
-    /// > Watch that fell too far behind), OUT_OF_RANGE (Watch from compacted history: relist),
+    /// > (expected_revision mismatch), RESOURCE_EXHAUSTED (no free ClusterIP / NodePort; the
+    /// > server's database or disk is full, nothing was written; a Watch that fell too far
+    /// > behind), OUT_OF_RANGE (Watch from compacted history: relist),
     /// > ABORTED (a paged List changed under its page token: list again), UNAVAILABLE (shutting
     /// > down), INTERNAL (storage failure).
     public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {

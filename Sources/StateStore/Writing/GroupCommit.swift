@@ -1,4 +1,5 @@
 import GRDB
+import Logging
 import ProxyModel
 import Synchronization
 
@@ -49,12 +50,14 @@ final class GroupCommitter: Sendable {
 
     private let writer: DatabasePool
     private let retainedRevisions: UInt64
+    private let logger: Logger
     private let observers: Mutex<[any CommitObserver]> = Mutex([])
     private let queue = Mutex(Queue())
 
-    init(writer: DatabasePool, retainedRevisions: UInt64) {
+    init(writer: DatabasePool, retainedRevisions: UInt64, logger: Logger) {
         self.writer = writer
         self.retainedRevisions = retainedRevisions
+        self.logger = logger
     }
 
     func addObserver(_ observer: any CommitObserver) {
@@ -105,44 +108,67 @@ final class GroupCommitter: Sendable {
             (results, committed) = try await writer.writeWithoutTransaction { db in
                 var results = [Result<Void, any Error>](repeating: .success(()), count: jobs.count)
                 var committed: [CommittedRevision] = []
-                try db.inTransaction(.immediate) {
-                    let stored = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'head_revision'") ?? 0
-                    var head = Revision(UInt64(stored))
-                    for (index, job) in jobs.enumerated() {
-                        do {
-                            var produced: CommittedRevision?
-                            try db.inSavepoint {
-                                let result = try job.run(db, head.next, WallClock.nowUnixNanos())
-                                produced = result.keep ? result.committed : nil
-                                return result.keep ? .commit : .rollback
+                do {
+                    try db.inTransaction(.immediate) {
+                        let stored = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'head_revision'") ?? 0
+                        var head = Revision(UInt64(stored))
+                        for (index, job) in jobs.enumerated() {
+                            do {
+                                var produced: CommittedRevision?
+                                // The revision's row is in the write's savepoint too: a write that
+                                // fails leaves nothing behind, nor its revision taken.
+                                try db.inSavepoint {
+                                    let result = try job.run(db, head.next, WallClock.nowUnixNanos())
+                                    guard result.keep else { return .rollback }
+                                    if let changed = result.committed {
+                                        try db.cachedStatement(sql: "INSERT INTO revisions (revision, commit_time_unix_nanos) VALUES (?, ?)")
+                                            .execute(arguments: [Int64(changed.revision.rawValue), changed.commitTimeUnixNanos])
+                                        produced = changed
+                                    }
+                                    return .commit
+                                }
+                                if let produced {
+                                    head = produced.revision
+                                    committed.append(produced)
+                                }
+                            } catch {
+                                results[index] = .failure(Self.storeError(error))
                             }
-                            if let produced {
-                                try db.cachedStatement(sql: "INSERT INTO revisions (revision, commit_time_unix_nanos) VALUES (?, ?)")
-                                    .execute(arguments: [Int64(produced.revision.rawValue), produced.commitTimeUnixNanos])
-                                head = produced.revision
-                                committed.append(produced)
-                            }
-                        } catch {
-                            results[index] = .failure(Self.storeError(error))
                         }
+                        if !committed.isEmpty {
+                            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'head_revision'", arguments: [Int64(head.rawValue)])
+                            try self.compact(db, head: head)
+                        }
+                        return .commit
                     }
-                    if !committed.isEmpty {
-                        try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'head_revision'", arguments: [Int64(head.rawValue)])
-                        try self.compact(db, head: head)
-                    }
-                    return .commit
+                } catch {
+                    // SQLite rolls the whole transaction back on some failures (a full disk): the
+                    // first write that failed in storage tells why, the commit only that it was aborted.
+                    for case .failure(let failure as StoreError) in results where failure.isStorageFailure { throw failure }
+                    throw error
                 }
                 return (results, committed)
             }
         } catch {
             let failure = Self.storeError(error)
+            storageFailed(failure, writes: jobs.count)
             for job in jobs { job.finish(.failure(failure)) }
             return
         }
         if !committed.isEmpty {
             for observer in observers.withLock({ $0 }) { observer.committed(committed) }
         }
+        for case .failure(let error as StoreError) in results where error.isStorageFailure {
+            storageFailed(error, writes: 1)
+        }
         for (job, result) in zip(jobs, results) { job.finish(result) }
+    }
+
+    /// Logs and reports writes that failed in SQLite, not for what they asked.
+    private func storageFailed(_ error: StoreError, writes: Int) {
+        guard error.isStorageFailure else { return }
+        logger.error("writes failed in storage, nothing of them was stored", metadata: ["writes": "\(writes)", "error": "\(error)"])
+        for observer in observers.withLock({ $0 }) { observer.failed(error, writes: writes) }
     }
 
     /// Drops change-log history so that at most `retainedRevisions` revisions remain.
@@ -158,6 +184,7 @@ final class GroupCommitter: Sendable {
     static func storeError(_ error: any Error) -> StoreError {
         if let error = error as? StoreError { return error }
         if let error = error as? ValidationError { return .invalid(error) }
+        if let error = error as? DatabaseError, error.resultCode == .SQLITE_FULL { return .full(String(describing: error)) }
         return .storage(String(describing: error))
     }
 }
