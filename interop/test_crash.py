@@ -186,8 +186,9 @@ def test_acknowledged_writes_survive_a_power_cut(tmp_path, stubs):
 
 def test_a_full_disk_fails_writes_clearly_and_loses_nothing(tmp_path, stubs):
     """The database's file system fills up: writes fail with RESOURCE_EXHAUSTED saying so, the
-    server logs and counts them, reads go on, and once there is room again writes succeed without
-    a restart. Nothing acknowledged is lost; the database passes SQLite's integrity check."""
+    server logs and counts them, reads go on, a node that connects (whose registration is a write)
+    gets its snapshot, and once there is room again writes succeed without a restart. Nothing
+    acknowledged is lost; the database passes SQLite's integrity check."""
     pb2, pb2_grpc = stubs
     with LoopFileSystem(tmp_path, size=16 << 20) as disk:
         database = str(disk.path / "state.db")
@@ -226,6 +227,18 @@ def test_a_full_disk_fails_writes_clearly_and_loses_nothing(tmp_path, stubs):
             assert re.search(r'^kubeproxy_store_failed_writes_total\{reason="full"\} [1-9]', metrics, re.M), metrics
             with open(server.log.name) as log:
                 assert "writes failed in storage" in log.read()
+
+            connected = threading.Event()
+
+            def hello():
+                yield pb2.NodeMessage(hello=pb2.Hello(node=pb2.Node(metadata=pb2.ObjectMeta(name="late-node"))))
+                connected.wait(10)
+
+            responses = pb2_grpc.NodeSyncStub(channel).Sync(hello(), timeout=10)
+            snapshot = next(responses).snapshot
+            connected.set()
+            responses.cancel()
+            assert sorted(item.metadata.name for item in snapshot.endpoint_slices) == sorted(acknowledged)
 
             os.remove(filler)
             acknowledged[name] = ("10.0.0.1", apply(name))

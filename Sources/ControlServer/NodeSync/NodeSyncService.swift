@@ -66,7 +66,14 @@ public struct NodeSyncService: RegistrableRPCService {
             throw RPCError(code: .invalidArgument, message: "hello.node: \(error)")
         }
         let name = node.metadata.name
-        _ = try await store.registerNode(node)
+        do {
+            _ = try await store.registerNode(node)
+        } catch {
+            guard error.isStorageFailure else { throw error }
+            // A server that cannot write (its disk full) still serves the state it has: the node
+            // gets its rules, and registers when it next connects.
+            logger.error("cannot register node; syncing it all the same", metadata: ["node": "\(name)", "error": "\(error)"])
+        }
         let stored = try await store.nodeStatuses(named: name).first
         tracker.connected(node, stored: stored)
         // A revision from another store's history means nothing here: start from a snapshot.
