@@ -1105,6 +1105,24 @@ def test_both_daemons_report_their_process_in_their_metrics(cluster):
         assert time.time() - 3600 < samples["process_start_time_seconds"] <= time.time(), (key, samples)
 
 
+def test_conntrack_timeouts_are_kube_proxys(cluster):
+    """kube-proxy's conntrack tuning: in each node's network namespace, idle established TCP flows
+    stay tracked 1 day and CLOSE_WAIT ones 1 hour (the kernel's defaults: 5 days and 60 s). The
+    table's size is machine-wide, set from the initial namespace only: a node in a namespace
+    leaves it alone and says so."""
+    lab = cluster.lab
+
+    def sysctl(ns, name):
+        return int(lab.run(ns, "cat", f"/proc/sys/net/netfilter/{name}").stdout)
+
+    for number in (1, 2):
+        assert sysctl(cluster.nodes[number], "nf_conntrack_tcp_timeout_established") == 86400
+        assert sysctl(cluster.nodes[number], "nf_conntrack_tcp_timeout_close_wait") == 3600
+    assert sysctl(cluster.cp, "nf_conntrack_tcp_timeout_close_wait") == 60, "a namespace without an applier keeps the kernel's"
+    with open(lab.logs["applier-n2"]) as log:
+        assert "the table's size (machine-wide) is left alone" in log.read()
+
+
 def test_affinity_objects_left_in_the_main_table_are_replaced(cluster):
     """A build before the affinity table kept ClientIP affinity's chains and sets in the main
     table, where an object's name no longer says it is: the applier replaces the tables as a whole

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Logging
 import NodeApplier
 import ProxyAPI
@@ -62,6 +63,32 @@ struct NodeApplierCommand: AsyncParsableCommand {
     @Option(name: .customLong("heartbeat-interval"), help: "Seconds between NodeSync heartbeats; a silent stream is dropped after three.")
     var heartbeatInterval: Double = 5
 
+    @Option(
+        name: .customLong("conntrack-max-per-core"),
+        help: "Connections the kernel tracks per CPU (nf_conntrack_max, and a quarter as many hash buckets at least); 0 leaves them alone. Machine-wide: set from the initial network namespace only.")
+    var conntrackMaxPerCore = 32768
+
+    @Option(name: .customLong("conntrack-min"), help: "Connections the kernel tracks at least, whatever the number of CPUs.")
+    var conntrackMin = 131072
+
+    @Option(
+        name: .customLong("conntrack-tcp-timeout-established"),
+        help: "Seconds an idle established TCP connection stays tracked; 0 leaves the kernel's.")
+    var conntrackTCPTimeoutEstablished = 86400
+
+    @Option(
+        name: .customLong("conntrack-tcp-timeout-close-wait"), help: "Seconds a TCP connection stays tracked in CLOSE_WAIT; 0 leaves the kernel's.")
+    var conntrackTCPTimeoutCloseWait = 3600
+
+    @Flag(name: .customLong("conntrack-tcp-be-liberal"), help: "Do not mark out-of-window TCP packets INVALID (nf_conntrack_tcp_be_liberal).")
+    var conntrackTCPBeLiberal = false
+
+    @Option(name: .customLong("conntrack-udp-timeout"), help: "Seconds a UDP flow seen one way stays tracked; 0 leaves the kernel's.")
+    var conntrackUDPTimeout = 0
+
+    @Option(name: .customLong("conntrack-udp-timeout-stream"), help: "Seconds a UDP flow seen both ways stays tracked; 0 leaves the kernel's.")
+    var conntrackUDPTimeoutStream = 0
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -81,6 +108,27 @@ struct NodeApplierCommand: AsyncParsableCommand {
             throw ValidationError("\(flag): must be a positive number of seconds")
         }
         if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level: unknown level \"\(logLevel)\"") }
+        let conntrack = [
+            ("--conntrack-max-per-core", conntrackMaxPerCore), ("--conntrack-min", conntrackMin),
+            ("--conntrack-tcp-timeout-established", conntrackTCPTimeoutEstablished),
+            ("--conntrack-tcp-timeout-close-wait", conntrackTCPTimeoutCloseWait), ("--conntrack-udp-timeout", conntrackUDPTimeout),
+            ("--conntrack-udp-timeout-stream", conntrackUDPTimeoutStream),
+        ]
+        for (flag, value) in conntrack where value < 0 {
+            throw ValidationError("\(flag): must be 0 or more, got \(value)")
+        }
+    }
+
+    var conntrackTuning: ConntrackTuning {
+        var tuning = ConntrackTuning()
+        tuning.maxPerCore = conntrackMaxPerCore
+        tuning.min = conntrackMin
+        tuning.tcpEstablishedTimeout = conntrackTCPTimeoutEstablished
+        tuning.tcpCloseWaitTimeout = conntrackTCPTimeoutCloseWait
+        tuning.tcpBeLiberal = conntrackTCPBeLiberal
+        tuning.udpTimeout = conntrackUDPTimeout
+        tuning.udpStreamTimeout = conntrackUDPTimeoutStream
+        return tuning
     }
 
     static func isTableName(_ name: String) -> Bool {
@@ -140,6 +188,12 @@ struct NodeApplierCommand: AsyncParsableCommand {
             metadata: [
                 "version": "\(BuildInfo.version)", "node": "\(configuration.node.nodeName)", "server": "\(server)", "table": "\(table)",
             ])
+        let initial = ConntrackTuning.inInitialNetworkNamespace()
+        if !initial && conntrackMaxPerCore > 0 {
+            logger.info("conntrack: not in the initial network namespace, the table's size (machine-wide) is left alone")
+        }
+        ConntrackTuning.apply(
+            conntrackTuning.settings(cores: ProcessInfo.processInfo.activeProcessorCount, initialNetworkNamespace: initial), logger: logger)
         let app = NodeApplierApp(configuration: configuration, nft: nft, conntrack: NetlinkConntrack(), logger: logger)
         let group = ServiceGroup(
             configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
