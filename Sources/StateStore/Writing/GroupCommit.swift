@@ -110,35 +110,7 @@ final class GroupCommitter: Sendable {
                 var committed: [CommittedRevision] = []
                 do {
                     try db.inTransaction(.immediate) {
-                        let stored = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'head_revision'") ?? 0
-                        var head = Revision(UInt64(stored))
-                        for (index, job) in jobs.enumerated() {
-                            do {
-                                var produced: CommittedRevision?
-                                // The revision's row is in the write's savepoint too: a write that
-                                // fails leaves nothing behind, nor its revision taken.
-                                try db.inSavepoint {
-                                    let result = try job.run(db, head.next, WallClock.nowUnixNanos())
-                                    guard result.keep else { return .rollback }
-                                    if let changed = result.committed {
-                                        try db.cachedStatement(sql: "INSERT INTO revisions (revision, commit_time_unix_nanos) VALUES (?, ?)")
-                                            .execute(arguments: [Int64(changed.revision.rawValue), changed.commitTimeUnixNanos])
-                                        produced = changed
-                                    }
-                                    return .commit
-                                }
-                                if let produced {
-                                    head = produced.revision
-                                    committed.append(produced)
-                                }
-                            } catch {
-                                results[index] = .failure(Self.storeError(error))
-                            }
-                        }
-                        if !committed.isEmpty {
-                            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'head_revision'", arguments: [Int64(head.rawValue)])
-                            try self.compact(db, head: head)
-                        }
+                        try self.run(jobs, in: db, results: &results, committed: &committed)
                         return .commit
                     }
                 } catch {
@@ -162,6 +134,40 @@ final class GroupCommitter: Sendable {
             storageFailed(error, writes: 1)
         }
         for (job, result) in zip(jobs, results) { job.finish(result) }
+    }
+
+    /// Runs each job in a savepoint of the batch's transaction, with the next revision if it
+    /// changes something; a failing job leaves nothing behind, nor its revision taken.
+    private func run(
+        _ jobs: [Job], in db: Database, results: inout [Result<Void, any Error>], committed: inout [CommittedRevision]
+    ) throws {
+        let stored = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'head_revision'") ?? 0
+        var head = Revision(UInt64(stored))
+        for (index, job) in jobs.enumerated() {
+            do {
+                var produced: CommittedRevision?
+                try db.inSavepoint {
+                    let result = try job.run(db, head.next, WallClock.nowUnixNanos())
+                    guard result.keep else { return .rollback }
+                    if let changed = result.committed {
+                        try db.cachedStatement(sql: "INSERT INTO revisions (revision, commit_time_unix_nanos) VALUES (?, ?)")
+                            .execute(arguments: [Int64(changed.revision.rawValue), changed.commitTimeUnixNanos])
+                        produced = changed
+                    }
+                    return .commit
+                }
+                if let produced {
+                    head = produced.revision
+                    committed.append(produced)
+                }
+            } catch {
+                results[index] = .failure(Self.storeError(error))
+            }
+        }
+        if !committed.isEmpty {
+            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'head_revision'", arguments: [Int64(head.rawValue)])
+            try compact(db, head: head)
+        }
     }
 
     /// Logs and reports writes that failed in SQLite, not for what they asked.
