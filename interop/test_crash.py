@@ -4,7 +4,6 @@ write is synced to disk before it is acknowledged."""
 import fcntl
 import os
 import re
-import signal
 import sqlite3
 import struct
 import subprocess
@@ -90,15 +89,20 @@ def assert_acknowledged_writes_stored(stubs, server, acknowledged):
     channel.close()
 
 
+def kill(server):
+    if server.process.poll() is None:
+        server.process.kill()
+    server.process.wait()
+    server.log.close()
+
+
 def test_acknowledged_writes_survive_kill_9(tmp_path, stubs):
     workdir = str(tmp_path)
     server = Server(workdir)
     writers = Writers(stubs, server.target)
     time.sleep(2.0)
-    os.kill(server.process.pid, signal.SIGKILL)
-    server.process.wait()
+    kill(server)
     writers.stop()
-    server.log.close()
 
     database = os.path.join(workdir, "state.db")
     assert_integrity(database)
@@ -148,13 +152,6 @@ class LoopFileSystem:
     def __exit__(self, *exception):
         if os.path.ismount(self.path):
             self.unmount()
-
-
-def kill(server):
-    if server.process.poll() is None:
-        server.process.kill()
-    server.process.wait()
-    server.log.close()
 
 
 def test_acknowledged_writes_survive_a_power_cut(tmp_path, stubs):
