@@ -26,7 +26,7 @@ struct NFTablesBench: AsyncParsableCommand {
     @Option(help: "One-endpoint changes measured at each size.")
     var changes: Int = 200
 
-    @Option(help: "Services programmed for the first-connection latency test.")
+    @Option(help: "Dual-stack services programmed for the first-connection latency test (IPv4 and IPv6 connections).")
     var latencyServices: Int = 30000
 
     @Option(help: "Connections per target in each pass of the latency test.")
@@ -50,9 +50,11 @@ struct NFTablesBench: AsyncParsableCommand {
     static let node = "kpbench-node"
     static let pod = "kpbench-pod"
     static let podAddress = "10.250.0.2"
+    static let podAddress6 = "fd00:250::2"
     /// The node's own address, as on a node's uplink: outside the cluster CIDR (10.0.0.0/8), so the
     /// node's connections to service addresses (its default route) are masqueraded, as kube-proxy's are.
     static let nodeAddress = "192.168.250.1"
+    static let nodeAddress6 = "fd00:ffff::1"
     /// A client pod behind the node (its own veth): its connections are routed by the node, as
     /// pod-to-service traffic is (prerouting and forward hooks).
     static let client = "kpbench-client"
@@ -65,7 +67,9 @@ struct NFTablesBench: AsyncParsableCommand {
 
     func run() async throws {
         if connectionsOnly {
-            print(try Self.compareConnects(Self.connectTargets, connections, passes: passes))
+            for targets in ConnectTargets.families {
+                print("    \(targets.family):\n" + (try Self.compareConnects(targets.fromPod, connections, passes: passes)))
+            }
             return
         }
         if inNamespace {
@@ -92,20 +96,24 @@ struct NFTablesBench: AsyncParsableCommand {
     private static func setUp() throws {
         try ip(["netns", "add", node])
         try ip(["-n", node, "link", "set", "lo", "up"])
-        try attach(pod, link: "kpb0", subnet: "10.250.0")
-        try attach(client, link: "kpb1", subnet: "10.250.1")
+        try attach(pod, link: "kpb0", subnet: "10.250.0", subnet6: "fd00:250:0")
+        try attach(client, link: "kpb1", subnet: "10.250.1", subnet6: "fd00:250:1")
         // Locally generated packets are routed before DNAT: the node needs a route for service addresses.
         try ip(["-n", node, "addr", "add", "\(nodeAddress)/32", "dev", "lo"])
         try ip(["-n", node, "route", "add", "default", "via", podAddress, "src", nodeAddress])
-        try ip(["netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
-        // The pod: a TCP server that accepts and closes.
-        let server = "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',8080));s.listen(4096)\nwhile True:\n c,_=s.accept();c.close()\n"
+        try ip(["-n", node, "addr", "add", "\(nodeAddress6)/128", "dev", "lo", "nodad"])
+        try ip(["-6", "-n", node, "route", "add", "default", "via", podAddress6, "src", nodeAddress6])
+        try ip(["netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"])
+        // The pod: a TCP server (IPv4 and IPv6) that accepts and closes.
+        let server = "import socket\ns=socket.socket(socket.AF_INET6);s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)\n"
+            + "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('::',8080));s.listen(4096)\nwhile True:\n c,_=s.accept();c.close()\n"
         _ = try ip(["netns", "exec", pod, "python3", "-c", server], wait: false)
     }
 
-    /// A namespace behind the node on a veth of its own: the node is `<subnet>.1` on `link`, the
-    /// namespace `<subnet>.2` on `eth0`, with its default route through the node.
-    private static func attach(_ namespace: String, link: String, subnet: String) throws {
+    /// A namespace behind the node on a veth of its own: the node is `<subnet>.1` and `<subnet6>::1`
+    /// on `link`, the namespace `<subnet>.2` and `<subnet6>::2` on `eth0`, with its default routes
+    /// through the node.
+    private static func attach(_ namespace: String, link: String, subnet: String, subnet6: String) throws {
         try ip(["netns", "add", namespace])
         try ip(["-n", namespace, "link", "set", "lo", "up"])
         try ip(["link", "add", link, "netns", node, "type", "veth", "peer", "name", "eth0", "netns", namespace])
@@ -114,6 +122,10 @@ struct NFTablesBench: AsyncParsableCommand {
         try ip(["-n", namespace, "addr", "add", "\(subnet).2/24", "dev", "eth0"])
         try ip(["-n", namespace, "link", "set", "eth0", "up"])
         try ip(["-n", namespace, "route", "add", "default", "via", "\(subnet).1"])
+        // No duplicate address detection: the addresses are usable at once.
+        try ip(["-n", node, "addr", "add", "\(subnet6)::1/64", "dev", link, "nodad"])
+        try ip(["-n", namespace, "addr", "add", "\(subnet6)::2/64", "dev", "eth0", "nodad"])
+        try ip(["-6", "-n", namespace, "route", "add", "default", "via", "\(subnet6)::1"])
     }
 
     private static func teardown() throws {
@@ -178,7 +190,9 @@ struct NFTablesBench: AsyncParsableCommand {
             return parts.count == 2 ? (parts[0], parts[1]) : nil
         }
         let nft = try LibNFTables()
-        let node = NodeConfig(nodeName: "node-0", nodeIPs: [IPAddress(Self.nodeAddress)!], clusterCIDRs: [CIDR("10.0.0.0/8")!])
+        let node = NodeConfig(
+            nodeName: "node-0", nodeIPs: [IPAddress(Self.nodeAddress)!, IPAddress(Self.nodeAddress6)!],
+            clusterCIDRs: [CIDR("10.0.0.0/8")!, CIDR("fd00:250::/32")!])
         var logger = Logger(label: "bench")
         logger.logLevel = .error
         print("full program: services x endpoints (one \(serviceProtocol.rawValue) port each), snapshot -> rules in the kernel")
@@ -318,15 +332,30 @@ struct NFTablesBench: AsyncParsableCommand {
 
     /// Sends one datagram from `fd` to `address`:`port`.
     private static func send(_ fd: Int32, to address: IPAddress, port: UInt16) throws {
-        guard case .v4(let value) = address else { throw BenchError("IPv4 only") }
-        var target = sockaddr_in()
-        target.sin_family = sa_family_t(AF_INET)
-        target.sin_port = port.bigEndian
-        target.sin_addr.s_addr = value.bigEndian
-        let sent = withUnsafePointer(to: &target) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, "x", 1, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
+        let sent = withSocketAddress(address, port) { sendto(fd, "x", 1, 0, $0, $1) }
         guard sent == 1 else { throw BenchError("sendto \(address):\(port): errno \(errno)") }
+    }
+
+    /// Calls `body` with the socket address of `address`:`port` and its length.
+    private static func withSocketAddress<Result>(
+        _ address: IPAddress, _ port: UInt16, _ body: (UnsafePointer<sockaddr>, socklen_t) -> Result
+    ) -> Result {
+        switch address {
+        case .v4(let value):
+            var target = sockaddr_in()
+            target.sin_family = sa_family_t(AF_INET)
+            target.sin_port = port.bigEndian
+            target.sin_addr.s_addr = value.bigEndian
+            return withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        case .v6(let value):
+            var target = sockaddr_in6()
+            target.sin6_family = sa_family_t(AF_INET6)
+            target.sin6_port = port.bigEndian
+            withUnsafeMutableBytes(of: &target.sin6_addr) { bytes in
+                for index in 0..<16 { bytes[index] = UInt8(truncatingIfNeeded: value >> (8 * (15 - index))) }
+            }
+            return withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+        }
     }
 
     /// Where a full program's time goes, phase by phase, through the same public APIs the applier
@@ -546,16 +575,20 @@ struct NFTablesBench: AsyncParsableCommand {
 
     private func measureLatency(nft: LibNFTables, node: NodeConfig, logger: Logger) async throws {
         let applier = Applier(node: node, tableName: Self.table, nft: nft, logger: logger)
-        var snapshot = Self.snapshot(services: latencyServices, endpoints: 5, revision: 1)
-        // One more service, backed by the pod.
+        var snapshot = Self.snapshot(services: latencyServices, endpoints: 5, revision: 1, dualStack: true)
+        // One more service, dual-stack, backed by the pod.
+        let families = ConnectTargets.families
         let target = Service(
-            metadata: ObjectMeta(namespace: "bench", name: "target"), clusterIPs: [IPAddress(Self.connectTargets[1].address)!],
-            ports: [ServicePort(name: "http", port: 80)])
-        let targetSlice = EndpointSlice(
-            metadata: ObjectMeta(namespace: "bench", name: "target-1"), serviceName: "target", addressType: .ipv4,
-            ports: [EndpointPort(name: "http", port: 8080)], endpoints: [Endpoint(addresses: [IPAddress(Self.podAddress)!], nodeName: "node-1")])
+            metadata: ObjectMeta(namespace: "bench", name: "target"), clusterIPs: families.map { IPAddress($0.clusterIP.address)! },
+            ipFamilies: [.ipv4, .ipv6], ipFamilyPolicy: .requireDualStack, ports: [ServicePort(name: "http", port: 80)])
         snapshot.snapshot.services.append(target.wire)
-        snapshot.snapshot.endpointSlices.append(targetSlice.wire)
+        for targets in families {
+            let pod = IPAddress(targets.direct.address)!
+            let slice = EndpointSlice(
+                metadata: ObjectMeta(namespace: "bench", name: "target-\(targets.family)"), serviceName: "target", addressType: pod.family,
+                ports: [EndpointPort(name: "http", port: 8080)], endpoints: [Endpoint(addresses: [pod], nodeName: "node-1")])
+            snapshot.snapshot.endpointSlices.append(slice.wire)
+        }
         try await applier.receive(snapshot)
         guard case .applied = await applier.sync() else { throw BenchError("full sync failed") }
         // The pod's server was started with the namespaces; it may still be starting.
@@ -573,27 +606,37 @@ struct NFTablesBench: AsyncParsableCommand {
         // that skip our nat chains (a translated packet skips later nat chains): the difference is what
         // our nat chains cost a new connection they do not translate. The third floor is the second
         // one masqueraded as well, as a client outside the cluster CIDR (the node) is by our rules.
-        var commands = [
-            ["add", "table", "ip", "kpbench-dnat"], ["add", "chain", "ip", "kpbench-dnat", "post", "{ type nat hook postrouting priority 100; }"],
-            ["add", "rule", "ip", "kpbench-dnat", "post", "ct original ip daddr \(Self.masqueradedFloor.address) masquerade fully-random"],
-        ]
-        for (hook, name) in [("output", "out"), ("prerouting", "pre")] {
-            for (priority, floors) in [(-95, [Self.connectTargets[2]]), (-105, [Self.connectTargets[3], Self.masqueradedFloor])] {
-                let chain = "\(name)\(priority)"
-                commands.append(["add", "chain", "ip", "kpbench-dnat", chain, "{ type nat hook \(hook) priority \(priority); }"])
-                for floor in floors {
-                    commands.append(["add", "rule", "ip", "kpbench-dnat", chain, "ip daddr \(floor.address) tcp dport 80 dnat to \(Self.podAddress):8080"])
+        var commands: [[String]] = []
+        for targets in families {
+            let family = targets.nftFamily
+            let pod = targets.family == "IPv4" ? "\(targets.direct.address):8080" : "[\(targets.direct.address)]:8080"
+            commands += [
+                ["add", "table", family, "kpbench-dnat"], ["add", "chain", family, "kpbench-dnat", "post", "{ type nat hook postrouting priority 100; }"],
+                ["add", "rule", family, "kpbench-dnat", "post", "ct original \(family) daddr \(targets.masqueradedFloor.address) masquerade fully-random"],
+            ]
+            for (hook, name) in [("output", "out"), ("prerouting", "pre")] {
+                for (priority, floors) in [(-95, [targets.floorAfter]), (-105, [targets.floorBefore, targets.masqueradedFloor])] {
+                    let chain = "\(name)\(priority)"
+                    commands.append(["add", "chain", family, "kpbench-dnat", chain, "{ type nat hook \(hook) priority \(priority); }"])
+                    for floor in floors {
+                        commands.append(["add", "rule", family, "kpbench-dnat", chain, "\(family) daddr \(floor.address) tcp dport 80 dnat to \(pod)"])
+                    }
                 }
             }
+        }
+        defer {
+            for targets in families { _ = try? Self.nft(["delete", "table", targets.nftFamily, "kpbench-dnat"]) }
         }
         for command in commands where try Self.nft(command).status != 0 {
             throw BenchError("nft \(command.joined(separator: " ")) failed")
         }
-        defer { _ = try? Self.nft(["delete", "table", "ip", "kpbench-dnat"]) }
         print(
-            "first-connection latency, \(latencyServices + 1) services programmed: \(passes) passes, each \(connections) rounds of one "
-                + "connect to every target; per pass, each target's p50 over the direct p50 and minus it (medians over passes):")
-        print("  from the node (output hook):\n" + (try Self.compareConnects(Self.connectTargets + [Self.masqueradedFloor], connections, passes: passes)))
+            "first-connection latency, \(latencyServices + 1) dual-stack services programmed: \(passes) passes, each \(connections) rounds "
+                + "of one connect to every target; per pass, each target's p50 over the direct p50 and minus it (medians over passes):")
+        print("  from the node (output hook):")
+        for targets in families {
+            print("    \(targets.family):\n" + (try Self.compareConnects(targets.fromNode, connections, passes: passes)))
+        }
         print("  from a pod the node routes (prerouting):\n" + (try compareConnectsFromClient()))
     }
 
@@ -610,15 +653,33 @@ struct NFTablesBench: AsyncParsableCommand {
 
     typealias ConnectTarget = (label: String, address: String, port: UInt16)
 
-    /// The latency test's destinations, all reaching the pod's server: directly, through the
-    /// bench's ClusterIP, through the floor's rule after our chains and through the one before them.
-    static let connectTargets: [ConnectTarget] = [
-        ("direct to the pod", podAddress, 8080), ("our rules (ClusterIP 10.111.0.1)", "10.111.0.1", 80),
-        ("one DNAT rule after our chains", "10.120.0.1", 80), ("one DNAT rule before our chains", "10.120.0.2", 80),
-    ]
-    /// From the node only: the floor's rule before our chains, and the connection masqueraded, as our
-    /// rules masquerade a client outside the cluster CIDR (the node; not a pod).
-    static let masqueradedFloor: ConnectTarget = ("one DNAT rule before our chains, masqueraded", "10.120.0.3", 80)
+    /// The latency test's destinations in one address family, all reaching the pod's server:
+    /// directly, through the bench's ClusterIP, through the floor's rule after our chains and through
+    /// the one before them; from the node also through that one masqueraded, as our rules masquerade
+    /// a client outside the cluster CIDR (the node; not a pod).
+    struct ConnectTargets {
+        let family: String
+        let nftFamily: String
+        let direct, clusterIP, floorAfter, floorBefore, masqueradedFloor: ConnectTarget
+
+        init(family: String, nftFamily: String, pod: String, clusterIP: String, floors: [String]) {
+            (self.family, self.nftFamily) = (family, nftFamily)
+            direct = ("direct to the pod", pod, 8080)
+            self.clusterIP = ("our rules (ClusterIP \(clusterIP))", clusterIP, 80)
+            floorAfter = ("one DNAT rule after our chains", floors[0], 80)
+            floorBefore = ("one DNAT rule before our chains", floors[1], 80)
+            masqueradedFloor = ("one DNAT rule before our chains, masqueraded", floors[2], 80)
+        }
+
+        var fromPod: [ConnectTarget] { [direct, clusterIP, floorAfter, floorBefore] }
+        var fromNode: [ConnectTarget] { fromPod + [masqueradedFloor] }
+
+        static let families = [
+            ConnectTargets(family: "IPv4", nftFamily: "ip", pod: podAddress, clusterIP: "10.111.0.1", floors: ["10.120.0.1", "10.120.0.2", "10.120.0.3"]),
+            ConnectTargets(
+                family: "IPv6", nftFamily: "ip6", pod: podAddress6, clusterIP: "fd00:10:96::ff01", floors: ["fd00:120::1", "fd00:120::2", "fd00:120::3"]),
+        ]
+    }
 
     /// `passes` passes of `connections` rounds, each round one connect to every target of `targets`
     /// (the first one direct). Per pass, each target's p50 over the direct p50 and minus it; then, over
@@ -662,22 +723,19 @@ struct NFTablesBench: AsyncParsableCommand {
     /// and port, the tens of thousands of a run made every masqueraded connect slower as the run
     /// went on, as a masquerade picks a free source port at random (see BENCHMARKS.md).
     private static func connectTime(_ address: String, _ port: UInt16) throws -> Duration {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard let target = IPAddress(address) else { throw BenchError("not an IP address: \(address)") }
+        let fd = socket(target.family == .ipv4 ? AF_INET : AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw BenchError("socket: errno \(errno)") }
         defer { close(fd) }
         var reset = linger(l_onoff: 1, l_linger: 0)
         guard setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, socklen_t(MemoryLayout<linger>.size)) == 0 else {
             throw BenchError("SO_LINGER: errno \(errno)")
         }
-        var target = sockaddr_in()
-        target.sin_family = sa_family_t(AF_INET)
-        target.sin_port = port.bigEndian
-        inet_pton(AF_INET, address, &target.sin_addr)
-        let start = ContinuousClock.now
-        let result = withUnsafePointer(to: &target) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        let (result, elapsed) = withSocketAddress(target, port) { address, length in
+            let start = ContinuousClock.now
+            let result = connect(fd, address, length)
+            return (result, ContinuousClock.now - start)
         }
-        let elapsed = ContinuousClock.now - start
         guard result == 0 else { throw BenchError("connect \(address):\(port): errno \(errno)") }
         return elapsed
     }
@@ -769,18 +827,28 @@ struct NFTablesBench: AsyncParsableCommand {
             endpoints: endpoints.map { Endpoint(addresses: [.v4(0x0A71_0000 + UInt32(index * 4 + $0))], nodeName: "node-\($0)") })
     }
 
-    static func service(_ index: Int, protocol: L4Protocol = .tcp) -> Service {
-        Service(
-            metadata: ObjectMeta(namespace: "bench", name: "svc-\(index)"), clusterIPs: [.v4(0x0A60_0000 + UInt32(index) + 1)],
+    /// Bench service `index`: a ClusterIP in 10.96.0.0/12; dual-stack, also one in fd00:10:96::/112.
+    static func service(_ index: Int, protocol: L4Protocol = .tcp, dualStack: Bool = false) -> Service {
+        let ipv4 = IPAddress.v4(0x0A60_0000 + UInt32(index) + 1)
+        return Service(
+            metadata: ObjectMeta(namespace: "bench", name: "svc-\(index)"),
+            clusterIPs: dualStack ? [ipv4, .v6(UInt128(0xfd00_0010_0096_0000) << 64 | UInt128(index + 1))] : [ipv4],
+            ipFamilies: dualStack ? [.ipv4, .ipv6] : [], ipFamilyPolicy: dualStack ? .requireDualStack : .singleStack,
             ports: [ServicePort(name: "http", protocol: `protocol`, port: 80, targetPort: .number(8080))])
     }
 
-    static func snapshot(services: Int, endpoints: Int, revision: UInt64, protocol: L4Protocol = .tcp) -> Kubeproxy_V1_ServerMessage {
-        .with {
+    /// `services` bench services with `endpoints` endpoints each; dual-stack, with an IPv6 slice each too.
+    static func snapshot(services: Int, endpoints: Int, revision: UInt64, protocol: L4Protocol = .tcp, dualStack: Bool = false)
+        -> Kubeproxy_V1_ServerMessage
+    {
+        let families: [IPFamily] = dualStack ? [.ipv4, .ipv6] : [.ipv4]
+        return .with {
             $0.snapshot = .with {
                 $0.revision = revision
-                $0.services = (0..<services).map { service($0, protocol: `protocol`).wire }
-                $0.endpointSlices = (0..<services).map { benchSliceModel(service: $0, endpoints: endpoints, generation: 0, protocol: `protocol`).wire }
+                $0.services = (0..<services).map { service($0, protocol: `protocol`, dualStack: dualStack).wire }
+                $0.endpointSlices = families.flatMap { family in
+                    (0..<services).map { benchSliceModel(service: $0, endpoints: endpoints, generation: 0, protocol: `protocol`, family: family).wire }
+                }
             }
         }
     }
