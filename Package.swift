@@ -166,6 +166,7 @@ let package = Package(
             name: "ControlServerTests",
             dependencies: [
                 "ControlServer", "NodeApplier", "ProxyAPI", "ProxyGRPC", "ProxyModel", "StateStore",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ],

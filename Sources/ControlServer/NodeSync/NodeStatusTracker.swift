@@ -15,6 +15,8 @@ public final class NodeStatusTracker: ServiceLifecycle.Service, Sendable {
     private struct Shared {
         var entries: [String: Entry] = [:]
         var dirty: Set<String> = []
+        /// Whether the last flush failed: a failing store is logged once, not at every flush.
+        var failing = false
     }
 
     private let shared = Mutex(Shared())
@@ -93,9 +95,20 @@ public final class NodeStatusTracker: ServiceLifecycle.Service, Sendable {
         }
         do {
             try await store.saveNodeStatuses(pending)
+            let recovered = shared.withLock { shared in
+                defer { shared.failing = false }
+                return shared.failing
+            }
+            if recovered { logger.info("node status persisted again") }
         } catch {
-            logger.warning("cannot persist node status: \(error)")
-            shared.withLock { $0.dirty.formUnion(pending.map(\.name)) }
+            let first = shared.withLock { shared in
+                defer { shared.failing = true }
+                shared.dirty.formUnion(pending.map(\.name))
+                return !shared.failing
+            }
+            logger.log(
+                level: first ? .warning : .debug, "cannot persist node status, retrying every \(flushInterval)",
+                metadata: ["error": "\(error)"])
         }
     }
 

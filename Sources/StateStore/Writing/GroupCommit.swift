@@ -53,6 +53,9 @@ final class GroupCommitter: Sendable {
     private let logger: Logger
     private let observers: Mutex<[any CommitObserver]> = Mutex([])
     private let queue = Mutex(Queue())
+    /// Writes that failed in storage since the last batch that stored: while storage fails (a full
+    /// disk), the first failure is logged as an error and the rest at debug level, until one stores.
+    private let failedSinceStored = Mutex(0)
 
     init(writer: DatabasePool, retainedRevisions: UInt64, logger: Logger) {
         self.writer = writer
@@ -130,8 +133,17 @@ final class GroupCommitter: Sendable {
         if !committed.isEmpty {
             for observer in observers.withLock({ $0 }) { observer.committed(committed) }
         }
+        var stored = true
         for case .failure(let error as StoreError) in results where error.isStorageFailure {
             storageFailed(error, writes: 1)
+            stored = false
+        }
+        if stored {
+            let failed = failedSinceStored.withLock { failed in
+                defer { failed = 0 }
+                return failed
+            }
+            if failed > 0 { logger.info("writes are stored again", metadata: ["failed_writes": "\(failed)"]) }
         }
         for (job, result) in zip(jobs, results) { job.finish(result) }
     }
@@ -173,7 +185,14 @@ final class GroupCommitter: Sendable {
     /// Logs and reports writes that failed in SQLite, not for what they asked.
     private func storageFailed(_ error: StoreError, writes: Int) {
         guard error.isStorageFailure else { return }
-        logger.error("writes failed in storage, nothing of them was stored", metadata: ["writes": "\(writes)", "error": "\(error)"])
+        let first = failedSinceStored.withLock { failed in
+            defer { failed += writes }
+            return failed == 0
+        }
+        logger.log(
+            level: first ? .error : .debug,
+            "writes failed in storage, nothing of them was stored\(first ? " (until writes are stored again, later failures are logged at debug level)" : "")",
+            metadata: ["writes": "\(writes)", "error": "\(error)"])
         for observer in observers.withLock({ $0 }) { observer.failed(error, writes: writes) }
     }
 
