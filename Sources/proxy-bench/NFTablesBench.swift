@@ -68,7 +68,7 @@ struct NFTablesBench: AsyncParsableCommand {
     func run() async throws {
         if connectionsOnly {
             for targets in ConnectTargets.families {
-                print("    \(targets.family):\n" + (try Self.compareConnects(targets.fromPod, connections, passes: passes)))
+                print("    \(targets.family.rawValue):\n" + (try Self.compareConnects(targets.fromPod, connections, passes: passes)))
             }
             return
         }
@@ -585,7 +585,8 @@ struct NFTablesBench: AsyncParsableCommand {
         for targets in families {
             let pod = IPAddress(targets.direct.address)!
             let slice = EndpointSlice(
-                metadata: ObjectMeta(namespace: "bench", name: "target-\(targets.family)"), serviceName: "target", addressType: pod.family,
+                metadata: ObjectMeta(namespace: "bench", name: "target-\(targets.family.rawValue.lowercased())"), serviceName: "target",
+                addressType: targets.family,
                 ports: [EndpointPort(name: "http", port: 8080)], endpoints: [Endpoint(addresses: [pod], nodeName: "node-1")])
             snapshot.snapshot.endpointSlices.append(slice.wire)
         }
@@ -608,8 +609,8 @@ struct NFTablesBench: AsyncParsableCommand {
         // one masqueraded as well, as a client outside the cluster CIDR (the node) is by our rules.
         var commands: [[String]] = []
         for targets in families {
-            let family = targets.nftFamily
-            let pod = targets.family == "IPv4" ? "\(targets.direct.address):8080" : "[\(targets.direct.address)]:8080"
+            let family = NFTFamily(targets.family).rawValue
+            let pod = EndpointTarget(address: IPAddress(targets.direct.address)!, port: Int(targets.direct.port))
             commands += [
                 ["add", "table", family, "kpbench-dnat"], ["add", "chain", family, "kpbench-dnat", "post", "{ type nat hook postrouting priority 100; }"],
                 ["add", "rule", family, "kpbench-dnat", "post", "ct original \(family) daddr \(targets.masqueradedFloor.address) masquerade fully-random"],
@@ -625,7 +626,7 @@ struct NFTablesBench: AsyncParsableCommand {
             }
         }
         defer {
-            for targets in families { _ = try? Self.nft(["delete", "table", targets.nftFamily, "kpbench-dnat"]) }
+            for targets in families { _ = try? Self.nft(["delete", "table", NFTFamily(targets.family).rawValue, "kpbench-dnat"]) }
         }
         for command in commands where try Self.nft(command).status != 0 {
             throw BenchError("nft \(command.joined(separator: " ")) failed")
@@ -635,7 +636,7 @@ struct NFTablesBench: AsyncParsableCommand {
                 + "of one connect to every target; per pass, each target's p50 over the direct p50 and minus it (medians over passes):")
         print("  from the node (output hook):")
         for targets in families {
-            print("    \(targets.family):\n" + (try Self.compareConnects(targets.fromNode, connections, passes: passes)))
+            print("    \(targets.family.rawValue):\n" + (try Self.compareConnects(targets.fromNode, connections, passes: passes)))
         }
         print("  from a pod the node routes (prerouting):\n" + (try compareConnectsFromClient()))
     }
@@ -658,12 +659,11 @@ struct NFTablesBench: AsyncParsableCommand {
     /// the one before them; from the node also through that one masqueraded, as our rules masquerade
     /// a client outside the cluster CIDR (the node; not a pod).
     struct ConnectTargets {
-        let family: String
-        let nftFamily: String
+        let family: IPFamily
         let direct, clusterIP, floorAfter, floorBefore, masqueradedFloor: ConnectTarget
 
-        init(family: String, nftFamily: String, pod: String, clusterIP: String, floors: [String]) {
-            (self.family, self.nftFamily) = (family, nftFamily)
+        init(family: IPFamily, pod: String, clusterIP: String, floors: [String]) {
+            self.family = family
             direct = ("direct to the pod", pod, 8080)
             self.clusterIP = ("our rules (ClusterIP \(clusterIP))", clusterIP, 80)
             floorAfter = ("one DNAT rule after our chains", floors[0], 80)
@@ -675,9 +675,8 @@ struct NFTablesBench: AsyncParsableCommand {
         var fromNode: [ConnectTarget] { fromPod + [masqueradedFloor] }
 
         static let families = [
-            ConnectTargets(family: "IPv4", nftFamily: "ip", pod: podAddress, clusterIP: "10.111.0.1", floors: ["10.120.0.1", "10.120.0.2", "10.120.0.3"]),
-            ConnectTargets(
-                family: "IPv6", nftFamily: "ip6", pod: podAddress6, clusterIP: "fd00:10:96::ff01", floors: ["fd00:120::1", "fd00:120::2", "fd00:120::3"]),
+            ConnectTargets(family: .ipv4, pod: podAddress, clusterIP: "10.111.0.1", floors: ["10.120.0.1", "10.120.0.2", "10.120.0.3"]),
+            ConnectTargets(family: .ipv6, pod: podAddress6, clusterIP: "fd00:10:96::ff01", floors: ["fd00:120::1", "fd00:120::2", "fd00:120::3"]),
         ]
     }
 
